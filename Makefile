@@ -1,0 +1,52 @@
+# The README's two commands, each doing all set-up on a fresh machine:
+#   make demo   - create .venv if needed, install, run the main job on the embedded default
+#   make test   - same set-up, then lint, type check and the test suite
+# Installs pin torch through constraints.txt (CPU build, no CUDA wheels).
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+SUDO    := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+FASHION := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+DEMO_OUT ?= out/demo
+
+.PHONY: install demo test lint typecheck pytest bench fashion-mnist clean
+
+$(PY):
+	python3 -m venv $(VENV)
+
+$(STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+$(FASHION):
+	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get install -y -qq dataset-fashion-mnist
+
+fashion-mnist: $(FASHION)
+
+demo: install
+	mkdir -p $(DEMO_OUT)
+	$(VENV)/bin/rs-plugin certify --model demo --data digits --sigma 0.25 -n 10000 \
+		--out $(DEMO_OUT)/certificates.jsonl --resume
+
+lint: install
+	$(VENV)/bin/ruff check rs_plugin adapters tests examples
+	$(VENV)/bin/ruff format --check rs_plugin adapters tests examples
+
+typecheck: install
+	$(VENV)/bin/mypy rs_plugin adapters tests examples
+
+pytest: install fashion-mnist
+	$(VENV)/bin/pytest -q
+
+test: lint typecheck pytest
+
+bench: install
+	$(VENV)/bin/rs-plugin bench
+
+clean:
+	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -1,0 +1,27 @@
+"""rs-plugin: randomized smoothing, certified, streamed on the model's device, and audited.
+
+Public surface::
+
+    from rs_plugin import Gaussian, SmoothedClassifier
+    smoothed = SmoothedClassifier(model, Gaussian(0.25), num_classes=10)
+    certificates = smoothed.certify(x, n0=100, n=100_000, alpha=0.001)
+"""
+
+from rs_plugin._certificates import Certificates, Predictions
+from rs_plugin._classifier import SmoothedClassifier
+from rs_plugin._engine import NOISE_BLOCK, block_seed
+from rs_plugin._smoothing import Gaussian, Smoothing
+from rs_plugin._validation import RSValueError, RSWarning
+
+__all__ = [
+    "NOISE_BLOCK",
+    "Certificates",
+    "Gaussian",
+    "Predictions",
+    "RSValueError",
+    "RSWarning",
+    "SmoothedClassifier",
+    "Smoothing",
+    "block_seed",
+]
+__version__ = "0.1.0"

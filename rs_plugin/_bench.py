@@ -1,0 +1,218 @@
+"""``rs-plugin bench``: the engine's certify time against the physical floor and against ART.
+
+In one run, on the same model (the embedded digits CNN) and the same inputs, it times:
+
+* the engine's CERTIFY (n0 + n noisy samples per input, streamed, on-device noise);
+* the *floor*: bare forward passes over the same number of pre-made noisy samples, at the best of
+  several batch sizes, no noise generation, no counting;
+* ART's ``PyTorchRandomizedSmoothing.certify`` on the same model and inputs (``sample_size`` =
+  n0, as ART uses it for selection).
+
+Each timing is the best of ``--repeats`` runs; ratios are computed from these timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from rs_plugin._classifier import SmoothedClassifier
+from rs_plugin._smoothing import Gaussian
+from rs_plugin._validation import check_int, check_positive
+
+__all__ = ["add_bench_parser", "bench_command", "run_bench"]
+
+_FLOOR_BATCHES = (256, 1000, 4000, 10000)
+
+
+def add_bench_parser(commands: Any) -> None:
+    p = commands.add_parser(
+        "bench",
+        help="time certify against the bare forward and ART",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    p.add_argument("--inputs", type=int, default=20, help="digits test inputs (default 20)")
+    p.add_argument("--n0", type=int, default=100)
+    p.add_argument("-n", "--n", type=int, default=10_000)
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--sigma", type=float, default=0.25)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-art", action="store_true", help="skip ART's certify")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _best_time(fn: Callable[[], object], repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def run_bench(
+    *,
+    inputs: int = 20,
+    n0: int = 100,
+    n: int = 10_000,
+    batch_size: int = 1000,
+    sigma: float = 0.25,
+    repeats: int = 3,
+    art: bool = True,
+) -> dict[str, Any]:
+    """Time engine, floor and (optionally) ART on the demo model; return figures and ratios."""
+    from rs_plugin.data import load_demo_model, load_digits
+
+    inputs = check_int("--inputs", inputs, 1)
+    repeats = check_int("--repeats", repeats, 1)
+    check_positive("--sigma", sigma)
+    model = load_demo_model()
+    x, y = load_digits("test")
+    x, y = x[:inputs], y[:inputs]
+    smoothed = SmoothedClassifier(model, Gaussian(sigma), 10, clip_values=(0.0, 1.0))
+    total = inputs * (n0 + n)
+
+    smoothed.certify(x[:1], n0=n0, n=n0, batch_size=batch_size)  # warm-up
+    certificates = smoothed.certify(x, n0=n0, n=n, batch_size=batch_size)
+    engine = _best_time(lambda: smoothed.certify(x, n0=n0, n=n, batch_size=batch_size), repeats)
+
+    floor: dict[str, float] = {}
+    generator = torch.Generator().manual_seed(0)
+    for size in sorted({*_FLOOR_BATCHES, batch_size}):
+        noisy = x[:1] + sigma * torch.randn((size, *x.shape[1:]), generator=generator)
+        full, rest = divmod(total, size)
+
+        def forward(noisy: torch.Tensor = noisy, full: int = full, rest: int = rest) -> None:
+            with torch.inference_mode():
+                for _ in range(full):
+                    model(noisy)
+                if rest:
+                    model(noisy[:rest])
+
+        forward()  # warm-up
+        floor[str(size)] = _best_time(forward, repeats)
+    best_size = min(floor, key=lambda k: floor[k])
+
+    result: dict[str, Any] = {
+        "machine": _machine(),
+        "settings": {
+            "model": "demo",
+            "inputs": inputs,
+            "n0": n0,
+            "n": n,
+            "batch_size": batch_size,
+            "sigma": sigma,
+            "repeats": repeats,
+        },
+        "samples": total,
+        "engine_seconds": engine,
+        "forward_seconds": floor[best_size],
+        "forward_seconds_by_batch": floor,
+        "forward_best_batch": int(best_size),
+        "engine_over_forward": engine / floor[best_size],
+        "engine_samples_per_second": total / engine,
+    }
+    if art:
+        art_seconds, art_prediction = _time_art(model, x, sigma, n0, n, batch_size, repeats)
+        confident = certificates.prediction >= 0
+        result["art_seconds"] = art_seconds
+        result["art_over_engine"] = art_seconds / engine
+        result["agreement_with_art_on_certified"] = (
+            float(
+                (torch.from_numpy(art_prediction)[confident] == certificates.prediction[confident])
+                .double()
+                .mean()
+            )
+            if bool(confident.any())
+            else None
+        )
+    return result
+
+
+def _time_art(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    sigma: float,
+    n0: int,
+    n: int,
+    batch_size: int,
+    repeats: int,
+) -> tuple[float, np.ndarray]:
+    from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing
+
+    art_model = PyTorchRandomizedSmoothing(
+        model=model,
+        loss=torch.nn.CrossEntropyLoss(),
+        input_shape=tuple(x.shape[1:]),
+        nb_classes=10,
+        clip_values=(0.0, 1.0),
+        device_type="cpu",
+        sample_size=n0,
+        scale=sigma,
+        alpha=0.001,
+    )
+    x_np = x.numpy()
+    prediction, _ = art_model.certify(x_np, n=n, batch_size=batch_size)
+    seconds = _best_time(lambda: art_model.certify(x_np, n=n, batch_size=batch_size), repeats)
+    return seconds, np.asarray(prediction)
+
+
+def _format(result: dict[str, Any]) -> str:
+    s = result["settings"]
+    lines = [
+        f"machine: {result['machine']['cpu']} ({result['machine']['torch_threads']} threads), "
+        f"torch {result['machine']['torch']}",
+        f"demo CNN, {s['inputs']} inputs x (n0={s['n0']} + n={s['n']}) = {result['samples']} "
+        f"samples, batch {s['batch_size']}, best of {s['repeats']}",
+        f"{'engine certify':<36}{result['engine_seconds']:>9.3f} s",
+        f"{'bare forward (batch ' + str(result['forward_best_batch']) + ')':<36}"
+        f"{result['forward_seconds']:>9.3f} s",
+        f"{'engine / forward':<36}{result['engine_over_forward']:>9.3f} x",
+    ]
+    if "art_seconds" in result:
+        lines += [
+            f"{'ART PyTorchRandomizedSmoothing':<36}{result['art_seconds']:>9.3f} s",
+            f"{'ART / engine':<36}{result['art_over_engine']:>9.3f} x",
+        ]
+    return "\n".join(lines)
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    result = run_bench(
+        inputs=args.inputs,
+        n0=args.n0,
+        n=args.n,
+        batch_size=args.batch_size,
+        sigma=args.sigma,
+        repeats=args.repeats,
+        art=not args.no_art,
+    )
+    print(json.dumps(result, indent=2) if args.json else _format(result))
+    return 0

@@ -1,0 +1,123 @@
+"""Result records of CERTIFY and PREDICT: tensors per input plus the settings they hold under."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["Certificates", "Predictions"]
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """Output of CERTIFY for N inputs.
+
+    With probability at least 1 − ``alpha`` over the sampling, for each input with
+    ``prediction != -1`` the smoothed classifier predicts ``prediction`` everywhere within
+    ``radius`` (measured in ``norm``) of the input. ``prediction == -1`` means abstain (radius 0).
+
+    Attributes:
+        index: (N,) int64, the key of each input (its index in the dataset).
+        prediction: (N,) int64, the certified class, or −1 to abstain.
+        radius: (N,) float64, certified radius in ``norm`` (0 when abstaining).
+        p_lower: (N,) float64, one-sided 1 − α Clopper–Pearson lower bound on p_A.
+        count: (N,) int64, estimation samples that voted for the selected class.
+        counts_selection: (N, C) int64, votes of the n0 selection samples.
+        counts_estimation: (N, C) int64, votes of the n estimation samples.
+        norm: the norm (or parameter space) of ``radius``, e.g. ``"l2"``.
+        radii: every radius the smoothing certifies, keyed by norm (``radii[norm] is radius``).
+        n0, n, alpha: the sample sizes and the failure probability.
+    """
+
+    index: torch.Tensor
+    prediction: torch.Tensor
+    radius: torch.Tensor
+    p_lower: torch.Tensor
+    count: torch.Tensor
+    counts_selection: torch.Tensor
+    counts_estimation: torch.Tensor
+    norm: str
+    n0: int
+    n: int
+    alpha: float
+    radii: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.prediction.shape[0])
+
+    @property
+    def abstain(self) -> torch.Tensor:
+        """(N,) bool, True where CERTIFY abstained."""
+        return self.prediction < 0
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One JSON-ready dict per input."""
+        records = []
+        for i in range(len(self)):
+            records.append(
+                {
+                    "index": int(self.index[i]),
+                    "prediction": int(self.prediction[i]),
+                    "radius": float(self.radius[i]),
+                    "norm": self.norm,
+                    "p_lower": float(self.p_lower[i]),
+                    "count": int(self.count[i]),
+                    "n0": self.n0,
+                    "n": self.n,
+                    "alpha": self.alpha,
+                    "abstain": bool(self.prediction[i] < 0),
+                }
+            )
+        return records
+
+    @staticmethod
+    def concat(parts: list[Certificates]) -> Certificates:
+        """Join records of the same run (same norm, n0, n, alpha) in the given order."""
+        first = parts[0]
+        return Certificates(
+            index=torch.cat([p.index for p in parts]),
+            prediction=torch.cat([p.prediction for p in parts]),
+            radius=torch.cat([p.radius for p in parts]),
+            p_lower=torch.cat([p.p_lower for p in parts]),
+            count=torch.cat([p.count for p in parts]),
+            counts_selection=torch.cat([p.counts_selection for p in parts]),
+            counts_estimation=torch.cat([p.counts_estimation for p in parts]),
+            norm=first.norm,
+            n0=first.n0,
+            n=first.n,
+            alpha=first.alpha,
+            radii={k: torch.cat([p.radii[k] for p in parts]) for k in first.radii},
+        )
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Output of PREDICT for N inputs.
+
+    With probability at least 1 − ``alpha`` over the sampling, each non-abstained ``prediction``
+    is the smoothed classifier's top class (Cohen et al. 2019, Proposition 2).
+
+    Attributes:
+        index: (N,) int64 input keys.
+        prediction: (N,) int64, predicted class or −1 to abstain.
+        counts: (N, C) int64 votes of the n samples.
+        p_value: (N,) float64, two-sided binomial test of top class vs runner-up.
+        n, alpha: sample size and failure probability.
+    """
+
+    index: torch.Tensor
+    prediction: torch.Tensor
+    counts: torch.Tensor
+    p_value: torch.Tensor
+    n: int
+    alpha: float
+
+    def __len__(self) -> int:
+        return int(self.prediction.shape[0])
+
+    @property
+    def abstain(self) -> torch.Tensor:
+        """(N,) bool, True where PREDICT abstained."""
+        return self.prediction < 0

@@ -1,0 +1,53 @@
+"""Summaries of certificate records: certified accuracy at radii, abstentions, average radius."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+__all__ = ["format_summary", "summarize"]
+
+
+def summarize(records: Iterable[Mapping[str, Any]], radii: Sequence[float]) -> dict[str, Any]:
+    """Aggregate per-input records (fields ``correct``, ``abstain``, ``radius``).
+
+    Certified accuracy at r is the fraction of inputs predicted correctly with radius ≥ r;
+    the average certified radius counts wrong or abstained inputs as radius 0.
+    """
+    rows = list(records)
+    total = len(rows)
+    if total == 0:
+        return {"inputs": 0}
+
+    def fraction(count: int) -> float:
+        return count / total
+
+    return {
+        "inputs": total,
+        "clean_accuracy": fraction(sum(bool(r["correct"]) for r in rows)),
+        "abstention_rate": fraction(sum(bool(r["abstain"]) for r in rows)),
+        "certified_accuracy": {
+            f"{radius:g}": fraction(
+                sum(bool(r["correct"]) and float(r["radius"]) >= radius for r in rows)
+            )
+            for radius in radii
+        },
+        "average_certified_radius": sum(float(r["radius"]) for r in rows if r["correct"]) / total,
+    }
+
+
+def format_summary(summary: Mapping[str, Any], norm: str) -> str:
+    """A plain-text table for people."""
+    if summary["inputs"] == 0:
+        return "no inputs certified"
+    lines = [
+        f"{'inputs':<34}{summary['inputs']:>10}",
+        f"{'clean smoothed accuracy':<34}{summary['clean_accuracy']:>10.1%}",
+        f"{'abstentions':<34}{summary['abstention_rate']:>10.1%}",
+    ]
+    for radius, accuracy in summary["certified_accuracy"].items():
+        lines.append(f"{f'certified accuracy, {norm} radius >= {radius}':<34}{accuracy:>10.1%}")
+    lines.append(f"{'average certified radius':<34}{summary['average_certified_radius']:>10.4f}")
+    if "samples_per_second" in summary:
+        lines.append(f"{'samples per second':<34}{summary['samples_per_second']:>10.0f}")
+    return "\n".join(lines)

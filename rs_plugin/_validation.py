@@ -1,0 +1,93 @@
+"""One error type and one warning type for the whole package, and the checks that raise them.
+
+Every user error is an :class:`RSValueError` (a ``ValueError``) whose message names the parameter,
+what is accepted and what was received. Checks run before any sampling starts.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "RSValueError",
+    "RSWarning",
+    "check_finite_inputs",
+    "check_int",
+    "check_open_unit",
+    "check_positive",
+]
+
+
+class RSValueError(ValueError):
+    """A parameter or input was rejected; the message says which, what is accepted and what came."""
+
+    def __init__(self, parameter: str, accepted: str, received: Any) -> None:
+        self.parameter = parameter
+        self.accepted = accepted
+        self.received = received
+        super().__init__(f"{parameter}: expected {accepted}; received {_show(received)}")
+
+
+class RSWarning(UserWarning):
+    """Something will work but probably not as the user meant; the message says how to fix it."""
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, torch.Tensor | np.ndarray):
+        return f"{type(value).__name__} of shape {tuple(value.shape)} and dtype {value.dtype}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def check_positive(name: str, value: Any) -> float:
+    """Return ``value`` as a float if it is a finite real number > 0."""
+    if not _is_real(value) or not math.isfinite(float(value)) or float(value) <= 0:
+        raise RSValueError(name, "a finite number > 0", value)
+    return float(value)
+
+
+def check_open_unit(name: str, value: Any) -> float:
+    """Return ``value`` as a float if it lies in the open interval (0, 1)."""
+    if not _is_real(value) or not 0.0 < float(value) < 1.0:
+        raise RSValueError(name, "a number in the open interval (0, 1)", value)
+    return float(value)
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """Return ``value`` as an int if it is an integer >= ``minimum``."""
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < minimum:
+        raise RSValueError(name, f"an integer >= {minimum}", value)
+    return int(value)
+
+
+def check_finite_inputs(
+    name: str, x: torch.Tensor, clip_values: tuple[float, float] | None
+) -> None:
+    """Reject NaN/inf entries and, when a clip range is declared, values outside it."""
+    if not torch.is_floating_point(x):
+        raise RSValueError(name, "a floating-point tensor", x)
+    if x.ndim < 2:
+        raise RSValueError(name, "a batch of inputs of rank >= 2 (N, ...)", x)
+    if x.shape[0] == 0:
+        raise RSValueError(name, "at least one input (N >= 1)", x)
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise RSValueError(name, "finite values (no NaN or inf)", f"{bad} non-finite entries")
+    if clip_values is not None:
+        low, high = clip_values
+        x_min, x_max = float(x.min()), float(x.max())
+        if x_min < low or x_max > high:
+            raise RSValueError(
+                name,
+                f"values inside clip_values [{low}, {high}]",
+                f"values in [{x_min:.4g}, {x_max:.4g}]",
+            )

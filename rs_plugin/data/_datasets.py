@@ -1,0 +1,134 @@
+"""Datasets: the embedded digits split, IDX files (Fashion-MNIST from Debian) and ``.npz`` files.
+
+Every loader returns ``(x, y)``: float32 images of shape (N, C, H, W) scaled to [0, 1] and int64
+labels of shape (N,). Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rs_plugin._validation import RSValueError
+
+__all__ = ["FASHION_MNIST_DIR", "load_dataset", "load_digits", "load_idx", "load_npz"]
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+DIGITS_TEST_SIZE = 360
+_DIGITS_SPLIT_SEED = 2019
+_SPLITS = ("train", "test")
+
+
+def _check_split(split: str) -> None:
+    if split not in _SPLITS:
+        raise RSValueError("split", "'train' or 'test'", split)
+
+
+def load_digits(split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's handwritten digits (1797 images, 8×8, 10 classes), scaled to [0, 1].
+
+    The split is fixed: a permutation from ``numpy.random.default_rng(2019)`` puts the last 360
+    images in ``"test"`` and the other 1437 in ``"train"``.
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    _check_split(split)
+    bunch = sklearn_digits()
+    x = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
+    y = bunch.target.astype(np.int64)
+    order = np.random.default_rng(_DIGITS_SPLIT_SEED).permutation(len(y))
+    cut = len(y) - DIGITS_TEST_SIZE
+    chosen = order[cut:] if split == "test" else order[:cut]
+    return torch.from_numpy(x[chosen].copy()), torch.from_numpy(y[chosen].copy())
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise RSValueError("data", "IDX files of unsigned bytes (magic 0x0000 08 ..)", str(path))
+    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if array.size != int(np.prod(shape)):
+        raise RSValueError("data", f"an IDX file holding {shape} bytes", f"{path} ({array.size})")
+    return array.reshape(shape)
+
+
+def load_idx(directory: str | Path, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST-style IDX files (gzipped or not) in ``directory``, e.g. Debian's Fashion-MNIST.
+
+    Reads ``t10k-images-idx3-ubyte[.gz]`` / ``t10k-labels-idx1-ubyte[.gz]`` for ``"test"`` and
+    ``train-*`` for ``"train"``; pixels are divided by 255.
+    """
+    _check_split(split)
+    directory = Path(directory)
+    prefix = "t10k" if split == "test" else "train"
+
+    def find(kind: str) -> Path:
+        for name in (f"{prefix}-{kind}", f"{prefix}-{kind}.gz"):
+            if (directory / name).is_file():
+                return directory / name
+        hint = (
+            " (install Debian's package: apt-get install dataset-fashion-mnist)"
+            if directory == FASHION_MNIST_DIR
+            else ""
+        )
+        raise RSValueError(
+            "data", f"a directory holding {prefix}-{kind}[.gz]{hint}", str(directory)
+        )
+
+    images = _read_idx(find("images-idx3-ubyte"))
+    labels = _read_idx(find("labels-idx1-ubyte"))
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise RSValueError(
+            "data", "N images (N, H, W) with N labels", f"{images.shape}, {labels.shape}"
+        )
+    x = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None, :, :]
+    return x, torch.from_numpy(labels.astype(np.int64))
+
+
+def load_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """An ``.npz`` file with arrays ``x`` (N, C, H, W, values in [0, 1]) and ``y`` (N,)."""
+    path = Path(path)
+    with np.load(path) as archive:
+        if "x" not in archive or "y" not in archive:
+            raise RSValueError(
+                "data",
+                "an .npz file with arrays 'x' and 'y'",
+                f"{path} with arrays {sorted(archive.files)}",
+            )
+        x, y = archive["x"], archive["y"]
+    if x.ndim != 4 or y.ndim != 1 or len(x) != len(y):
+        raise RSValueError(
+            "data",
+            "x of shape (N, C, H, W) and y of shape (N,)",
+            f"x {x.shape}, y {y.shape} in {path}",
+        )
+    if not np.issubdtype(y.dtype, np.integer):
+        raise RSValueError("data", "integer labels y", f"y of dtype {y.dtype} in {path}")
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all() or x.min() < 0.0 or x.max() > 1.0:
+        raise RSValueError("data", "finite x values in [0, 1]", f"range [{x.min()}, {x.max()}]")
+    return torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+
+
+def load_dataset(spec: str, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+    """``digits``, ``fashion-mnist``, a directory of IDX files, or an ``.npz`` path."""
+    if spec == "digits":
+        return load_digits(split)
+    if spec == "fashion-mnist":
+        return load_idx(FASHION_MNIST_DIR, split)
+    path = Path(spec)
+    if path.is_dir():
+        return load_idx(path, split)
+    if path.suffix == ".npz" and path.is_file():
+        return load_npz(path)
+    raise RSValueError(
+        "data", "'digits', 'fashion-mnist', a directory of IDX files or an existing .npz file", spec
+    )

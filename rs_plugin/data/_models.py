@@ -1,0 +1,68 @@
+"""Reference models: the embedded digits CNN, and loading a user's model from a path or factory."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rs_plugin._validation import RSValueError
+
+__all__ = ["DEMO_SIGMA", "DEMO_WEIGHTS", "DemoCNN", "load_demo_model", "load_model"]
+
+DEMO_WEIGHTS = Path(__file__).with_name("demo_cnn.pt")
+DEMO_SIGMA = 0.25
+
+
+class DemoCNN(nn.Module):
+    """A small CNN for 1×8×8 digits images in [0, 1], returning 10 logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def load_demo_model(weights: str | Path = DEMO_WEIGHTS) -> DemoCNN:
+    """The embedded CNN, trained on digits with Gaussian noise σ = 0.25, in eval mode."""
+    model = DemoCNN()
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def load_model(spec: str) -> nn.Module:
+    """``demo``, a TorchScript file, or ``package.module:factory`` returning an ``nn.Module``."""
+    if spec == "demo":
+        return load_demo_model()
+    if Path(spec).is_file():
+        try:
+            model = torch.jit.load(spec, map_location="cpu")
+        except RuntimeError as error:
+            raise RSValueError("model", "a TorchScript file (torch.jit.save)", spec) from error
+        return model.eval()
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise RSValueError(
+            "model", "'demo', an existing TorchScript file, or 'package.module:factory'", spec
+        )
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as error:
+        raise RSValueError("model", "an importable 'package.module:factory'", spec) from error
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise RSValueError("model", "a factory returning a torch.nn.Module", f"{spec} -> {model!r}")
+    return model.eval()
