@@ -41,13 +41,13 @@ def format_summary(summary: Mapping[str, Any], norm: str) -> str:
     if summary["inputs"] == 0:
         return "no inputs certified"
     lines = [
-        f"{'inputs':<34}{summary['inputs']:>10}",
-        f"{'clean smoothed accuracy':<34}{summary['clean_accuracy']:>10.1%}",
-        f"{'abstentions':<34}{summary['abstention_rate']:>10.1%}",
+        f"{'inputs':<44}{summary['inputs']:>10}",
+        f"{'clean smoothed accuracy':<44}{summary['clean_accuracy']:>10.1%}",
+        f"{'abstentions':<44}{summary['abstention_rate']:>10.1%}",
     ]
     for radius, accuracy in summary["certified_accuracy"].items():
-        lines.append(f"{f'certified accuracy, {norm} radius >= {radius}':<34}{accuracy:>10.1%}")
-    lines.append(f"{'average certified radius':<34}{summary['average_certified_radius']:>10.4f}")
+        lines.append(f"{f'certified accuracy, {norm} radius >= {radius}':<44}{accuracy:>10.1%}")
+    lines.append(f"{'average certified radius':<44}{summary['average_certified_radius']:>10.4f}")
     if "samples_per_second" in summary:
-        lines.append(f"{'samples per second':<34}{summary['samples_per_second']:>10.0f}")
+        lines.append(f"{'samples per second':<44}{summary['samples_per_second']:>10.0f}")
     return "\n".join(lines)
