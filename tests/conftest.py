@@ -15,6 +15,8 @@ class LinearModel(nn.Module):
     p_A = Φ(|w·x + b| / (σ‖w‖₂)), and the true ℓ2 robustness radius is |w·x + b| / ‖w‖₂.
     """
 
+    w: torch.Tensor
+
     def __init__(self, w: torch.Tensor, b: float, scale: float = 1.0) -> None:
         super().__init__()
         self.register_buffer("w", w.flatten().to(torch.float32))
@@ -37,6 +39,8 @@ class LinearModel(nn.Module):
 
 class ConstantModel(nn.Module):
     """Votes for class ``target`` whatever the input."""
+
+    logits: torch.Tensor
 
     def __init__(self, num_classes: int = 10, target: int = 3) -> None:
         super().__init__()
