@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-from torch import nn
-
-from rs_plugin._classifier import SmoothedClassifier
-from rs_plugin._registry import format_plugins, load_smoothing
+from rs_plugin._job import CertifyJob, iter_records, resolve_device
+from rs_plugin._registry import format_plugins
 from rs_plugin._store import ResultStore
 from rs_plugin._summary import format_summary, summarize
-from rs_plugin._validation import RSValueError, check_int, check_open_unit, check_positive
+from rs_plugin._validation import RSValueError, check_int
 
-__all__ = ["main"]
-
-# Inputs handed to the engine at once: enough for batches to mix inputs, bounded in memory.
-_CHUNK = 512
+__all__ = ["build_parser", "main"]
 
 
 def _add_certify_parser(commands: Any) -> None:
@@ -55,132 +48,99 @@ def _add_certify_parser(commands: Any) -> None:
         action="store_true",
         help="continue an existing --out file, skipping indices already in it",
     )
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (in-process, default) or ray (shards across Ray actors)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Ray actors, one per GPU or CPU slot (default: GPUs if any, else CPUs)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="address of an existing Ray cluster (default: start one locally)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rs_plugin._bench import add_bench_parser
+
     parser = argparse.ArgumentParser(
         prog="rs-plugin", description="Randomized smoothing: certify, benchmark, list plugins."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     _add_certify_parser(commands)
-    from rs_plugin._bench import add_bench_parser
-
     add_bench_parser(commands)
-    commands.add_parser("plugins", help="list installed smoothings and certifiers")
+    commands.add_parser("plugins", help="list installed smoothings, attacks and certifiers")
     return parser
 
 
-def _resolve_device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise RSValueError("--device", "'cpu', 'cuda' or 'cuda:K'", name)
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RSValueError("--device", "a device present on this machine (no CUDA here)", name)
-    return torch.device(name)
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """SHA-256 over the model's parameters and buffers (names, shapes, values)."""
-    digest = hashlib.sha256()
-    for name, tensor in list(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def certify_command(args: argparse.Namespace) -> int:
-    from rs_plugin.data import load_dataset, load_model
-
     # Every parameter is checked before anything is loaded or sampled.
-    check_positive("--sigma", args.sigma)
-    smoothing = load_smoothing(args.smoothing, sigma=args.sigma)
-    n0 = check_int("--n0", args.n0, 1)
-    n = check_int("-n", args.n, 1)
-    alpha = check_open_unit("--alpha", args.alpha)
-    batch_size = check_int("--batch-size", args.batch_size, 1)
-    seed = check_int("--seed", args.seed, 0)
-    limit = None if args.limit is None else check_int("--limit", args.limit, 1)
-    device = _resolve_device(args.device)
-
-    model = load_model(args.model).to(device)
-    x, y = load_dataset(args.data, "test")
-    if limit is not None:
-        x, y = x[:limit], y[:limit]
-    with torch.inference_mode():
-        try:
-            num_classes = int(model(x[:1].to(device)).shape[1])
-        except RuntimeError as error:
-            raise RSValueError(
-                "--data",
-                f"inputs of the shape --model {args.model} accepts",
-                f"{args.data} with inputs of shape {tuple(x.shape[1:])}",
-            ) from error
-    if int(y.max()) >= num_classes:
-        raise RSValueError(
-            "--data",
-            f"labels below the model's {num_classes} classes",
-            f"labels up to {int(y.max())}",
-        )
-    smoothed = SmoothedClassifier(model, smoothing, num_classes, clip_values=(0.0, 1.0))
-    config = {
-        "model": args.model,
-        "model_sha256": model_fingerprint(model),
-        "data": args.data,
-        "smoothing": smoothing.config(),
-        "n0": n0,
-        "n": n,
-        "alpha": alpha,
-        "seed": seed,
-    }
-    with ResultStore(args.out, config, resume=args.resume) as store:
+    job = CertifyJob(
+        model=args.model,
+        data=args.data,
+        smoothing=args.smoothing,
+        sigma=args.sigma,
+        n0=args.n0,
+        n=args.n,
+        alpha=args.alpha,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        limit=args.limit,
+        device=resolve_device(args.device),
+    )
+    if args.engine == "local" and (args.workers is not None or args.ray_address is not None):
+        raise RSValueError("--engine", "ray when --workers or --ray-address is given", "local")
+    workers = None if args.workers is None else check_int("--workers", args.workers, 1)
+    smoothing = job.build_smoothing()
+    smoothed, x, y = job.load()
+    with ResultStore(args.out, job.config(smoothed), resume=args.resume) as store:
         todo = [i for i in range(len(y)) if i not in store.done()]
         started = time.perf_counter()
-        _certify_into(
-            store, smoothed, x, y, todo, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed
-        )
+        if args.engine == "ray":
+            from rs_plugin.adapters.ray import certify_on_ray
+
+            certify_on_ray(
+                job,
+                todo,
+                store.append,
+                workers=workers,
+                address=args.ray_address,
+                progress=sys.stderr.isatty(),
+            )
+        else:
+            _certify_here(job, smoothed, x, y, todo, store)
         elapsed = time.perf_counter() - started
         records = [store.records[i] for i in sorted(store.records)]
     sigma = float(getattr(smoothing, "sigma", 1.0))
     summary = summarize(records, [k * sigma for k in (0, 0.5, 1, 2, 3, 4)])
     if todo:
-        summary["samples_per_second"] = len(todo) * (n0 + n) / max(elapsed, 1e-9)
+        summary["samples_per_second"] = len(todo) * (job.n0 + job.n) / max(elapsed, 1e-9)
     print(
-        f"{args.out}: {smoothing!r}, n0={n0}, n={n}, alpha={alpha}, seed={seed}, "
-        f"{len(todo)} certified now, {len(records) - len(todo)} resumed"
+        f"{args.out}: {smoothing!r}, n0={job.n0}, n={job.n}, alpha={job.alpha}, "
+        f"seed={job.seed}, {len(todo)} certified now, {len(records) - len(todo)} resumed"
     )
     print(format_summary(summary, smoothing.norm))
     return 0
 
 
-def _certify_into(
-    store: ResultStore,
-    smoothed: SmoothedClassifier,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    todo: Sequence[int],
-    **certify_args: Any,
+def _certify_here(
+    job: CertifyJob, smoothed: Any, x: Any, y: Any, todo: list[int], store: ResultStore
 ) -> None:
     from tqdm import tqdm
 
     with tqdm(
         total=len(todo), unit="input", disable=not sys.stderr.isatty(), desc="certify"
     ) as bar:
-        for start in range(0, len(todo), _CHUNK):
-            chunk = list(todo[start : start + _CHUNK])
-            last = time.perf_counter()
-            for part in smoothed.iter_certify(x[chunk], keys=chunk, **certify_args):
-                now = time.perf_counter()
-                seconds = (now - last) / len(part)
-                last = now
-                for record in part.to_records():
-                    label = int(y[record["index"]])
-                    record.update(
-                        label=label, correct=record["prediction"] == label, seconds=seconds
-                    )
-                    store.append(record)
-                bar.update(len(part))
+        for record in iter_records(job, smoothed, x, y, todo):
+            store.append(record)
+            bar.update(1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,150 @@
+"""A certify job: what to load and how to certify it, shared by the in-process and Ray engines.
+
+A :class:`CertifyJob` is a small picklable description (model spec, data spec, smoothing, sample
+sizes, seed). Each engine loads it once per process with :meth:`CertifyJob.load` and turns input
+indices into records with :func:`iter_records`; because every input's noise is derived from
+(seed, index), any split of the indices across processes or restarts gives the same records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from rs_plugin._classifier import SmoothedClassifier
+from rs_plugin._registry import load_smoothing
+from rs_plugin._smoothing import Smoothing
+from rs_plugin._validation import RSValueError, check_int, check_open_unit, check_positive
+
+__all__ = ["CertifyJob", "iter_records", "model_fingerprint"]
+
+# Inputs handed to the engine at once: enough for batches to mix inputs, bounded in memory.
+_CHUNK = 512
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 (first 16 hex digits) over the model's parameters and buffers."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def resolve_device(name: str | None) -> str:
+    """``cpu``, ``cuda`` or ``cuda:K``; the default is ``cuda`` when there is one."""
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise RSValueError("--device", "'cpu', 'cuda' or 'cuda:K'", name)
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RSValueError("--device", "a device present on this machine (no CUDA here)", name)
+    return name
+
+
+@dataclass(frozen=True)
+class CertifyJob:
+    """Everything a process needs to certify inputs of a dataset, as plain values."""
+
+    model: str
+    data: str
+    smoothing: str
+    sigma: float
+    n0: int
+    n: int
+    alpha: float
+    batch_size: int
+    seed: int
+    limit: int | None
+    device: str
+
+    def __post_init__(self) -> None:
+        check_positive("--sigma", self.sigma)
+        check_int("--n0", self.n0, 1)
+        check_int("-n", self.n, 1)
+        check_open_unit("--alpha", self.alpha)
+        check_int("--batch-size", self.batch_size, 1)
+        check_int("--seed", self.seed, 0)
+        if self.limit is not None:
+            check_int("--limit", self.limit, 1)
+
+    def build_smoothing(self) -> Smoothing:
+        return load_smoothing(self.smoothing, sigma=self.sigma)
+
+    def load(self) -> tuple[SmoothedClassifier, torch.Tensor, torch.Tensor]:
+        """Load model and data once; return the smoothed classifier, inputs and labels."""
+        from rs_plugin.data import load_dataset, load_model
+
+        smoothing = self.build_smoothing()
+        model = load_model(self.model).to(self.device)
+        x, y = load_dataset(self.data, "test")
+        if self.limit is not None:
+            x, y = x[: self.limit], y[: self.limit]
+        with torch.inference_mode():
+            try:
+                num_classes = int(model(x[:1].to(self.device)).shape[1])
+            except RuntimeError as error:
+                raise RSValueError(
+                    "--data",
+                    f"inputs of the shape --model {self.model} accepts",
+                    f"{self.data} with inputs of shape {tuple(x.shape[1:])}",
+                ) from error
+        if int(y.max()) >= num_classes:
+            raise RSValueError(
+                "--data", f"labels below the model's {num_classes} classes", int(y.max())
+            )
+        smoothed = SmoothedClassifier(model, smoothing, num_classes, clip_values=(0.0, 1.0))
+        return smoothed, x, y
+
+    def config(self, smoothed: SmoothedClassifier) -> dict[str, Any]:
+        """The run configuration stored with every record (and checked on resume)."""
+        return {
+            "model": self.model,
+            "model_sha256": model_fingerprint(smoothed.model),
+            "data": self.data,
+            "smoothing": smoothed.smoothing.config(),
+            "n0": self.n0,
+            "n": self.n,
+            "alpha": self.alpha,
+            "seed": self.seed,
+        }
+
+
+def iter_records(
+    job: CertifyJob,
+    smoothed: SmoothedClassifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    indices: Sequence[int],
+) -> Iterator[dict[str, Any]]:
+    """Certify ``x[indices]``, yielding one record per input as soon as it is done.
+
+    ``seconds`` is the wall time since the previous completion divided among the inputs that
+    completed together (batches mix inputs, so per-input time is an apportioned figure).
+    """
+    for start in range(0, len(indices), _CHUNK):
+        chunk = [int(i) for i in indices[start : start + _CHUNK]]
+        last = time.perf_counter()
+        for part in smoothed.iter_certify(
+            x[chunk],
+            n0=job.n0,
+            n=job.n,
+            alpha=job.alpha,
+            batch_size=job.batch_size,
+            seed=job.seed,
+            keys=chunk,
+        ):
+            now = time.perf_counter()
+            seconds = (now - last) / len(part)
+            last = now
+            for record in part.to_records():
+                label = int(y[record["index"]])
+                record.update(label=label, correct=record["prediction"] == label, seconds=seconds)
+                yield record
