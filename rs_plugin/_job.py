@@ -34,7 +34,9 @@ def model_fingerprint(model: nn.Module) -> str:
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(
+            tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        )
     return digest.hexdigest()[:16]
 
 
@@ -46,6 +48,11 @@ def resolve_device(name: str | None) -> str:
         raise RSValueError("--device", "'cpu', 'cuda' or 'cuda:K'", name)
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RSValueError("--device", "a device present on this machine (no CUDA here)", name)
+    index = name.partition(":")[2]
+    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+        raise RSValueError(
+            "--device", f"cuda:K with K < {torch.cuda.device_count()} (GPUs here)", name
+        )
     return name
 
 
@@ -96,9 +103,11 @@ class CertifyJob:
                     f"inputs of the shape --model {self.model} accepts",
                     f"{self.data} with inputs of shape {tuple(x.shape[1:])}",
                 ) from error
-        if int(y.max()) >= num_classes:
+        if int(y.min()) < 0 or int(y.max()) >= num_classes:
             raise RSValueError(
-                "--data", f"labels below the model's {num_classes} classes", int(y.max())
+                "--data",
+                f"labels in [0, {num_classes - 1}] (the model's classes)",
+                f"labels in [{int(y.min())}, {int(y.max())}]",
             )
         smoothed = SmoothedClassifier(model, smoothing, num_classes, clip_values=(0.0, 1.0))
         return smoothed, x, y
@@ -146,5 +155,6 @@ def iter_records(
             last = now
             for record in part.to_records():
                 label = int(y[record["index"]])
-                record.update(label=label, correct=record["prediction"] == label, seconds=seconds)
+                correct = record["prediction"] == label and not record["abstain"]
+                record.update(label=label, correct=correct, seconds=seconds)
                 yield record

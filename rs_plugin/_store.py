@@ -51,10 +51,6 @@ class ResultStore:
     def _load_existing(self) -> None:
         text = self.path.read_text(encoding="utf-8")
         complete = text[: text.rfind("\n") + 1]
-        if len(complete) != len(text):
-            # The last line was cut short by a crash: drop it, keep every whole record.
-            with self.path.open("r+", encoding="utf-8") as handle:
-                handle.truncate(len(complete.encode("utf-8")))
         for number, line in enumerate(complete.splitlines(), start=1):
             try:
                 record = json.loads(line)
@@ -77,6 +73,11 @@ class ResultStore:
                     f"{self.path} line {number} differs as (stored, requested): {diff}",
                 )
             self.records[int(record["index"])] = record
+        if len(complete) != len(text):
+            # The last line was cut short by a crash: drop it (only once every whole record has
+            # been checked, so a refused resume leaves the file untouched).
+            with self.path.open("r+", encoding="utf-8") as handle:
+                handle.truncate(len(complete.encode("utf-8")))
 
     def done(self) -> set[int]:
         """Indices already in the file."""

@@ -48,8 +48,13 @@ def load_digits(split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
 
 def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError) as error:
+        raise RSValueError("data", "a readable (gzipped) IDX file", f"{path}: {error}") from error
+    if len(data) < 4 or len(data) < 4 + 4 * data[3]:
+        raise RSValueError("data", "an IDX file with a complete header", f"{path} ({len(data)} B)")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype_code != 0x08:
         raise RSValueError("data", "IDX files of unsigned bytes (magic 0x0000 08 ..)", str(path))
@@ -110,8 +115,14 @@ def load_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
             "x of shape (N, C, H, W) and y of shape (N,)",
             f"x {x.shape}, y {y.shape} in {path}",
         )
-    if not np.issubdtype(y.dtype, np.integer):
-        raise RSValueError("data", "integer labels y", f"y of dtype {y.dtype} in {path}")
+    if len(y) == 0:
+        raise RSValueError("data", "at least one input", f"an empty dataset in {path}")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+        raise RSValueError(
+            "data",
+            "non-negative integer labels y",
+            f"y of dtype {y.dtype}, min {y.min()} in {path}",
+        )
     x = x.astype(np.float32)
     if not np.isfinite(x).all() or x.min() < 0.0 or x.max() > 1.0:
         raise RSValueError("data", "finite x values in [0, 1]", f"range [{x.min()}, {x.max()}]")

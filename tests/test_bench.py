@@ -1,0 +1,95 @@
+"""``rs-plugin bench``: the reported ratios are the quotients of the reported timings."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from rs_plugin import RSValueError
+from rs_plugin._bench import run_bench
+from rs_plugin.cli import main
+
+KEYS = {
+    "engine_seconds",
+    "forward_seconds",
+    "art_seconds",
+    "engine_over_forward",
+    "art_over_engine",
+}
+SMALL = {"inputs": 2, "n0": 10, "n": 200, "batch_size": 100, "repeats": 1}
+
+
+def _check_consistent(result: dict, *, art: bool) -> None:
+    for key in ("engine_seconds", "forward_seconds", "engine_over_forward"):
+        assert math.isfinite(result[key]) and result[key] > 0, key
+    by_batch = result["forward_seconds_by_batch"]
+    assert set(by_batch) >= {"256", "1000", "4000", "10000", str(result["settings"]["batch_size"])}
+    assert all(math.isfinite(v) and v > 0 for v in by_batch.values())
+    assert result["forward_seconds"] == min(by_batch.values())
+    assert by_batch[str(result["forward_best_batch"])] == result["forward_seconds"]
+    assert result["engine_over_forward"] == pytest.approx(
+        result["engine_seconds"] / result["forward_seconds"], rel=1e-12
+    )
+    settings = result["settings"]
+    samples = settings["inputs"] * (settings["n0"] + settings["n"])
+    assert result["samples"] == samples
+    assert result["engine_samples_per_second"] == pytest.approx(
+        samples / result["engine_seconds"], rel=1e-12
+    )
+    if art:
+        for key in ("art_seconds", "art_over_engine"):
+            assert math.isfinite(result[key]) and result[key] > 0, key
+        assert result["art_over_engine"] == pytest.approx(
+            result["art_seconds"] / result["engine_seconds"], rel=1e-12
+        )
+        agreement = result["agreement_with_art_on_certified"]
+        assert agreement is None or 0.0 <= agreement <= 1.0
+    else:
+        assert "art_seconds" not in result
+        assert "art_over_engine" not in result
+
+
+def test_run_bench_ratios_are_quotients_of_the_timings():
+    result = run_bench(**SMALL, art=True)
+    assert KEYS <= result.keys()
+    assert result["settings"] == {"model": "demo", "sigma": 0.25, **SMALL}
+    _check_consistent(result, art=True)
+
+
+def test_bench_command_prints_json(capsys):
+    argv = ["bench", "--inputs", "2", "--n0", "10", "-n", "200", "--repeats", "1", "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert KEYS <= result.keys()
+    assert result["settings"]["inputs"] == 2
+    assert result["settings"]["n"] == 200
+    assert result["settings"]["repeats"] == 1
+    _check_consistent(result, art=True)
+
+
+def test_bench_command_without_art(capsys):
+    argv = ["bench", "--inputs", "1", "--n0", "10", "-n", "100", "--repeats", "1"]
+    assert main([*argv, "--no-art", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    _check_consistent(result, art=False)
+    # The human-readable form reports the same figures.
+    assert main([*argv, "--no-art"]) == 0
+    text = capsys.readouterr().out
+    assert "engine / forward" in text
+    assert "ART" not in text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "parameter"),
+    [({"inputs": 0}, "--inputs"), ({"repeats": 0}, "--repeats"), ({"sigma": 0.0}, "--sigma")],
+)
+def test_run_bench_rejects_bad_settings(kwargs, parameter):
+    with pytest.raises(RSValueError, match=parameter):
+        run_bench(**{**SMALL, **kwargs})
+
+
+def test_bench_command_reports_bad_settings(capsys):
+    assert main(["bench", "--inputs", "0"]) == 2
+    assert "error: --inputs:" in capsys.readouterr().err
