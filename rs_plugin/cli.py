@@ -98,8 +98,8 @@ def certify_command(args: argparse.Namespace) -> int:
     if args.engine == "local" and (args.workers is not None or args.ray_address is not None):
         raise RSValueError("--engine", "ray when --workers or --ray-address is given", "local")
     workers = None if args.workers is None else check_int("--workers", args.workers, 1)
-    smoothing = job.build_smoothing()
     smoothed, x, y = job.load()
+    smoothing = smoothed.smoothing
     with ResultStore(args.out, job.config(smoothed), resume=args.resume) as store:
         todo = [i for i in range(len(y)) if i not in store.done()]
         started = time.perf_counter()
