@@ -19,7 +19,6 @@ from torch import nn
 
 from rs_plugin._classifier import SmoothedClassifier
 from rs_plugin._registry import load_smoothing
-from rs_plugin._smoothing import Smoothing
 from rs_plugin._validation import RSValueError, check_int, check_open_unit, check_positive
 
 __all__ = ["CertifyJob", "iter_records", "model_fingerprint"]
@@ -82,14 +81,11 @@ class CertifyJob:
         if self.limit is not None:
             check_int("--limit", self.limit, 1)
 
-    def build_smoothing(self) -> Smoothing:
-        return load_smoothing(self.smoothing, sigma=self.sigma)
-
     def load(self) -> tuple[SmoothedClassifier, torch.Tensor, torch.Tensor]:
         """Load model and data once; return the smoothed classifier, inputs and labels."""
         from rs_plugin.data import load_dataset, load_model
 
-        smoothing = self.build_smoothing()
+        smoothing = load_smoothing(self.smoothing, sigma=self.sigma)
         model = load_model(self.model).to(self.device)
         x, y = load_dataset(self.data, "test")
         if self.limit is not None:
