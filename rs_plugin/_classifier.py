@@ -97,9 +97,10 @@ class SmoothedClassifier(nn.Module):
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Soft smoothed classifier: mean over perturbations of softmax(f), shape (B, C).
 
-        Differentiable in ``x``. Without ``generator`` the noise is seeded with ``self.seed`` on
-        every call, so the function is deterministic.
+        Differentiable in ``x`` (cast to the model's dtype first). Without ``generator`` the noise
+        is seeded with ``self.seed`` on every call, so the function is deterministic.
         """
+        x = x.to(self._dtype())
         if generator is None:
             generator = torch.Generator(device=x.device)
             generator.manual_seed(self.seed)

@@ -1,7 +1,18 @@
 """Plugin registry on Python entry points (read with ``importlib.metadata``).
 
-Groups: ``rs_plugin.smoothings``, ``rs_plugin.attacks``, ``rs_plugin.certifiers``. The project
-registers its own built-ins through the same groups a third party uses (see pyproject.toml).
+The project registers its own built-ins through the same groups a third party uses (see
+pyproject.toml and the example package in ``examples/plugin_package``):
+
+* ``rs_plugin.smoothings``: a :class:`~rs_plugin.Smoothing` subclass or factory, called with the
+  smoothing's hyperparameters (``sigma=...``).
+* ``rs_plugin.certifiers``: a factory ``(model, smoothing, num_classes, **settings)`` returning an
+  object with ``certify(x, n0=, n=, alpha=, ...) -> Certificates`` (built-in: ``cohen``, the
+  :class:`~rs_plugin.SmoothedClassifier`).
+* ``rs_plugin.attacks``: an ART evasion attack class or factory ``(estimator, **params)`` whose
+  result has ``generate(x, y=None) -> ndarray``; given an estimator from
+  ``rs_plugin.adapters.art`` it attacks the smoothed classifier.
+
+A name registered by two distributions is an error naming both.
 """
 
 from __future__ import annotations
@@ -12,13 +23,29 @@ from typing import Any
 from rs_plugin._smoothing import Smoothing
 from rs_plugin._validation import RSValueError
 
-__all__ = ["GROUPS", "discover", "format_plugins", "load_smoothing"]
+__all__ = [
+    "GROUPS",
+    "DuplicatePluginError",
+    "discover",
+    "format_plugins",
+    "load_plugin",
+    "load_smoothing",
+]
 
 GROUPS = ("rs_plugin.smoothings", "rs_plugin.attacks", "rs_plugin.certifiers")
 
 
 class DuplicatePluginError(RSValueError):
-    """Two installed distributions register the same name in one group."""
+    """Two installed distributions register the same name in one group (message names both)."""
+
+    def __init__(self, group: str, first: EntryPoint, second: EntryPoint) -> None:
+        super().__init__(
+            f"{group} name {first.name!r}", "a name registered by one distribution only", None
+        )
+        self.args = (
+            f"{self.parameter}: expected {self.accepted}; received {first.value} from "
+            f"{_provider(first)} and {second.value} from {_provider(second)} (uninstall one)",
+        )
 
 
 def _provider(entry: EntryPoint) -> str:
@@ -31,22 +58,24 @@ def discover(group: str) -> dict[str, EntryPoint]:
     for entry in entry_points(group=group):
         previous = found.get(entry.name)
         if previous is not None and previous.value != entry.value:
-            raise DuplicatePluginError(
-                f"{group} name {entry.name!r}",
-                "a name registered by one distribution only",
-                f"{previous.value} from {_provider(previous)} and "
-                f"{entry.value} from {_provider(entry)}",
-            )
+            raise DuplicatePluginError(group, previous, entry)
         found[entry.name] = entry
     return found
 
 
+def load_plugin(group: str, name: str, parameter: str) -> Any:
+    """The object registered as ``name`` in ``group``; ``parameter`` names the user's option."""
+    if group not in GROUPS:
+        raise RSValueError("group", f"one of {GROUPS}", group)
+    available = discover(group)
+    if name not in available:
+        raise RSValueError(parameter, f"one of {sorted(available)}", name)
+    return available[name].load()
+
+
 def load_smoothing(name: str, **params: Any) -> Smoothing:
     """Instantiate the smoothing registered as ``name`` with ``params`` (e.g. ``sigma``)."""
-    available = discover("rs_plugin.smoothings")
-    if name not in available:
-        raise RSValueError("--smoothing", f"one of {sorted(available)}", name)
-    factory = available[name].load()
+    factory = load_plugin("rs_plugin.smoothings", name, "--smoothing")
     smoothing = factory(**params)
     if not isinstance(smoothing, Smoothing):
         raise RSValueError(
@@ -59,8 +88,15 @@ def load_smoothing(name: str, **params: Any) -> Smoothing:
 
 def format_plugins() -> str:
     """Every installed plugin, one line each: group, name, object, provider."""
-    lines = []
-    for group in GROUPS:
-        for name, entry in sorted(discover(group).items()):
-            lines.append(f"{group:<24}{name:<16}{entry.value:<40}{_provider(entry)}")
-    return "\n".join(lines) if lines else "no plugins installed"
+    rows = [
+        (group, name, entry.value, _provider(entry))
+        for group in GROUPS
+        for name, entry in sorted(discover(group).items())
+    ]
+    if not rows:
+        return "no plugins installed"
+    widths = [max(len(row[i]) for row in rows) + 2 for i in range(3)]
+    return "\n".join(
+        "".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + row[3]
+        for row in rows
+    )

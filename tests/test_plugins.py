@@ -1,0 +1,142 @@
+"""The entry-point registry: built-ins, an installed third-party plugin, duplicate names."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from art.attacks.attack import EvasionAttack
+from conftest import LinearModel
+
+from rs_plugin import SmoothedClassifier, Smoothing
+from rs_plugin._registry import GROUPS, discover, load_plugin
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plugin_package"
+CONSOLE_SCRIPT = Path(sys.executable).parent / "rs-plugin"
+
+
+def _install(source: Path, target: Path, work: Path) -> None:
+    """pip-install a package directory into ``target`` (offline, built from a copy)."""
+    copy = work / source.name
+    shutil.copytree(source, copy)
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"),
+            *("--no-index", "--target", str(target), str(copy)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def plugin_path(tmp_path_factory):
+    work = tmp_path_factory.mktemp("plugin")
+    target = work / "site"
+    _install(EXAMPLE, target, work)
+    return target
+
+
+def _run(args, pythonpath: Path, tmp_path: Path):
+    env = dict(os.environ, PYTHONPATH=str(pythonpath))
+    return subprocess.run(
+        [str(CONSOLE_SCRIPT), *args], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+
+
+def test_builtins_are_registered_through_the_public_groups():
+    assert GROUPS == ("rs_plugin.smoothings", "rs_plugin.attacks", "rs_plugin.certifiers")
+    gaussian = discover("rs_plugin.smoothings")["gaussian"]
+    assert gaussian.dist is not None and gaussian.dist.name == "rs-plugin"
+    assert load_plugin("rs_plugin.certifiers", "cohen", "--certifier") is SmoothedClassifier
+    attacks = discover("rs_plugin.attacks")
+    assert {
+        "fgm",
+        "pgd",
+        "apgd",
+        "autoattack",
+        "cw_l2",
+        "deepfool",
+        "square",
+        "hopskipjump",
+    } <= set(attacks)
+    for name in attacks:
+        assert issubclass(load_plugin("rs_plugin.attacks", name, "--attack"), EvasionAttack)
+
+
+def test_installed_plugin_is_listed_with_its_provider_and_certifies(plugin_path, tmp_path):
+    listed = _run(["plugins"], plugin_path, tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines()]
+    assert [
+        "rs_plugin.smoothings",
+        "example_uniform",
+        "rs_plugin_example:ExampleUniform",
+        "rs-plugin-example",
+    ] in rows
+    assert ["rs_plugin.smoothings", "gaussian", "rs_plugin:Gaussian", "rs-plugin"] in rows
+
+    out = tmp_path / "uniform.jsonl"
+    args = ["certify", "--smoothing", "example_uniform", "--sigma", "0.25", "--limit", "3"]
+    done = _run([*args, "-n", "300", "--n0", "30", "--out", str(out)], plugin_path, tmp_path)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 3
+    expected = {"name": "example_uniform", "sigma": 0.25}
+    assert all(r["smoothing"] == expected for r in records)
+    assert all(r["norm"] == "l1" for r in records)
+
+
+def test_example_plugin_is_sound_on_a_linear_classifier(plugin_path, monkeypatch):
+    """True ℓ1 radius of sign(w·x + b) under symmetric noise: |w·x + b| / ‖w‖∞."""
+    monkeypatch.syspath_prepend(str(plugin_path))
+    importlib.invalidate_caches()
+    smoothing = load_plugin("rs_plugin.smoothings", "example_uniform", "--smoothing")(sigma=0.5)
+    assert isinstance(smoothing, Smoothing)
+    generator = torch.Generator().manual_seed(0)
+    w = torch.randn(16, generator=generator)
+    model = LinearModel(w, b=0.1).eval()
+    x = torch.randn(200, 16, generator=generator) * 0.3
+    certificates = SmoothedClassifier(model, smoothing, 2).certify(x, n0=50, n=2000, alpha=0.01)
+    true_radius = (model.margin(x).abs() / w.abs().max()).double()
+    violations = int((certificates.radius > true_radius + 1e-9).sum())
+    # P[Binomial(200, 0.01) >= 8] < 0.001: a false alarm is that unlikely.
+    assert violations < 8
+    assert int((certificates.radius > 0).sum()) > 100
+
+
+def test_duplicate_name_is_an_error_naming_both_providers(plugin_path, tmp_path):
+    clash = tmp_path / "clash_src" / "rs-plugin-clash"
+    (clash / "rs_plugin_clash").mkdir(parents=True)
+    (clash / "rs_plugin_clash" / "__init__.py").write_text("from rs_plugin import Gaussian\n")
+    (clash / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """
+            [build-system]
+            requires = ["setuptools>=77"]
+            build-backend = "setuptools.build_meta"
+            [project]
+            name = "rs-plugin-clash"
+            version = "0.1.0"
+            [project.entry-points."rs_plugin.smoothings"]
+            gaussian = "rs_plugin_clash:Gaussian"
+            [tool.setuptools]
+            packages = ["rs_plugin_clash"]
+            """
+        )
+    )
+    target = tmp_path / "site"
+    _install(clash, target, tmp_path)
+    listed = _run(["plugins"], target, tmp_path)
+    assert listed.returncode == 2
+    message = listed.stderr
+    assert "rs_plugin.smoothings name 'gaussian'" in message
+    assert "rs-plugin-clash" in message and "from rs-plugin " in message
