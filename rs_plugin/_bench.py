@@ -6,7 +6,11 @@ In one run, on the same model (the embedded digits CNN) and the same inputs, it 
 * the *floor*: bare forward passes over the same number of pre-made noisy samples, at the best of
   several batch sizes, no noise generation, no counting;
 * ART's ``PyTorchRandomizedSmoothing.certify`` on the same model and inputs (``sample_size`` =
-  n0, as ART uses it for selection).
+  n0, as ART uses it for selection);
+* the swap-in: ART's class against ``rs_plugin.adapters.art.PyTorchRandomizedSmoothing`` built
+  with the same arguments and called the same way, at the bench's batch size and at ART's
+  default ``certify`` batch size (32), and the extra peak memory (RSS) each one's ``certify``
+  needs for one input at ``--memory-n`` samples, each measured in a fresh process.
 
 Each timing is the best of ``--repeats`` runs; ratios are computed from these timings.
 """
@@ -19,6 +23,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -45,7 +50,13 @@ def add_bench_parser(commands: Any) -> None:
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--sigma", type=float, default=0.25)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--no-art", action="store_true", help="skip ART's certify")
+    p.add_argument("--no-art", action="store_true", help="skip ART's certify and the swap-in")
+    p.add_argument(
+        "--memory-n",
+        type=int,
+        default=200_000,
+        help="samples for the swap-in peak-memory comparison (default 200000)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -86,12 +97,14 @@ def run_bench(
     sigma: float = 0.25,
     repeats: int = 3,
     art: bool = True,
+    memory_n: int = 200_000,
 ) -> dict[str, Any]:
     """Time engine, floor and (optionally) ART on the demo model; return figures and ratios."""
     from rs_plugin.data import load_demo_model, load_digits
 
     inputs = check_int("--inputs", inputs, 1)
     repeats = check_int("--repeats", repeats, 1)
+    memory_n = check_int("--memory-n", memory_n, 1)
     check_positive("--sigma", sigma)
     model = load_demo_model()
     x, y = load_digits("test")
@@ -130,6 +143,7 @@ def run_bench(
             "batch_size": batch_size,
             "sigma": sigma,
             "repeats": repeats,
+            "memory_n": memory_n,
         },
         "samples": total,
         "engine_seconds": engine,
@@ -153,7 +167,86 @@ def run_bench(
             if bool(confident.any())
             else None
         )
+        result["swap_in"] = _swap_in(model, x, sigma, n0, n, batch_size, repeats, memory_n)
     return result
+
+
+def _estimator(
+    kind: str, model: torch.nn.Module, shape: tuple[int, ...], sigma: float, n0: int
+) -> Any:
+    """ART's class or ours, built with identical arguments (the one-line swap)."""
+    if kind == "art":
+        from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing
+    else:
+        from rs_plugin.adapters.art import PyTorchRandomizedSmoothing
+    return PyTorchRandomizedSmoothing(
+        model=model,
+        loss=torch.nn.CrossEntropyLoss(),
+        input_shape=shape,
+        nb_classes=10,
+        clip_values=(0.0, 1.0),
+        device_type="cpu",
+        sample_size=n0,
+        scale=sigma,
+        alpha=0.001,
+    )
+
+
+# Run in a fresh interpreter: the growth of peak RSS caused by one certify call.
+_MEMORY_PROBE = """
+import resource, sys
+from rs_plugin._bench import _estimator
+from rs_plugin.data import load_demo_model, load_digits
+kind, sigma = sys.argv[1], float(sys.argv[2])
+n, batch_size, n0 = (int(value) for value in sys.argv[3:6])
+x = load_digits("test")[0][:1].numpy()
+estimator = _estimator(kind, load_demo_model(), tuple(x.shape[1:]), sigma, n0)
+estimator.certify(x, n=n0, batch_size=batch_size)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+estimator.certify(x, n=n, batch_size=batch_size)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) / 1024)
+"""
+
+
+def _peak_increase_mb(kind: str, n: int, batch_size: int, sigma: float, n0: int) -> float:
+    import subprocess
+    import sys
+
+    args = [kind, str(sigma), str(n), str(batch_size), str(n0)]
+    done = subprocess.run(
+        [sys.executable, "-c", _MEMORY_PROBE, *args], capture_output=True, text=True, check=True
+    )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def _swap_in(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    sigma: float,
+    n0: int,
+    n: int,
+    batch_size: int,
+    repeats: int,
+    memory_n: int,
+) -> dict[str, Any]:
+    shape = tuple(x.shape[1:])
+    x_np = x.numpy()
+    theirs = _estimator("art", model, shape, sigma, n0)
+    ours = _estimator("rs_plugin", model, shape, sigma, n0)
+    out: dict[str, Any] = {}
+    for label, size in (("", batch_size), ("_batch32", 32)):
+        ours.certify(x_np[:1], n=n0, batch_size=size)  # warm-up
+        art_s = _best_time(partial(theirs.certify, x_np, n=n, batch_size=size), repeats)
+        ours_s = _best_time(partial(ours.certify, x_np, n=n, batch_size=size), repeats)
+        out[f"art_seconds{label}"] = art_s
+        out[f"adapter_seconds{label}"] = ours_s
+        out[f"art_over_adapter{label}"] = art_s / ours_s
+    out["art_peak_increase_mb"] = _peak_increase_mb("art", memory_n, batch_size, sigma, n0)
+    out["adapter_peak_increase_mb"] = _peak_increase_mb(
+        "rs_plugin", memory_n, batch_size, sigma, n0
+    )
+    return out
 
 
 def _time_art(
@@ -201,6 +294,17 @@ def _format(result: dict[str, Any]) -> str:
             f"{'ART PyTorchRandomizedSmoothing':<36}{result['art_seconds']:>9.3f} s",
             f"{'ART / engine':<36}{result['art_over_engine']:>9.3f} x",
         ]
+    if "swap_in" in result:
+        w = result["swap_in"]
+        lines += [
+            "swap-in: ART's PyTorchRandomizedSmoothing vs rs_plugin.adapters.art's, same call",
+            f"{'  certify, batch ' + str(s['batch_size']):<36}{w['art_seconds']:>9.3f} s vs "
+            f"{w['adapter_seconds']:.3f} s = {w['art_over_adapter']:.2f} x",
+            f"{'  certify, batch 32 (ART default)':<36}{w['art_seconds_batch32']:>9.3f} s vs "
+            f"{w['adapter_seconds_batch32']:.3f} s = {w['art_over_adapter_batch32']:.2f} x",
+            f"{'  peak RSS growth, n=' + str(s['memory_n']):<36}"
+            f"{w['art_peak_increase_mb']:>9.1f} MB vs {w['adapter_peak_increase_mb']:.1f} MB",
+        ]
     return "\n".join(lines)
 
 
@@ -213,6 +317,7 @@ def bench_command(args: argparse.Namespace) -> int:
         sigma=args.sigma,
         repeats=args.repeats,
         art=not args.no_art,
+        memory_n=args.memory_n,
     )
     print(json.dumps(result, indent=2) if args.json else _format(result))
     return 0

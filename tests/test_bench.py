@@ -18,7 +18,7 @@ KEYS = {
     "engine_over_forward",
     "art_over_engine",
 }
-SMALL = {"inputs": 2, "n0": 10, "n": 200, "batch_size": 100, "repeats": 1}
+SMALL = {"inputs": 2, "n0": 10, "n": 200, "batch_size": 100, "repeats": 1, "memory_n": 2000}
 
 
 def _check_consistent(result: dict, *, art: bool) -> None:
@@ -46,9 +46,17 @@ def _check_consistent(result: dict, *, art: bool) -> None:
         )
         agreement = result["agreement_with_art_on_certified"]
         assert agreement is None or 0.0 <= agreement <= 1.0
+        swap = result["swap_in"]
+        for suffix in ("", "_batch32"):
+            art_s, ours_s = swap[f"art_seconds{suffix}"], swap[f"adapter_seconds{suffix}"]
+            assert math.isfinite(art_s) and art_s > 0 and math.isfinite(ours_s) and ours_s > 0
+            assert swap[f"art_over_adapter{suffix}"] == pytest.approx(art_s / ours_s, rel=1e-12)
+        for key in ("art_peak_increase_mb", "adapter_peak_increase_mb"):
+            assert math.isfinite(swap[key]) and swap[key] >= 0, key
     else:
         assert "art_seconds" not in result
         assert "art_over_engine" not in result
+        assert "swap_in" not in result
 
 
 def test_run_bench_ratios_are_quotients_of_the_timings():
@@ -60,6 +68,7 @@ def test_run_bench_ratios_are_quotients_of_the_timings():
 
 def test_bench_command_prints_json(capsys):
     argv = ["bench", "--inputs", "2", "--n0", "10", "-n", "200", "--repeats", "1", "--json"]
+    argv += ["--memory-n", "1000"]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert KEYS <= result.keys()
@@ -83,7 +92,12 @@ def test_bench_command_without_art(capsys):
 
 @pytest.mark.parametrize(
     ("kwargs", "parameter"),
-    [({"inputs": 0}, "--inputs"), ({"repeats": 0}, "--repeats"), ({"sigma": 0.0}, "--sigma")],
+    [
+        ({"inputs": 0}, "--inputs"),
+        ({"repeats": 0}, "--repeats"),
+        ({"sigma": 0.0}, "--sigma"),
+        ({"memory_n": 0}, "--memory-n"),
+    ],
 )
 def test_run_bench_rejects_bad_settings(kwargs, parameter):
     with pytest.raises(RSValueError, match=parameter):
