@@ -470,7 +470,7 @@ class PyTorchRandomizedSmoothing(PyTorchSmoothedClassifier):
         preprocessing: Any = (0.0, 1.0),
         device_type: str = "gpu",
         sample_size: int = 32,
-        scale: float = 0.1,
+        scale: float | None = 0.1,
         alpha: float = 0.001,
         *,
         smoothing: Smoothing | None = None,
@@ -478,6 +478,8 @@ class PyTorchRandomizedSmoothing(PyTorchSmoothedClassifier):
         outputs: str = "hard",
         seed: int = 0,
     ) -> None:
+        if smoothing is None:
+            smoothing = Gaussian(check_positive("scale", scale))
         super().__init__(
             model,
             loss,
@@ -492,19 +494,18 @@ class PyTorchRandomizedSmoothing(PyTorchSmoothedClassifier):
             device_type=device_type,
             sample_size=sample_size,
             alpha=alpha,
-            smoothing=Gaussian(check_positive("scale", scale)) if smoothing is None else smoothing,
+            smoothing=smoothing,
             num_noise_samples=num_noise_samples,
             outputs=outputs,
             seed=seed,
         )
 
     @property
-    def scale(self) -> float:
-        """σ of the smoothing (ART's name); setting it switches to Gaussian(scale) noise."""
+    def scale(self) -> float | None:
+        """σ of the smoothing (ART's name), None if it has no single σ; setting it switches to
+        Gaussian(scale) noise."""
         sigma = getattr(self.smoothing, "sigma", None)
-        if not isinstance(sigma, float):
-            raise AttributeError(f"{self.smoothing!r} has no single scale (sigma)")
-        return sigma
+        return float(sigma) if isinstance(sigma, int | float) else None
 
     @scale.setter
     def scale(self, value: float) -> None:
@@ -547,7 +548,7 @@ class PyTorchSmoothAdv(PyTorchRandomizedSmoothing):
         preprocessing: Any = (0.0, 1.0),
         device_type: str = "gpu",
         sample_size: int = 32,
-        scale: float = 0.1,
+        scale: float | None = 0.1,
         alpha: float = 0.001,
         epsilon: float = 1.0,
         num_noise_vec: int = 1,
@@ -618,7 +619,9 @@ class PyTorchSmoothAdv(PyTorchRandomizedSmoothing):
         ``noise_seed`` draws (the base model in eval mode); returns x' with ‖x' − x‖₂ ≤ ``eps``.
         """
         check_positive("eps", eps)
-        self.attack.set_params(eps=eps, eps_step=self._step_size(eps))
+        # One attack batch per call: the soft classifier re-seeds its noise per batch, so this
+        # keeps the m noise vectors of every input those ``_noise_vectors`` draws.
+        self.attack.set_params(eps=eps, eps_step=self._step_size(eps), batch_size=len(x))
         self.attack_estimator.smoothed.seed = noise_seed
         was_training = self._base_model.training
         self._base_model.eval()
