@@ -51,6 +51,7 @@ def _check_consistent(result: dict, *, art: bool) -> None:
             art_s, ours_s = swap[f"art_seconds{suffix}"], swap[f"adapter_seconds{suffix}"]
             assert math.isfinite(art_s) and art_s > 0 and math.isfinite(ours_s) and ours_s > 0
             assert swap[f"art_over_adapter{suffix}"] == pytest.approx(art_s / ours_s, rel=1e-12)
+        assert swap["art_seconds"] == result["art_seconds"]  # one ART timing, reported twice
         for key in ("art_peak_increase_mb", "adapter_peak_increase_mb"):
             assert math.isfinite(swap[key]) and swap[key] >= 0, key
     else:
