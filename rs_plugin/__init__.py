@@ -8,6 +8,8 @@ Public surface::
 """
 
 from rs_plugin._anisotropic import AnisotropicGaussian
+from rs_plugin._attack import Attack, AttackTarget, Candidates
+from rs_plugin._audit import Audit, AuditReport, CertificateSet, audit
 from rs_plugin._certificates import Certificates, Predictions
 from rs_plugin._classifier import SmoothedClassifier
 from rs_plugin._engine import NOISE_BLOCK, block_seed
@@ -17,6 +19,7 @@ from rs_plugin._noises import ExpInf, Laplace, Uniform
 from rs_plugin._norms import LP_NORMS, convert_radius, dual_norm, lp_norm
 from rs_plugin._registry import load_smoothing
 from rs_plugin._semantic import Blur, Brightness, Compose, Contrast, SemanticSmoothing
+from rs_plugin._semantic_attacks import SemanticGrid, SemanticRandom
 from rs_plugin._sequential import SequentialCertifier, StagedBounds
 from rs_plugin._smoothing import Gaussian, Smoothing
 from rs_plugin._validation import RSValueError, RSWarning
@@ -28,8 +31,14 @@ __all__ = [
     "NOISE_BLOCK",
     "Affine",
     "AnisotropicGaussian",
+    "Attack",
+    "AttackTarget",
+    "Audit",
+    "AuditReport",
     "Blur",
     "Brightness",
+    "Candidates",
+    "CertificateSet",
     "Certificates",
     "Compose",
     "Contrast",
@@ -43,6 +52,8 @@ __all__ = [
     "RSWarning",
     "Rotation",
     "Scaling",
+    "SemanticGrid",
+    "SemanticRandom",
     "SemanticSmoothing",
     "SequentialCertifier",
     "SmoothedClassifier",
@@ -50,6 +61,7 @@ __all__ = [
     "StagedBounds",
     "Translation",
     "Uniform",
+    "audit",
     "block_seed",
     "convert_radius",
     "dual_norm",

@@ -8,9 +8,10 @@ pyproject.toml and the example package in ``examples/plugin_package``):
 * ``rs_plugin.certifiers``: a factory ``(model, smoothing, num_classes, **settings)`` returning an
   object with ``certify(x, n0=, n=, alpha=, ...) -> Certificates`` (built-in: ``cohen``, the
   :class:`~rs_plugin.SmoothedClassifier`).
-* ``rs_plugin.attacks``: an ART evasion attack class or factory ``(estimator, **params)`` whose
-  result has ``generate(x, y=None) -> ndarray``; given an estimator from
-  ``rs_plugin.adapters.art`` it attacks the smoothed classifier.
+* ``rs_plugin.attacks``: an audit attack, a :class:`~rs_plugin.Attack` subclass or factory called
+  with its keyword settings; ``rs-plugin audit --attacks`` and :func:`rs_plugin.audit` run it
+  against every certificate (built-in: ``pgd``, ``autoattack``, ``art_autoattack``,
+  ``deepfool``, ``cw_l2``, ``semantic_grid``, ``semantic_random``).
 
 A name registered by two distributions is an error naming both.
 """
@@ -28,6 +29,7 @@ __all__ = [
     "DuplicatePluginError",
     "discover",
     "format_plugins",
+    "load_attack",
     "load_plugin",
     "load_smoothing",
 ]
@@ -84,6 +86,21 @@ def load_smoothing(name: str, **params: Any) -> Smoothing:
             f"{name} -> {type(smoothing).__name__}",
         )
     return smoothing
+
+
+def load_attack(name: str, **params: Any) -> Any:
+    """Instantiate the audit attack registered as ``name`` with ``params``."""
+    from rs_plugin._attack import Attack
+
+    factory = load_plugin("rs_plugin.attacks", name, "--attacks")
+    attack = factory(**params)
+    if not isinstance(attack, Attack):
+        raise RSValueError(
+            "--attacks",
+            "an entry point that builds an rs_plugin.Attack",
+            f"{name} -> {type(attack).__name__}",
+        )
+    return attack
 
 
 def format_plugins() -> str:

@@ -1,4 +1,4 @@
-"""The ``rs-plugin`` command: ``certify``, ``bench`` and ``plugins``."""
+"""The ``rs-plugin`` command: ``certify``, ``audit``, ``bench`` and ``plugins``."""
 
 from __future__ import annotations
 
@@ -130,13 +130,16 @@ def _add_certify_parser(commands: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rs_plugin._audit_cli import add_audit_parser
     from rs_plugin._bench import add_bench_parser
 
     parser = argparse.ArgumentParser(
-        prog="rs-plugin", description="Randomized smoothing: certify, benchmark, list plugins."
+        prog="rs-plugin",
+        description="Randomized smoothing: certify, audit, benchmark, list plugins.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     _add_certify_parser(commands)
+    add_audit_parser(commands)
     add_bench_parser(commands)
     commands.add_parser("plugins", help="list installed smoothings, attacks and certifiers")
     return parser
@@ -233,6 +236,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "certify":
             return certify_command(args)
+        if args.command == "audit":
+            from rs_plugin._audit_cli import audit_command
+
+            return audit_command(args)
         if args.command == "bench":
             from rs_plugin._bench import bench_command
 
