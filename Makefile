@@ -1,5 +1,5 @@
 # The README's two commands, each doing all set-up on a fresh machine:
-#   make demo   - create .venv if needed, install, run the main job on the embedded default
+#   make demo   - create .venv if needed, install, run the main job (the audit) on the embedded default
 #   make test   - same set-up, then lint, type check and the test suite
 # Installs pin torch through constraints.txt (CPU build, no CUDA wheels).
 
@@ -28,10 +28,11 @@ $(FASHION):
 
 fashion-mnist: $(FASHION)
 
+# The main job: certify the first 100 digits and attack every certificate; the report goes to
+# $(DEMO_OUT) (report.md, report.json, PNGs). Exits 1 if the certificates are violated.
 demo: install
-	mkdir -p $(DEMO_OUT)
-	$(VENV)/bin/rs-plugin certify --model demo --data digits --sigma 0.25 -n 10000 \
-		--out $(DEMO_OUT)/certificates.jsonl --resume
+	$(VENV)/bin/rs-plugin audit --model demo --data digits --sigma 0.25 -n 10000 --limit 100 \
+		--out $(DEMO_OUT)
 
 lint: install
 	$(VENV)/bin/ruff check rs_plugin adapters tests examples

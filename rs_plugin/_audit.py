@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -119,13 +120,13 @@ class CertificateSet:
                 raise RSValueError(
                     "--certificates",
                     "records with index, prediction (-1 = abstain), radius and alpha",
-                    f"{source} record {number} without {missing}",
+                    f"a record without {missing} (record {number} of {source})",
                 )
             if record.get("norm", norm) != norm:
                 raise RSValueError(
                     "--certificates",
                     f"radii in the smoothing's norm {norm!r}",
-                    f"{source} record {number} in {record['norm']!r}",
+                    f"radii in {record['norm']!r} (record {number} of {source})",
                 )
         alphas = {float(r["alpha"]) for r in records}
         semantics = {str(r.get("semantics", "input")) for r in records}
@@ -133,11 +134,11 @@ class CertificateSet:
             raise RSValueError(
                 "--certificates",
                 "records of one run (one alpha, one semantics)",
-                f"{source}: alpha {sorted(alphas)}, semantics {sorted(semantics)}",
+                f"alpha {sorted(alphas)}, semantics {sorted(semantics)} ({source})",
             )
         radius = torch.tensor([float(r["radius"] or 0.0) for r in records], dtype=torch.float64)
         if bool((radius < 0).any()) or not bool(torch.isfinite(radius).all()):
-            raise RSValueError("--certificates", "finite radii >= 0", f"{source}")
+            raise RSValueError("--certificates", "finite radii >= 0", f"other radii ({source})")
         return CertificateSet(
             index=torch.tensor([int(r["index"]) for r in records], dtype=torch.int64),
             prediction=torch.tensor([int(r["prediction"]) for r in records], dtype=torch.int64),
@@ -227,6 +228,12 @@ class AuditReport:
     def violated(self) -> bool:
         """True when the certificates are significantly violated (the CLI exits 1)."""
         return bool(self.verdict["significantly_violated"])
+
+    def write(self, folder: str | Path) -> list[Path]:
+        """Write report.json, report.md, curves.png and distances.png into ``folder``."""
+        from rs_plugin._report import write_report
+
+        return write_report(self, folder)
 
     def to_dict(self) -> dict[str, Any]:
         return {

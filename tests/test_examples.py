@@ -98,3 +98,28 @@ def test_semantic_certify_example_writes_its_table_and_figure(tmp_path):
     ]
     assert "61 grid points" in rows[1][5] and "41 grid points" in rows[3][5]
     assert all("%" in r[6] for r in rows)
+
+
+def test_audit_digits_example_runs(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "audit_digits.py"),
+            "--inputs",
+            "6",
+            "-n",
+            "1000",
+            "--attacks",
+            "deepfool",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("HOLDS")
+    assert lines[1] == "index radius smallest_adversarial_distance"
+    assert 2 <= len(lines) <= 2 + 6
+    assert (tmp_path / "report.md").read_text().startswith("# Certificate audit")
