@@ -96,6 +96,7 @@ class SmoothAdvPGD(Attack):
     """
 
     name: ClassVar[str] = "pgd"
+    gradients: ClassVar[bool] = True
 
     def __init__(
         self, steps: int = 20, step_fraction: float = 0.25, restarts: int = 0, batch_size: int = 64
@@ -151,6 +152,8 @@ class ARTAutoAttack(Attack):
     """
 
     name: ClassVar[str] = "art_autoattack"
+    gradients: ClassVar[bool] = True
+    dlr: ClassVar[bool] = True
 
     def __init__(self, steps: int = 20, batch_size: int = 64) -> None:
         self.steps = check_int("steps", steps, 1)
@@ -224,10 +227,6 @@ class _Transfer(Attack):
         # A zero direction means the attack found nothing (or the input was already misclassified).
         base = torch.where(base > 0, base, torch.full_like(base, float("nan")))
         return Candidates(x=x_adv, base_distance=base)
-
-    def config(self) -> dict[str, object]:
-        settings = {k: v for k, v in vars(self).items() if not k.startswith("_")}
-        return {"name": self.name, **settings}
 
 
 class DeepFoolTransfer(_Transfer):

@@ -48,6 +48,8 @@ class AutoAttack(Attack):
     """
 
     name: ClassVar[str] = "autoattack"
+    gradients: ClassVar[bool] = True
+    dlr: ClassVar[bool] = True
 
     def __init__(
         self,

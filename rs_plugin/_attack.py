@@ -102,6 +102,10 @@ class Attack(abc.ABC):
     name: ClassVar[str]
     # The norms (l1, l2, linf) the attack can work in; the audit picks the certificates' norm.
     norms: ClassVar[tuple[str, ...]] = LP_NORMS
+    # Whether it follows the soft smoothed classifier's gradients (the audit then checks that
+    # they are not zero), and whether it uses AutoAttack's DLR losses (3 classes or more).
+    gradients: ClassVar[bool] = False
+    dlr: ClassVar[bool] = False
 
     def applies_to(self, smoothing: Smoothing) -> str | None:
         """None when this attack can audit certificates of ``smoothing``, else the reason."""

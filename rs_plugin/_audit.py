@@ -28,18 +28,22 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from rs_plugin._attack import Attack, AttackTarget, Candidates
+from rs_plugin._audit_results import (
+    UNCHECKED,
+    AuditReport,
+    CertificateSet,
+    Checks,
+    summarise,
+)
 from rs_plugin._certificates import Certificates
 from rs_plugin._classifier import SmoothedClassifier
-from rs_plugin._diagnostics import Diagnostic, diagnose
+from rs_plugin._diagnostics import diagnose
 from rs_plugin._norms import LP_NORMS, lp_norm
 from rs_plugin._registry import load_attack
 from rs_plugin._semantic import SemanticSmoothing
@@ -55,110 +59,11 @@ __all__ = [
     "AuditReport",
     "CertificateSet",
     "audit",
-    "poisson_binomial_tail",
 ]
 
 ADDITIVE_ATTACKS = ("pgd", "autoattack", "deepfool", "cw_l2")
 SEMANTIC_ATTACKS = ("semantic_grid", "semantic_random")
 BUDGETS = (0.25, 0.5, 1.0, 1.5, 2.0)
-# Relative allowance for float32 rounding of candidates when comparing distances with radii.
-_ROUNDING = 1e-5
-# PREDICT class codes besides real classes: abstain, and "not checked".
-ABSTAIN, UNCHECKED = -1, -2
-
-
-@dataclass(frozen=True)
-class CertificateSet:
-    """The certificates an audit checks, aligned with the inputs it is given.
-
-    Attributes:
-        index: (N,) dataset index of each input.
-        prediction: (N,) certified class, −1 where CERTIFY abstained.
-        radius: (N,) certified radius in ``norm`` (0 where abstained).
-        norm: the space of the radii (``l2``, ``rotation``, ``affine:linf``, ...).
-        semantics: ``input``, ``parametric`` or ``parametric=input``.
-        alpha: the certificates' failure probability.
-    """
-
-    index: torch.Tensor
-    prediction: torch.Tensor
-    radius: torch.Tensor
-    norm: str
-    semantics: str
-    alpha: float
-
-    def __len__(self) -> int:
-        return int(self.index.shape[0])
-
-    @property
-    def certified(self) -> torch.Tensor:
-        return (self.prediction >= 0) & (self.radius > 0)
-
-    @staticmethod
-    def from_certificates(certificates: Certificates) -> CertificateSet:
-        return CertificateSet(
-            index=certificates.index.clone(),
-            prediction=certificates.prediction.clone(),
-            radius=certificates.radius.to(torch.float64).clone(),
-            norm=certificates.norm,
-            semantics=certificates.semantics,
-            alpha=float(certificates.alpha),
-        )
-
-    @staticmethod
-    def from_records(
-        records: Sequence[dict[str, Any]], *, norm: str, source: str
-    ) -> CertificateSet:
-        """From JSON records with ``index``, ``prediction`` (−1 = abstain), ``radius`` and
-        ``alpha`` (ours, or converted from another tool); ``norm`` and ``semantics`` default to
-        the smoothing's when a record has none."""
-        if not records:
-            raise RSValueError("--certificates", "a file with at least one record", source)
-        for number, record in enumerate(records, start=1):
-            missing = [k for k in ("index", "prediction", "radius", "alpha") if k not in record]
-            if missing:
-                raise RSValueError(
-                    "--certificates",
-                    "records with index, prediction (-1 = abstain), radius and alpha",
-                    f"a record without {missing} (record {number} of {source})",
-                )
-            if record.get("norm", norm) != norm:
-                raise RSValueError(
-                    "--certificates",
-                    f"radii in the smoothing's norm {norm!r}",
-                    f"radii in {record['norm']!r} (record {number} of {source})",
-                )
-        alphas = {float(r["alpha"]) for r in records}
-        semantics = {str(r.get("semantics", "input")) for r in records}
-        if len(alphas) > 1 or len(semantics) > 1:
-            raise RSValueError(
-                "--certificates",
-                "records of one run (one alpha, one semantics)",
-                f"alpha {sorted(alphas)}, semantics {sorted(semantics)} ({source})",
-            )
-        radius = torch.tensor([float(r["radius"] or 0.0) for r in records], dtype=torch.float64)
-        if bool((radius < 0).any()) or not bool(torch.isfinite(radius).all()):
-            raise RSValueError("--certificates", "finite radii >= 0", f"other radii ({source})")
-        return CertificateSet(
-            index=torch.tensor([int(r["index"]) for r in records], dtype=torch.int64),
-            prediction=torch.tensor([int(r["prediction"]) for r in records], dtype=torch.int64),
-            radius=radius,
-            norm=norm,
-            semantics=semantics.pop(),
-            alpha=check_open_unit("alpha", alphas.pop()),
-        )
-
-
-def poisson_binomial_tail(q: np.ndarray, observed: int) -> float:
-    """P[S ≥ observed] for S a sum of independent Bernoulli(q_i) (exact, dynamic programming)."""
-    if observed <= 0:
-        return 1.0
-    pmf = np.zeros(len(q) + 1)
-    pmf[0] = 1.0
-    for i, qi in enumerate(np.clip(q, 0.0, 1.0), start=1):
-        pmf[1 : i + 1] = pmf[1 : i + 1] * (1.0 - qi) + pmf[:i] * qi
-        pmf[0] *= 1.0 - qi
-    return float(min(1.0, pmf[observed:].sum()))
 
 
 # Fractions of the closest adversarial candidate's perturbation checked after the budget levels.
@@ -179,7 +84,7 @@ class _Best:
         return torch.isfinite(self.distance)
 
     def update(
-        self, found: Candidates, checks: _Checks, column: int, reference: torch.Tensor
+        self, found: Candidates, checks: Checks, column: int, reference: torch.Tensor
     ) -> None:
         predicted = checks.predicted[:, column]
         d = checks.distance[:, column]
@@ -201,53 +106,6 @@ class _Best:
             images = smoothing.apply(self.x, params.to(self.x)).clamp(*target.clip_values)
             return Candidates(x=images, params=params)
         return Candidates(x=self.x + fraction * self.delta)
-
-
-@dataclass
-class _Checks:
-    """Every PREDICT check of one attack: (N, L) distance and PREDICT class per level."""
-
-    distance: torch.Tensor
-    predicted: torch.Tensor
-    base_distance: torch.Tensor | None = None
-    seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class AuditReport:
-    """What an audit found. ``to_dict()`` is the JSON report (see :mod:`rs_plugin._report`)."""
-
-    verdict: dict[str, Any]
-    settings: dict[str, Any]
-    inputs: list[dict[str, Any]]
-    attacks: list[dict[str, Any]]
-    curves: dict[str, Any]
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-
-    @property
-    def violated(self) -> bool:
-        """True when the certificates are significantly violated (the CLI exits 1)."""
-        return bool(self.verdict["significantly_violated"])
-
-    def write(self, folder: str | Path) -> list[Path]:
-        """Write report.json, report.md, curves.png and distances.png into ``folder``."""
-        from rs_plugin._report import write_report
-
-        return write_report(self, folder)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "verdict": self.verdict,
-            "settings": self.settings,
-            "diagnostics": [d.to_dict() for d in self.diagnostics],
-            "attacks": self.attacks,
-            "curves": self.curves,
-            "inputs": self.inputs,
-        }
-
-
-def _finite(value: float) -> float | None:
-    return value if np.isfinite(value) else None
 
 
 class Audit:
@@ -379,8 +237,8 @@ class Audit:
             x,
             labels,
             certificates.prediction,
-            gradients=any(a.name in ("pgd", "autoattack", "art_autoattack") for a in self.attacks),
-            dlr=any(a.name in ("autoattack", "art_autoattack") for a in self.attacks),
+            gradients=any(a.gradients for a in self.attacks),
+            dlr=any(a.dlr for a in self.attacks),
         )
         keys = iter(range(10**12))
         clean = self._predict(x, None, keys, len(x))
@@ -403,8 +261,18 @@ class Audit:
             seed=self.seed + 1,
         )
         checks = self._attack_all(target, x, reference, attacked, radius, levels, keys)
-        report = self._summarise(
-            certificates, labels, clean, reference, radius, levels, checks, diagnostics
+        report = summarise(
+            certificates,
+            labels,
+            clean,
+            reference,
+            radius,
+            levels,
+            checks,
+            diagnostics,
+            predict_alpha=self.predict_alpha,
+            significance=self.significance,
+            settings=self.settings(),
         )
         report.settings["seconds"] = time.perf_counter() - started
         return report
@@ -418,14 +286,14 @@ class Audit:
         radius: torch.Tensor,
         levels: list[float],
         keys: Any,
-    ) -> dict[str, _Checks]:
+    ) -> dict[str, Checks]:
         from tqdm import tqdm
 
         n = x.shape[0]
         columns = [torch.where(attacked, level, 0.0).to(torch.float64) for level in levels]
         columns.append(radius.clone())
         width = len(columns) + len(_SHRINK)
-        results: dict[str, _Checks] = {}
+        results: dict[str, Checks] = {}
         with tqdm(
             total=len(self.attacks) * (len(columns) + 1),
             desc="audit",
@@ -434,7 +302,7 @@ class Audit:
             file=sys.stderr,
         ) as bar:
             for attack in self.attacks:
-                checks = _Checks(
+                checks = Checks(
                     torch.full((n, width), float("inf"), dtype=torch.float64),
                     torch.full((n, width), UNCHECKED, dtype=torch.int64),
                 )
@@ -466,7 +334,7 @@ class Audit:
         found: Candidates,
         norm: str,
         wanted: torch.Tensor,
-        checks: _Checks,
+        checks: Checks,
         column: int,
         keys: Any,
     ) -> None:
@@ -536,148 +404,6 @@ class Audit:
         )
         return result.prediction.cpu()
 
-    # -- summarising ---------------------------------------------------------------------------
-
-    def _summarise(
-        self,
-        certificates: CertificateSet,
-        labels: torch.Tensor,
-        clean: torch.Tensor,
-        reference: torch.Tensor,
-        radius: torch.Tensor,
-        levels: list[float],
-        checks: dict[str, _Checks],
-        diagnostics: list[Diagnostic],
-    ) -> AuditReport:
-        n = len(certificates)
-        certified = certificates.certified
-        limit = radius * (1.0 + _ROUNDING)
-        inside_all = torch.zeros(n, dtype=torch.int64)
-        violated = clean.ne(ABSTAIN) & clean.ne(certificates.prediction) & certified
-        violating: list[list[str]] = [["clean PREDICT"] if bool(v) else [] for v in violated]
-        smallest = torch.full((n,), float("inf"), dtype=torch.float64)
-        attack_rows = []
-        for name, c in checks.items():
-            checked = c.predicted != UNCHECKED
-            inside = checked & (c.distance <= limit[:, None])
-            inside_all += inside.sum(dim=1)
-            bad = (
-                inside & c.predicted.ne(ABSTAIN) & c.predicted.ne(certificates.prediction[:, None])
-            )
-            bad &= certified[:, None]
-            for row in torch.nonzero(bad.any(dim=1))[:, 0].tolist():
-                violating[row].append(name)
-            violated |= bad.any(dim=1)
-            adversarial = checked & c.predicted.ne(ABSTAIN) & c.predicted.ne(reference[:, None])
-            own = torch.where(adversarial, c.distance, torch.full_like(c.distance, float("inf")))
-            own_min = own.min(dim=1).values
-            smallest = torch.minimum(smallest, own_min)
-            c.distance = own  # keep only adversarial distances for the curves below
-            ratio = own_min[certified] / radius[certified]
-            finite = ratio[torch.isfinite(ratio)]
-            attack_rows.append(
-                {
-                    "name": name,
-                    "checks": int(checked.sum()),
-                    "adversarial_inputs": int(torch.isfinite(own_min).sum()),
-                    "violations": int(bad.any(dim=1).sum()),
-                    "median_distance_over_radius": _finite(float(finite.median()))
-                    if len(finite)
-                    else None,
-                    "seconds": c.seconds,
-                    "base_model_median_distance": _finite(
-                        float(torch.nanmedian(c.base_distance))
-                        if c.base_distance is not None
-                        else float("nan")
-                    ),
-                }
-            )
-        bound = certificates.alpha + (inside_all + 1).to(torch.float64) * self.predict_alpha
-        q = bound[certified].numpy()
-        observed = int((violated & certified).sum())
-        p_value = poisson_binomial_tail(q, observed)
-        verdict = {
-            "certified_inputs": int(certified.sum()),
-            "violations": observed,
-            "expected_violations_bound": float(q.sum()),
-            "p_value": p_value,
-            "significance": self.significance,
-            "significantly_violated": p_value < self.significance,
-            "summary": _verdict_line(
-                observed, int(certified.sum()), float(q.sum()), p_value, self.significance
-            ),
-        }
-        inputs = []
-        for i in range(n):
-            entry: dict[str, Any] = {
-                "index": int(certificates.index[i]),
-                "label": int(labels[i]),
-                "prediction": int(certificates.prediction[i]),
-                "radius": float(radius[i]),
-                "certified": bool(certified[i]),
-                "clean_predict": int(clean[i]),
-                "smallest_adversarial_distance": _finite(float(smallest[i])),
-                "gap": _finite(float(smallest[i] - radius[i])) if bool(certified[i]) else None,
-                "violation": bool(violated[i]),
-                "violated_by": violating[i],
-                "checks_within_radius": int(inside_all[i]) + 1,
-            }
-            for name, c in checks.items():
-                entry[f"distance_{name}"] = _finite(float(c.distance[i].min()))
-                if c.base_distance is not None:
-                    entry[f"base_distance_{name}"] = _finite(float(c.base_distance[i]))
-            inputs.append(entry)
-        curves = _curves(certificates, labels, clean, radius, levels, checks, smallest)
-        settings = {
-            **self.settings(),
-            "norm": certificates.norm,
-            "semantics": certificates.semantics,
-            "certificate_alpha": certificates.alpha,
-            "budget_levels": levels,
-        }
-        return AuditReport(verdict, settings, inputs, attack_rows, curves, diagnostics)
-
-
-def _verdict_line(observed: int, total: int, expected: float, p_value: float, level: float) -> str:
-    if p_value < level:
-        return (
-            f"VIOLATED: {observed} of {total} certified inputs have a confident different "
-            f"prediction inside their certified region; at most {expected:.2f} expected if the "
-            f"certificates hold (p = {p_value:.2g} < {level:g})"
-        )
-    return (
-        f"HOLDS: {observed} violations in {total} certified inputs, within the {expected:.2f} "
-        f"expected from the certificates' and PREDICT's alpha (p = {p_value:.2g} >= {level:g})"
-    )
-
-
-def _curves(
-    certificates: CertificateSet,
-    labels: torch.Tensor,
-    clean: torch.Tensor,
-    radius: torch.Tensor,
-    levels: list[float],
-    checks: dict[str, _Checks],
-    smallest: torch.Tensor,
-) -> dict[str, Any]:
-    correct_cert = certificates.certified & certificates.prediction.eq(labels)
-    top = max([*levels, float(radius.max())])
-    grid = np.linspace(0.0, top, 101)
-    certified_acc = [float((correct_cert & (radius >= r)).float().mean()) for r in grid]
-    budgets = [0.0, *levels]
-    right = clean.eq(labels)
-    empirical = {}
-    for name, c in checks.items():
-        own = c.distance.min(dim=1).values
-        empirical[name] = [float((right & (own > b)).float().mean()) for b in budgets]
-    empirical["all attacks"] = [float((right & (smallest > b)).float().mean()) for b in budgets]
-    return {
-        "radius": grid.tolist(),
-        "certified_accuracy": certified_acc,
-        "budgets": budgets,
-        "empirical_robust_accuracy": empirical,
-    }
-
 
 def audit(
     model: nn.Module,
@@ -691,22 +417,41 @@ def audit(
     n: int = 10_000,
     alpha: float = 0.001,
     keys: Sequence[int] | None = None,
-    **settings: Any,
+    attacks: Sequence[str | Attack] | None = None,
+    budgets: Sequence[float] = BUDGETS,
+    predict_n: int = 1000,
+    predict_alpha: float = 0.001,
+    significance: float = 0.01,
+    num_noise_samples: int = 16,
+    clip_values: tuple[float, float] = (0.0, 1.0),
+    batch_size: int = 1000,
+    seed: int = 0,
+    progress: bool = False,
 ) -> AuditReport:
     """Certify ``x`` (unless ``certificates`` are given) and audit the certificates.
 
-    ``n0``, ``n``, ``alpha`` are CERTIFY's (Cohen et al. 2019); ``settings`` are
-    :class:`Audit`'s keywords (attacks, budgets, predict_n, predict_alpha, significance,
-    num_noise_samples, clip_values, batch_size, seed, progress). ``keys`` are the inputs' dataset
-    indices (default 0..N−1).
+    ``n0``, ``n``, ``alpha`` are CERTIFY's (Cohen et al. 2019), seeded with ``seed``; ``keys``
+    are the inputs' dataset indices (default 0..N−1). The other keywords are :class:`Audit`'s.
     """
-    runner = Audit(model, smoothing, num_classes, **settings)
+    runner = Audit(
+        model,
+        smoothing,
+        num_classes,
+        attacks=attacks,
+        budgets=budgets,
+        predict_n=predict_n,
+        predict_alpha=predict_alpha,
+        significance=significance,
+        num_noise_samples=num_noise_samples,
+        clip_values=clip_values,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+    )
     if certificates is None:
-        certifier = SmoothedClassifier(
-            model, smoothing, num_classes, clip_values=runner.clip_values
-        )
+        certifier = SmoothedClassifier(model, smoothing, num_classes, clip_values=clip_values)
         certificates = certifier.certify(
-            x, n0=n0, n=n, alpha=alpha, batch_size=runner.batch_size, seed=runner.seed, keys=keys
+            x, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed, keys=keys
         )
     if isinstance(certificates, Certificates):
         certificates = CertificateSet.from_certificates(certificates)

@@ -26,7 +26,7 @@ from rs_plugin import (
     SmoothedClassifier,
     audit,
 )
-from rs_plugin._audit import poisson_binomial_tail
+from rs_plugin._audit_results import poisson_binomial_tail
 from rs_plugin._registry import discover, load_attack
 from rs_plugin._report import FILES, format_markdown
 from rs_plugin.cli import main
