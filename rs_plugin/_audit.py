@@ -49,7 +49,13 @@ from rs_plugin._registry import load_attack
 from rs_plugin._semantic import SemanticSmoothing
 from rs_plugin._semantic_attacks import ShiftedParameters, parameter_distance
 from rs_plugin._smoothing import Smoothing
-from rs_plugin._validation import RSValueError, check_int, check_open_unit, check_positive
+from rs_plugin._validation import (
+    RSValueError,
+    check_finite_inputs,
+    check_int,
+    check_open_unit,
+    check_positive,
+)
 
 __all__ = [
     "ADDITIVE_ATTACKS",
@@ -228,6 +234,7 @@ class Audit:
                 f"radii in the smoothing's norm {self.smoothing.norm!r}",
                 certificates.norm,
             )
+        check_finite_inputs("x", x, self.clip_values)
         started = time.perf_counter()
         device = self.smoothed.device
         x = x.to(device=device, dtype=torch.float32)

@@ -156,6 +156,14 @@ def _setting(args: argparse.Namespace, key: str, stored: Any) -> Any:
 
 def _job(args: argparse.Namespace, records: list[dict[str, Any]] | None) -> CertifyJob:
     first = records[0] if records else {}
+    if first.get("certifier") in ("ddrs", "ancer"):
+        # Their smoothed classifier has a different sigma per input: PREDICT with one smoothing
+        # would check another classifier than the one certified.
+        raise RSValueError(
+            "--certificates",
+            "certificates of one smoothed classifier (certifier cohen or sequential)",
+            f"certifier {first['certifier']}",
+        )
     limit = args.limit if records is None or args.limit is not None else None
     if records is None and limit is None:
         limit = 100
