@@ -19,6 +19,7 @@ Settings are explicit keywords; the defaults are light enough for the embedded d
 
 from __future__ import annotations
 
+import abc
 from typing import Any, ClassVar
 
 import numpy as np
@@ -77,11 +78,6 @@ def base_estimator(target: AttackTarget, input_shape: tuple[int, ...]) -> Any:
 
 def _numpy(x: torch.Tensor) -> np.ndarray:
     return x.detach().cpu().numpy().astype(np.float32)
-
-
-def _unchanged_where_idle(x: torch.Tensor, x_adv: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    keep = (eps <= 0).view(-1, *([1] * (x.ndim - 1)))
-    return torch.where(keep, x, x_adv)
 
 
 class SmoothAdvPGD(Attack):
@@ -200,8 +196,9 @@ class _Transfer(Attack):
     def __init__(self) -> None:
         self._memo: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    @abc.abstractmethod
     def base_adversarial(self, estimator: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """The base model's adversarial examples for ``x`` of labels ``y`` (ART arrays)."""
 
     def _direction(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self._memo is not None and torch.equal(self._memo[0], x):
@@ -220,9 +217,8 @@ class _Transfer(Attack):
         shape = (-1,) + (1,) * (x.ndim - 1)
         scale = torch.where(length > 0, eps.to(torch.float64) / length.clamp_min(1e-30), 0.0)
         moved = (x.to(torch.float64) + delta * scale.view(shape)).to(x.dtype)
-        x_adv = _unchanged_where_idle(
-            x, project(x, moved, eps, target.norm, target.clip_values), eps
-        )
+        # A zero budget gives scale 0, so those rows come back as x.
+        x_adv = project(x, moved, eps, target.norm, target.clip_values)
         base = lp_norm(delta, "l2")
         # A zero direction means the attack found nothing (or the input was already misclassified).
         base = torch.where(base > 0, base, torch.full_like(base, float("nan")))

@@ -27,7 +27,7 @@ from rs_plugin._norms import LP_NORMS, lp_norm
 from rs_plugin._smoothing import Smoothing
 from rs_plugin._validation import RSValueError
 
-__all__ = ["Attack", "AttackTarget", "Candidates", "additive_norm", "budget_groups", "project"]
+__all__ = ["Attack", "AttackTarget", "Candidates", "budget_groups", "project"]
 
 
 @dataclass(frozen=True)
@@ -81,16 +81,6 @@ class Candidates:
     base_distance: torch.Tensor | None = None
 
 
-def additive_norm(smoothing: Smoothing) -> str | None:
-    """Why an input-space attack cannot audit ``smoothing``, or None when it can."""
-    if smoothing.norm not in LP_NORMS:
-        return (
-            f"certificates in {smoothing.norm!r} are not input-space lp balls "
-            "(use semantic_grid or semantic_random)"
-        )
-    return None
-
-
 class Attack(abc.ABC):
     """Base class of audit attacks: implement :meth:`generate` (and :meth:`applies_to`).
 
@@ -109,10 +99,14 @@ class Attack(abc.ABC):
 
     def applies_to(self, smoothing: Smoothing) -> str | None:
         """None when this attack can audit certificates of ``smoothing``, else the reason."""
-        reason = additive_norm(smoothing)
-        if reason is None and smoothing.norm not in self.norms:
-            reason = f"{self.name} attacks in {self.norms}, not {smoothing.norm}"
-        return reason
+        if smoothing.norm not in LP_NORMS:
+            return (
+                f"certificates in {smoothing.norm!r} are not input-space lp balls "
+                "(use semantic_grid or semantic_random)"
+            )
+        if smoothing.norm not in self.norms:
+            return f"{self.name} attacks in {self.norms}, not {smoothing.norm}"
+        return None
 
     @abc.abstractmethod
     def generate(

@@ -103,7 +103,7 @@ def format_markdown(data: dict[str, Any]) -> str:
         [
             [
                 f"{b:.3f}",
-                f"{_certified_at(curves, b):.3f}",
+                f"{curves['certified_accuracy_at_budgets'][j]:.3f}",
                 *(f"{curves['empirical_robust_accuracy'][n][j]:.3f}" for n in names),
             ]
             for j, b in enumerate(curves["budgets"])
@@ -141,15 +141,6 @@ def format_markdown(data: dict[str, Any]) -> str:
         ],
     )
     return "\n".join(lines) + "\n"
-
-
-def _certified_at(curves: dict[str, Any], budget: float) -> float:
-    """Certified accuracy at ``budget``: the grid value at the largest radius ≤ budget."""
-    best = curves["certified_accuracy"][0]
-    for r, value in zip(curves["radius"], curves["certified_accuracy"], strict=True):
-        if r <= budget + 1e-12:
-            best = value
-    return float(best)
 
 
 def _plots(data: dict[str, Any], folder: Path) -> None:

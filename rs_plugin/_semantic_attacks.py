@@ -17,6 +17,7 @@ gradient), so they are the semantic counterparts of the worst-of-k evaluation of
 
 from __future__ import annotations
 
+import abc
 from typing import ClassVar
 
 import torch
@@ -64,9 +65,8 @@ def parametric_soft(
     if not isinstance(smoothing, SemanticSmoothing):
         raise RSValueError("smoothing", "a semantic smoothing", smoothing)
     m = target.smoothed.num_noise_samples
-    shifted = params.repeat_interleave(m, dim=0)
-    noise = smoothing.sample_parameters(shifted.shape[0], generator, x.device, x.dtype)
-    images = smoothing.apply(x.repeat_interleave(m, dim=0), shifted + noise)
+    shifted = ShiftedParameters(smoothing, params.repeat_interleave(m, dim=0))
+    images = shifted.perturb(x.repeat_interleave(m, dim=0), generator)
     probs = torch.softmax(target.model(images), dim=1)
     return probs.view(x.shape[0], m, -1).mean(dim=1)
 
@@ -81,11 +81,11 @@ class _ParameterSearch(Attack):
             return "compositions (their radius is in units of each component's sigma)"
         return None
 
+    @abc.abstractmethod
     def proposals(
         self, k: int, budget: torch.Tensor, norm: str, generator: torch.Generator
     ) -> torch.Tensor:
         """(N, P, k) parameters with ‖φ‖ ≤ budget (N,) in ``norm``."""
-        raise NotImplementedError
 
     @torch.no_grad()
     def generate(
@@ -185,15 +185,16 @@ class SemanticRandom(_ParameterSearch):
 
 class ShiftedParameters(Smoothing):
     """The parameter smoothing of ``base`` centred at ``params`` instead of the identity:
-    perturb(x) = T(x, params + ε). PREDICT with it evaluates the parametric smoothed classifier
-    at the parameters ``params`` (one candidate, the audit's check of a parametric certificate).
+    perturb(x) = T(x, params + ε). ``params`` is (k,) for every row, or (B, k) one per row of
+    the batch. PREDICT with it evaluates the parametric smoothed classifier at one candidate's
+    parameters (the audit's check of a parametric certificate).
     """
 
     name: ClassVar[str] = "shifted_parameters"
 
     def __init__(self, base: SemanticSmoothing, params: torch.Tensor) -> None:
         self.base = base
-        self.params = params.reshape(1, -1)
+        self.params = params.reshape(-1, base.num_parameters)
         self.norm = base.norm  # type: ignore[misc]
 
     def perturb(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

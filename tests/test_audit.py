@@ -6,11 +6,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import re
 
 import numpy as np
 import pytest
 import torch
+from conftest import LinearModel
 from scipy import stats
 
 from rs_plugin import (
@@ -82,6 +84,45 @@ def test_honest_certificates_of_the_demo_model_hold_under_every_default_attack(d
         assert curves["empirical_robust_accuracy"]["all attacks"][j] >= certified - 0.1
 
 
+@pytest.mark.parametrize(("factor", "violated"), [(0.98, False), (1.5, True)])
+def test_verdict_against_the_exact_radius_of_a_linear_classifier(factor, violated):
+    """sign(w·x + b) smoothed by Gaussian noise is itself, with true ℓ2 radius |w·x + b| / ‖w‖.
+    Certificates just inside the truth must hold; 1.5 times the truth must be flagged."""
+    generator = torch.Generator().manual_seed(11)
+    w = torch.randn(64, generator=generator)
+    model = LinearModel(w / w.norm(), b=0.0, scale=4.0).eval()
+    x = 0.3 + 0.4 * torch.rand(400, 1, 8, 8, generator=generator)
+    model.b = -float(model.margin(x).median())
+    truth = model.true_radius(x)
+    keep = torch.nonzero((truth > 0.1) & (truth < 0.6))[:30, 0]
+    x, truth, labels = x[keep], truth[keep], model.label(x[keep])
+    certificates = CertificateSet(
+        index=torch.arange(len(keep)),
+        prediction=labels.clone(),
+        radius=factor * truth,
+        norm="l2",
+        semantics="input",
+        alpha=0.001,
+    )
+    runner = Audit(model, Gaussian(0.25), 2, attacks=["pgd", "deepfool"], predict_n=1000)
+    report = runner.run(x, labels, certificates)
+    assert report.violated == violated
+    if violated:
+        assert report.verdict["violations"] >= 20
+    else:
+        assert report.verdict["violations"] <= 1
+        # No confirmed adversarial inside the true radius (up to PREDICT's alpha), and the
+        # attacks get near it: PREDICT needs p ≈ 0.55 to be confident, about 0.13σ beyond the
+        # boundary, and the line search has 10 % steps (measured median 1.26x, 1.07x to 1.62x).
+        found = torch.tensor(
+            [r["smallest_adversarial_distance"] or math.inf for r in report.inputs]
+        )
+        ratio = found / truth
+        assert int((ratio < 1.0).sum()) <= 1
+        assert bool(torch.isfinite(ratio).all())
+        assert float(ratio.median()) <= 1.4
+
+
 def test_a_wrong_radius_formula_is_flagged(digits):
     model, x, y = digits
     report = audit(model, OverclaimingGaussian(0.25), x, y, num_classes=10, n=2000, attacks=["pgd"])
@@ -149,6 +190,8 @@ def test_report_files_parse_and_match_the_json(honest_run):
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert float(cells[0]) == pytest.approx(budget, abs=5e-4)
         assert float(cells[-1]) == pytest.approx(value, abs=5e-4)
+    certified_cells = [float(line.strip("|").split("|")[1]) for line in table]
+    assert certified_cells == pytest.approx(curves["certified_accuracy_at_budgets"], abs=5e-4)
     for name in ("curves.png", "distances.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data["inputs"]) == 24
