@@ -162,22 +162,34 @@ def _clean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float
         return float((model(x).argmax(1) == y).double().mean())
 
 
-def test_retraining_reproduces_the_shipped_weights_bit_for_bit():
+def test_retraining_is_deterministic_on_one_machine():
+    """Two runs of the training script in one process give identical weights (every draw comes
+    from the seed). Across CPUs (AVX2 vs AVX-512) torch does not promise identical floating-point
+    results, so the shipped file is compared by quality below, not bit for bit."""
     rng_before = torch.get_rng_state()
-    model = train_demo_model(seed=0)
+    first = train_demo_model(seed=0, epochs=2).state_dict()
     # Every draw came from the seed: the global RNG is left as it was.
     assert torch.equal(torch.get_rng_state(), rng_before)
+    second = train_demo_model(seed=0, epochs=2).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    other_seed = train_demo_model(seed=1, epochs=2).state_dict()
+    assert any(not torch.equal(first[k], other_seed[k]) for k in first)
+
+
+def test_retraining_reproduces_a_model_of_the_shipped_quality():
+    model = train_demo_model(seed=0)
     assert isinstance(model, DemoCNN)
     assert _all_eval(model)
-
-    shipped = torch.load(DEMO_WEIGHTS, map_location="cpu", weights_only=True)
-    trained = model.state_dict()
-    assert trained.keys() == shipped.keys()
-    different = [k for k in trained if not torch.equal(trained[k], shipped[k])]
-    assert different == [], f"retrained weights differ from {DEMO_WEIGHTS.name} in {different}"
-
+    shipped = load_demo_model()
+    assert model.state_dict().keys() == shipped.state_dict().keys()
     x, y = load_digits("test")
-    assert _clean_accuracy(model, x, y) >= 0.95
+    retrained_accuracy = _clean_accuracy(model, x, y)
+    assert retrained_accuracy >= 0.95
+    assert abs(retrained_accuracy - _clean_accuracy(shipped, x, y)) <= 0.03
+    # The same function, not merely the same accuracy: the two models agree on the test split.
+    with torch.no_grad():
+        agreement = float((model(x).argmax(1) == shipped(x).argmax(1)).double().mean())
+    assert agreement >= 0.95
 
 
 def test_shipped_model_clean_accuracy():
