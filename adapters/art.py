@@ -47,9 +47,11 @@ from art.utils import check_and_transform_label_format
 from torch import nn
 from tqdm.auto import trange
 
-from rs_plugin._classifier import SmoothedClassifier
-from rs_plugin._smoothing import Gaussian, Smoothing
 from rs_plugin._validation import RSValueError, check_int, check_open_unit, check_positive
+from rs_plugin.certification.classifier import SmoothedClassifier
+from rs_plugin.certification.grid import GridCertifier
+from rs_plugin.smoothings.base import Smoothing
+from rs_plugin.smoothings.gaussian import Gaussian
 
 __all__ = [
     "OUTPUTS",
@@ -339,7 +341,18 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
         """
         self._model.eval()
         x_defended, _ = self._apply_preprocessing(x, y=None, fit=False)
-        certificates = self._smoothed.certify(
+        smoothed = self._smoothed
+        certifier = (
+            GridCertifier(
+                smoothed.model,
+                smoothed.smoothing,
+                smoothed.num_classes,
+                clip_values=smoothed.clip_values,
+            )
+            if smoothed.smoothing.on_grid
+            else smoothed
+        )
+        certificates = certifier.certify(
             x_defended,
             n0=self.sample_size,
             n=n,

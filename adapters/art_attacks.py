@@ -1,7 +1,8 @@
 """Audit attacks run through ART: SmoothAdv PGD, ART's AutoAttack, DeepFool and Carlini–Wagner.
 
-Each class is an :class:`rs_plugin._attack.Attack` registered in the ``rs_plugin.attacks``
-entry-point group; the audit (:mod:`rs_plugin._audit`) calls ``generate`` once per budget level.
+Each class is an :class:`rs_plugin.auditing.attack.Attack` registered in the
+``rs_plugin.attacks`` entry-point group; the audit (:mod:`rs_plugin.auditing.runner`) calls
+``generate`` once per budget level.
 
 * ``pgd`` (:class:`SmoothAdvPGD`): ART's ``ProjectedGradientDescent`` on the ART adapter with
   log-probability outputs, so the loss is −log of the soft smoothed classifier's probability of
@@ -34,10 +35,10 @@ from art.attacks.evasion import (
 from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
-from rs_plugin._attack import Attack, AttackTarget, Candidates, budget_groups, project
-from rs_plugin._norms import lp_norm
 from rs_plugin._validation import check_int, check_positive
 from rs_plugin.adapters.art import PyTorchSmoothedClassifier
+from rs_plugin.auditing.attack import Attack, AttackTarget, Candidates, budget_groups, project
+from rs_plugin.smoothings.norms import lp_norm
 
 __all__ = ["ARTAutoAttack", "CarliniWagnerTransfer", "DeepFoolTransfer", "SmoothAdvPGD"]
 

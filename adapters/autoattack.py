@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 import torch
 from pyautoattack import AutoAttack as _PyAutoAttack
 
-from rs_plugin._attack import Attack, AttackTarget, Candidates, budget_groups, project
 from rs_plugin._validation import RSValueError, check_int
 from rs_plugin.adapters.art import SmoothedLogProbabilities
+from rs_plugin.auditing.attack import Attack, AttackTarget, Candidates, budget_groups, project
 
 __all__ = ["AutoAttack"]
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from rs_plugin._job import CertifyJob, iter_records
 from rs_plugin._validation import RSValueError
+from rs_plugin.cli.job import CertifyJob, iter_records
 
 try:
     import ray

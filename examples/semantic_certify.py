@@ -23,8 +23,8 @@ from rs_plugin import (
     Rotation,
     Scaling,
     SemanticSmoothing,
-    SmoothedClassifier,
     Translation,
+    cohen_certifier,
 )
 from rs_plugin.data import DemoCNN, FashionCNN, load_dataset
 
@@ -118,7 +118,7 @@ def run(
     for key, smoothing in smoothings(data, step):
         samples = n_grid if smoothing.on_grid else n
         started = time.perf_counter()
-        certs = SmoothedClassifier(model, smoothing, 10).certify(
+        certs = cohen_certifier(model, smoothing, 10).certify(
             x, n0=100, n=samples, alpha=0.001, batch_size=2000
         )
         seconds = time.perf_counter() - started

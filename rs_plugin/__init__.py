@@ -5,24 +5,87 @@ Public surface::
     from rs_plugin import Gaussian, SmoothedClassifier
     smoothed = SmoothedClassifier(model, Gaussian(0.25), num_classes=10)
     certificates = smoothed.certify(x, n0=100, n=100_000, alpha=0.001)
+
+The package's parts (docs/architecture.md): :mod:`rs_plugin.smoothings` (noises and transforms)
+← :mod:`rs_plugin.certification` (engine, statistics, certifiers) ← :mod:`rs_plugin.auditing`
+(attacks, verdict, report) ← :mod:`rs_plugin.cli` (commands, jobs, store), with
+:mod:`rs_plugin.bench`, :mod:`rs_plugin.data` and the adapters beside them. The names below are
+imported on first use, so ``import rs_plugin`` (and ``rs-plugin --help``) costs no torch import.
 """
 
-from rs_plugin._anisotropic import AnisotropicGaussian
-from rs_plugin._attack import Attack, AttackTarget, Candidates
-from rs_plugin._audit import Audit, AuditReport, CertificateSet, audit
-from rs_plugin._certificates import Certificates, Predictions
-from rs_plugin._classifier import SmoothedClassifier
-from rs_plugin._engine import NOISE_BLOCK, block_seed
-from rs_plugin._geometric import Affine, Deformation, Rotation, Scaling, Translation
-from rs_plugin._memory import ANCER, DDRS, MemoryCertifier
-from rs_plugin._noises import ExpInf, Laplace, Uniform
-from rs_plugin._norms import LP_NORMS, convert_radius, dual_norm, lp_norm
-from rs_plugin._registry import load_smoothing
-from rs_plugin._semantic import Blur, Brightness, Compose, Contrast, SemanticSmoothing
-from rs_plugin._semantic_attacks import SemanticGrid, SemanticRandom
-from rs_plugin._sequential import SequentialCertifier, StagedBounds
-from rs_plugin._smoothing import Gaussian, Smoothing
-from rs_plugin._validation import RSValueError, RSWarning
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rs_plugin._registry import load_smoothing
+    from rs_plugin._validation import RSValueError, RSWarning
+    from rs_plugin.auditing.attack import Attack, AttackTarget, Candidates
+    from rs_plugin.auditing.results import AuditReport, CertificateSet
+    from rs_plugin.auditing.runner import Audit, audit
+    from rs_plugin.auditing.semantic_attacks import SemanticGrid, SemanticRandom
+    from rs_plugin.certification.certificates import Certificates, Predictions
+    from rs_plugin.certification.classifier import SmoothedClassifier
+    from rs_plugin.certification.engine import NOISE_BLOCK, block_seed
+    from rs_plugin.certification.grid import GridCertifier, cohen_certifier
+    from rs_plugin.certification.memory import ANCER, DDRS, MemoryCertifier
+    from rs_plugin.certification.sequential import SequentialCertifier, StagedBounds
+    from rs_plugin.smoothings.anisotropic import AnisotropicGaussian
+    from rs_plugin.smoothings.base import Smoothing
+    from rs_plugin.smoothings.gaussian import Gaussian
+    from rs_plugin.smoothings.geometric import Affine, Deformation, Rotation, Scaling, Translation
+    from rs_plugin.smoothings.noises import ExpInf, Laplace, Uniform
+    from rs_plugin.smoothings.norms import LP_NORMS, convert_radius, dual_norm, lp_norm
+    from rs_plugin.smoothings.semantic import Blur, Brightness, Compose, Contrast, SemanticSmoothing
+
+# Public name -> the module that defines it.
+_PUBLIC = {
+    "ANCER": "rs_plugin.certification.memory",
+    "Affine": "rs_plugin.smoothings.geometric",
+    "AnisotropicGaussian": "rs_plugin.smoothings.anisotropic",
+    "Attack": "rs_plugin.auditing.attack",
+    "AttackTarget": "rs_plugin.auditing.attack",
+    "Audit": "rs_plugin.auditing.runner",
+    "AuditReport": "rs_plugin.auditing.results",
+    "Blur": "rs_plugin.smoothings.semantic",
+    "Brightness": "rs_plugin.smoothings.semantic",
+    "Candidates": "rs_plugin.auditing.attack",
+    "CertificateSet": "rs_plugin.auditing.results",
+    "Certificates": "rs_plugin.certification.certificates",
+    "Compose": "rs_plugin.smoothings.semantic",
+    "Contrast": "rs_plugin.smoothings.semantic",
+    "DDRS": "rs_plugin.certification.memory",
+    "Deformation": "rs_plugin.smoothings.geometric",
+    "ExpInf": "rs_plugin.smoothings.noises",
+    "Gaussian": "rs_plugin.smoothings.gaussian",
+    "GridCertifier": "rs_plugin.certification.grid",
+    "LP_NORMS": "rs_plugin.smoothings.norms",
+    "Laplace": "rs_plugin.smoothings.noises",
+    "MemoryCertifier": "rs_plugin.certification.memory",
+    "NOISE_BLOCK": "rs_plugin.certification.engine",
+    "Predictions": "rs_plugin.certification.certificates",
+    "RSValueError": "rs_plugin._validation",
+    "RSWarning": "rs_plugin._validation",
+    "Rotation": "rs_plugin.smoothings.geometric",
+    "Scaling": "rs_plugin.smoothings.geometric",
+    "SemanticGrid": "rs_plugin.auditing.semantic_attacks",
+    "SemanticRandom": "rs_plugin.auditing.semantic_attacks",
+    "SemanticSmoothing": "rs_plugin.smoothings.semantic",
+    "SequentialCertifier": "rs_plugin.certification.sequential",
+    "SmoothedClassifier": "rs_plugin.certification.classifier",
+    "Smoothing": "rs_plugin.smoothings.base",
+    "StagedBounds": "rs_plugin.certification.sequential",
+    "Translation": "rs_plugin.smoothings.geometric",
+    "Uniform": "rs_plugin.smoothings.noises",
+    "audit": "rs_plugin.auditing.runner",
+    "block_seed": "rs_plugin.certification.engine",
+    "cohen_certifier": "rs_plugin.certification.grid",
+    "convert_radius": "rs_plugin.smoothings.norms",
+    "dual_norm": "rs_plugin.smoothings.norms",
+    "load_smoothing": "rs_plugin._registry",
+    "lp_norm": "rs_plugin.smoothings.norms",
+}
 
 __all__ = [
     "ANCER",
@@ -45,6 +108,7 @@ __all__ = [
     "Deformation",
     "ExpInf",
     "Gaussian",
+    "GridCertifier",
     "Laplace",
     "MemoryCertifier",
     "Predictions",
@@ -63,9 +127,23 @@ __all__ = [
     "Uniform",
     "audit",
     "block_seed",
+    "cohen_certifier",
     "convert_radius",
     "dual_norm",
     "load_smoothing",
     "lp_norm",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rs_plugin' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])

@@ -21,15 +21,14 @@ from __future__ import annotations
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from rs_plugin._smoothing import Smoothing
 from rs_plugin._validation import RSValueError
+from rs_plugin.smoothings.base import Smoothing
 
 __all__ = [
     "GROUPS",
     "DuplicatePluginError",
     "discover",
     "format_plugins",
-    "load_attack",
     "load_plugin",
     "load_smoothing",
 ]
@@ -86,21 +85,6 @@ def load_smoothing(name: str, **params: Any) -> Smoothing:
             f"{name} -> {type(smoothing).__name__}",
         )
     return smoothing
-
-
-def load_attack(name: str, **params: Any) -> Any:
-    """Instantiate the audit attack registered as ``name`` with ``params``."""
-    from rs_plugin._attack import Attack
-
-    factory = load_plugin("rs_plugin.attacks", name, "--attacks")
-    attack = factory(**params)
-    if not isinstance(attack, Attack):
-        raise RSValueError(
-            "--attacks",
-            "an entry point that builds an rs_plugin.Attack",
-            f"{name} -> {type(attack).__name__}",
-        )
-    return attack
 
 
 def format_plugins() -> str:

@@ -1,16 +1,18 @@
 """One error type and one warning type for the whole package, and the checks that raise them.
 
 Every user error is an :class:`RSValueError` (a ``ValueError``) whose message names the parameter,
-what is accepted and what was received. Checks run before any sampling starts.
+what is accepted and what was received. Checks run before any sampling starts. The module
+imports no tensor library at import time (the command line's ``--help`` loads it).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+import numbers
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "RSValueError",
@@ -37,14 +39,14 @@ class RSWarning(UserWarning):
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, torch.Tensor | np.ndarray):
+    if hasattr(value, "shape") and hasattr(value, "dtype"):  # a tensor or an array
         return f"{type(value).__name__} of shape {tuple(value.shape)} and dtype {value.dtype}"
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_positive(name: str, value: Any) -> float:
@@ -63,7 +65,7 @@ def check_open_unit(name: str, value: Any) -> float:
 
 def check_int(name: str, value: Any, minimum: int) -> int:
     """Return ``value`` as an int if it is an integer >= ``minimum``."""
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < minimum:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
         raise RSValueError(name, f"an integer >= {minimum}", value)
     return int(value)
 
@@ -72,6 +74,8 @@ def check_finite_inputs(
     name: str, x: torch.Tensor, clip_values: tuple[float, float] | None
 ) -> None:
     """Reject NaN/inf entries and, when a clip range is declared, values outside it."""
+    import torch
+
     if not torch.is_floating_point(x):
         raise RSValueError(name, "a floating-point tensor", x)
     if x.ndim < 2:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import LinearModel
 
 from rs_plugin import Attack, SmoothedClassifier, Smoothing
-from rs_plugin._registry import GROUPS, discover, load_attack, load_plugin
+from rs_plugin._registry import GROUPS, discover, load_plugin
+from rs_plugin.auditing.attack import load_attack
+from tests.analytic import LinearModel
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plugin_package"
 CONSOLE_SCRIPT = Path(sys.executable).parent / "rs-plugin"

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import LinearModel
 
 from rs_plugin import Gaussian, RSValueError, RSWarning, SmoothedClassifier
 from rs_plugin.data import load_demo_model
+from tests.analytic import LinearModel
 
 
 class CallCounter(torch.nn.Module):

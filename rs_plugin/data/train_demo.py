@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rs_plugin._smoothing import Gaussian, Smoothing
 from rs_plugin.data._datasets import load_digits
 from rs_plugin.data._models import DEMO_SIGMA, DEMO_WEIGHTS, DemoCNN
+from rs_plugin.smoothings.base import Smoothing
+from rs_plugin.smoothings.gaussian import Gaussian
 
 __all__ = ["train_demo_model", "train_with_noise"]
 

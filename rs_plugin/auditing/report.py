@@ -1,0 +1,207 @@
+"""The audit's report files: ``report.json`` (machine), ``report.md`` (a person, verdict first),
+``curves.png`` (certified accuracy vs radius beside empirical robust accuracy vs budget) and
+``distances.png`` (certified radius vs smallest adversarial distance per input, diagonal drawn).
+
+Every number in ``report.md`` is formatted from the same dictionary ``report.json`` holds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FILES", "format_markdown", "write_report"]
+
+FILES = ("report.json", "report.md", "curves.png", "distances.png")
+# Per-input rows shown in report.md (violations are always shown); report.json has them all.
+_ROWS = 15
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def format_markdown(data: dict[str, Any]) -> str:
+    """report.md from the JSON report."""
+    verdict, settings = data["verdict"], data["settings"]
+    norm = settings["norm"]
+    lines = [
+        "# Certificate audit",
+        "",
+        f"**{verdict['summary']}**",
+        "",
+        f"- Certified inputs: {verdict['certified_inputs']}; violations: {verdict['violations']};"
+        f" expected at most {verdict['expected_violations_bound']:.3f} if every certificate holds;"
+        f" one-sided p-value {verdict['p_value']:.3g} (significance {verdict['significance']:g}).",
+        f"- Smoothing: `{json.dumps(settings['smoothing'])}`; radii in `{norm}`, semantics"
+        f" `{settings['semantics']}`, certificates' alpha {settings['certificate_alpha']:g}.",
+        f"- Every candidate checked by PREDICT with n = {settings['predict_n']},"
+        f" alpha = {settings['predict_alpha']:g} (an abstention is not a violation).",
+        f"- Budgets: {', '.join(f'{b:.3g}' for b in settings['budget_levels'])} (fractions"
+        f" {', '.join(f'{f:g}' for f in settings['budget_fractions'])} of the largest radius),"
+        " plus each input's own radius; soft smoothed classifier with"
+        f" m = {settings['num_noise_samples']} noise samples; seed {settings['seed']};"
+        f" {settings['seconds']:.1f} s.",
+        "",
+        "![certified vs empirical](curves.png) ![radius vs adversarial distance](distances.png)",
+        "",
+        "## Diagnostics",
+        "",
+    ]
+    if data["diagnostics"]:
+        lines += [
+            f"- **{d['check']}**: {d['finding']}. Fix: {d['fix']}." for d in data["diagnostics"]
+        ]
+    else:
+        lines.append(
+            "No findings (determinism, logit outputs, non-zero gradients, class count checked)."
+        )
+    lines += ["", "## Attacks", ""]
+    lines += _table(
+        [
+            "attack",
+            "PREDICT checks",
+            "inputs with an adversarial",
+            "violations",
+            "median distance / radius",
+            "base model median distance",
+            "seconds",
+        ],
+        [
+            [
+                a["name"],
+                str(a["checks"]),
+                str(a["adversarial_inputs"]),
+                str(a["violations"]),
+                _num(a["median_distance_over_radius"]),
+                _num(a["base_model_median_distance"]),
+                f"{a['seconds']:.1f}",
+            ]
+            for a in data["attacks"]
+        ],
+    )
+    curves = data["curves"]
+    names = list(curves["empirical_robust_accuracy"])
+    lines += ["", f"## Certified vs empirical robust accuracy ({norm})", ""]
+    lines += _table(
+        ["budget", "certified", *names],
+        [
+            [
+                f"{b:.3f}",
+                f"{curves['certified_accuracy_at_budgets'][j]:.3f}",
+                *(f"{curves['empirical_robust_accuracy'][n][j]:.3f}" for n in names),
+            ]
+            for j, b in enumerate(curves["budgets"])
+        ],
+    )
+    inputs = data["inputs"]
+    shown = [r for r in inputs if r["violation"]]
+    shown += [r for r in inputs if not r["violation"]][: max(0, _ROWS - len(shown))]
+    lines += [
+        "",
+        f"## Per input ({len(shown)} of {len(inputs)} shown; all in report.json)",
+        "",
+    ]
+    lines += _table(
+        [
+            "index",
+            "label",
+            "certified class",
+            "radius",
+            "smallest adversarial distance",
+            "gap",
+            "violation",
+        ],
+        [
+            [
+                str(r["index"]),
+                str(r["label"]),
+                str(r["prediction"]),
+                _num(r["radius"]),
+                _num(r["smallest_adversarial_distance"]),
+                _num(r["gap"]),
+                ", ".join(r["violated_by"]) if r["violation"] else "no",
+            ]
+            for r in shown
+        ],
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _plots(data: dict[str, Any], folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves, norm = data["curves"], data["settings"]["norm"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(curves["radius"], curves["certified_accuracy"], color="black", lw=2, label="certified")
+    for name, values in curves["empirical_robust_accuracy"].items():
+        style = "--" if name == "all attacks" else "-"
+        ax.plot(curves["budgets"], values, style, marker="o", ms=4, label=f"empirical: {name}")
+    ax.set_xlabel(f"radius / attack budget ({norm})")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Certified accuracy vs empirical robust accuracy")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(folder / "curves.png", dpi=120)
+    plt.close(fig)
+
+    rows = [r for r in data["inputs"] if r["certified"]]
+    found = [r for r in rows if r["smallest_adversarial_distance"] is not None]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    top = max(
+        [r["radius"] for r in rows] + [r["smallest_adversarial_distance"] for r in found] + [1e-3]
+    )
+    ax.plot([0, top], [0, top], color="grey", lw=1, label="distance = radius")
+    ok = [r for r in found if not r["violation"]]
+    bad = [r for r in found if r["violation"]]
+    ax.scatter(
+        [r["radius"] for r in ok],
+        [r["smallest_adversarial_distance"] for r in ok],
+        s=12,
+        label="adversarial found beyond the radius",
+    )
+    if bad:
+        ax.scatter(
+            [r["radius"] for r in bad],
+            [r["smallest_adversarial_distance"] for r in bad],
+            s=16,
+            color="red",
+            label="violation (inside the radius)",
+        )
+    ax.set_xlabel(f"certified radius ({norm})")
+    ax.set_ylabel(f"smallest adversarial distance ({norm})")
+    ax.set_title(f"{len(found)} of {len(rows)} certified inputs with an adversarial")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(folder / "distances.png", dpi=120)
+    plt.close(fig)
+
+
+def write_report(data: dict[str, Any], folder: str | Path) -> list[Path]:
+    """Write the four report files of an audit's JSON report ``data`` (``AuditReport.to_dict()``)
+    into ``folder`` (created if needed); return their paths."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(format_markdown(data), encoding="utf-8")
+    _plots(data, out)
+    return [out / name for name in FILES]

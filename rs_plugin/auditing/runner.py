@@ -1,0 +1,456 @@
+"""Attack-vs-certificate audit: attack every certified input and check each candidate by PREDICT.
+
+For each input with a certificate (certified class ĉ, radius r in the certificates' space) and
+each attack, candidates x' are generated at budgets: every global level (fractions of the
+largest certified radius, for the curves) and the input's own radius r (the strongest point the
+certificate speaks about). Each candidate that differs from x is checked with a fresh PREDICT
+(Cohen et al. 2019) at ``predict_n`` samples and level ``predict_alpha``, with noise independent
+of CERTIFY's and of the attacks'.
+
+* A **violation** is a certified input with a candidate at distance ≤ r (up to a relative
+  rounding allowance of 1e-5) where PREDICT returns a class other than ĉ. An abstention is not a
+  violation. The clean input's own PREDICT counts as a candidate at distance 0.
+* If every certificate holds, input i shows a violation with probability at most
+  q_i = α + k_i·α_PREDICT (CERTIFY failing, or one of its k_i PREDICT checks inside the radius
+  failing; union bound), independently across inputs. The verdict's p-value is
+  P[S ≥ V] for S a sum of independent Bernoulli(q_i) (Poisson-binomial, exact), V the number of
+  violations; certificates are **significantly violated** when it is below ``significance``.
+* The **smallest adversarial distance** of an input is the smallest distance of a candidate
+  whose PREDICT returns a class other than the reference (ĉ, or the label for inputs without a
+  certificate); the **gap** is that distance minus r.
+* **Empirical robust accuracy** at budget ε: the fraction of inputs whose clean PREDICT is the
+  label and no candidate within ε was adversarial, at ε = 0 and every global level (where every
+  such input was attacked). **Certified accuracy** at ε: label predicted with radius ≥ ε.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from rs_plugin._validation import (
+    RSValueError,
+    check_finite_inputs,
+    check_int,
+    check_open_unit,
+    check_positive,
+)
+from rs_plugin.auditing.attack import Attack, AttackTarget, Candidates, load_attack
+from rs_plugin.auditing.defaults import ADDITIVE_ATTACKS, BUDGETS, SEMANTIC_ATTACKS
+from rs_plugin.auditing.diagnostics import diagnose
+from rs_plugin.auditing.results import UNCHECKED, AuditReport, CertificateSet, Checks, summarise
+from rs_plugin.auditing.semantic_attacks import ShiftedParameters, parameter_distance
+from rs_plugin.certification.certificates import Certificates
+from rs_plugin.certification.classifier import SmoothedClassifier
+from rs_plugin.certification.grid import cohen_certifier
+from rs_plugin.smoothings.base import Smoothing
+from rs_plugin.smoothings.norms import LP_NORMS, lp_norm
+from rs_plugin.smoothings.semantic import SemanticSmoothing
+
+__all__ = [
+    "ADDITIVE_ATTACKS",
+    "BUDGETS",
+    "SEMANTIC_ATTACKS",
+    "Audit",
+    "AuditReport",
+    "CertificateSet",
+    "audit",
+]
+
+
+# Fractions of the closest adversarial candidate's perturbation checked after the budget levels.
+_SHRINK = (0.6, 0.7, 0.8, 0.9)
+
+
+class _Best:
+    """Each input's closest adversarial candidate so far (perturbation and parameters)."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+        self.delta = torch.zeros_like(x)
+        self.params: torch.Tensor | None = None
+        self.distance = torch.full((x.shape[0],), float("inf"), dtype=torch.float64)
+
+    @property
+    def found(self) -> torch.Tensor:
+        return torch.isfinite(self.distance)
+
+    def update(
+        self, found: Candidates, checks: Checks, column: int, reference: torch.Tensor
+    ) -> None:
+        predicted = checks.predicted[:, column]
+        d = checks.distance[:, column]
+        better = predicted.ge(0) & predicted.ne(reference.cpu()) & (d < self.distance)
+        rows = torch.nonzero(better)[:, 0]
+        self.distance[rows] = d[rows]
+        self.delta[rows.to(self.x.device)] = (found.x - self.x)[rows.to(self.x.device)]
+        if found.params is not None:
+            if self.params is None:
+                self.params = torch.zeros_like(found.params)
+            self.params[rows] = found.params[rows]
+
+    def shrunk(self, fraction: float, target: AttackTarget) -> Candidates:
+        """Candidates at ``fraction`` of each closest adversarial perturbation (or parameters)."""
+        if self.params is not None:
+            smoothing = target.smoothing
+            assert isinstance(smoothing, SemanticSmoothing)
+            params = self.params * fraction
+            images = smoothing.apply(self.x, params.to(self.x)).clamp(*target.clip_values)
+            return Candidates(x=images, params=params)
+        return Candidates(x=self.x + fraction * self.delta)
+
+
+class Audit:
+    """Attack certificates of ``smoothing`` on ``model`` and check every candidate with PREDICT.
+
+    Args:
+        model: base classifier (logits).
+        smoothing: the smoothing the certificates were computed with.
+        num_classes: the model's number of classes.
+        attacks: attack names registered in ``rs_plugin.attacks`` or :class:`Attack` objects
+            (default: pgd, autoattack, deepfool, cw_l2 for input-space noises; semantic_grid
+            and semantic_random for semantic smoothings).
+        budgets: global budget levels as fractions of the largest certified radius; each input
+            is also attacked at its own radius.
+        predict_n, predict_alpha: PREDICT's samples and level for every check.
+        significance: level of the verdict's one-sided test.
+        num_noise_samples: noise draws of the soft smoothed classifier the attacks use (m).
+        clip_values: valid input range.
+        batch_size: samples per forward pass of PREDICT.
+        seed: seeds the attacks (``seed + 1``) and the PREDICT checks (``seed + 2``).
+        progress: show a progress bar on standard error.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        smoothing: Smoothing,
+        num_classes: int,
+        *,
+        attacks: Sequence[str | Attack] | None = None,
+        budgets: Sequence[float] = BUDGETS,
+        predict_n: int = 1000,
+        predict_alpha: float = 0.001,
+        significance: float = 0.01,
+        num_noise_samples: int = 16,
+        clip_values: tuple[float, float] = (0.0, 1.0),
+        batch_size: int = 1000,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> None:
+        self.smoothed = SmoothedClassifier(
+            model,
+            smoothing,
+            num_classes,
+            num_noise_samples=num_noise_samples,
+            clip_values=clip_values,
+            seed=seed + 1,
+        )
+        self.budgets = tuple(check_positive("budgets", float(b)) for b in budgets)
+        if not self.budgets:
+            raise RSValueError("budgets", "at least one fraction of the largest radius", budgets)
+        self.predict_n = check_int("predict_n", predict_n, 1)
+        self.predict_alpha = check_open_unit("predict_alpha", predict_alpha)
+        self.significance = check_open_unit("significance", significance)
+        self.clip_values = (float(clip_values[0]), float(clip_values[1]))
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.seed = check_int("seed", seed, 0)
+        self.progress = progress
+        self.attacks = self._resolve(attacks)
+
+    @property
+    def smoothing(self) -> Smoothing:
+        return self.smoothed.smoothing
+
+    def _resolve(self, attacks: Sequence[str | Attack] | None) -> list[Attack]:
+        semantic = isinstance(self.smoothing, SemanticSmoothing)
+        named = attacks is not None
+        chosen = (
+            list(attacks)
+            if attacks is not None
+            else list(SEMANTIC_ATTACKS if semantic else ADDITIVE_ATTACKS)
+        )
+        resolved: list[Attack] = []
+        for item in chosen:
+            attack = load_attack(item) if isinstance(item, str) else item
+            if not isinstance(attack, Attack):
+                raise RSValueError("attacks", "names of rs_plugin.attacks or Attack objects", item)
+            reason = attack.applies_to(self.smoothing)
+            if reason is not None:
+                if named:
+                    raise RSValueError(
+                        "attacks",
+                        f"attacks that apply to {self.smoothing!r}",
+                        f"{attack.name}: {reason}",
+                    )
+                continue
+            resolved.append(attack)
+        names = [a.name for a in resolved]
+        if len(set(names)) != len(names) or not resolved:
+            raise RSValueError("attacks", "one or more distinct applicable attacks", names)
+        return resolved
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "smoothing": self.smoothing.config(),
+            "attacks": [a.config() for a in self.attacks],
+            "budget_fractions": list(self.budgets),
+            "predict_n": self.predict_n,
+            "predict_alpha": self.predict_alpha,
+            "significance": self.significance,
+            "num_noise_samples": self.smoothed.num_noise_samples,
+            "seed": self.seed,
+        }
+
+    # -- running -------------------------------------------------------------------------------
+
+    def run(
+        self, x: torch.Tensor, labels: torch.Tensor, certificates: CertificateSet
+    ) -> AuditReport:
+        """Audit ``certificates`` of inputs ``x`` (N, ...) with true ``labels`` (N,)."""
+        if len(certificates) != x.shape[0] or labels.shape[0] != x.shape[0]:
+            raise RSValueError(
+                "certificates",
+                f"one certificate and one label per input ({x.shape[0]} inputs)",
+                f"{len(certificates)} certificates, {labels.shape[0]} labels",
+            )
+        if certificates.norm != self.smoothing.norm:
+            raise RSValueError(
+                "certificates",
+                f"radii in the smoothing's norm {self.smoothing.norm!r}",
+                certificates.norm,
+            )
+        check_finite_inputs("x", x, self.clip_values)
+        started = time.perf_counter()
+        device = self.smoothed.device
+        x = x.to(device=device, dtype=torch.float32)
+        labels = labels.to(torch.int64)
+        diagnostics = diagnose(
+            self.smoothed,
+            x,
+            labels,
+            certificates.prediction,
+            gradients=any(a.gradients for a in self.attacks),
+            dlr=any(a.dlr for a in self.attacks),
+        )
+        keys = iter(range(10**12))
+        clean = self._predict(x, None, keys, len(x))
+        certified = certificates.certified
+        radius = torch.where(certified, certificates.radius, torch.zeros_like(certificates.radius))
+        reference = torch.where(certified, certificates.prediction, labels)
+        scale = (
+            float(radius.max())
+            if bool(certified.any())
+            else float(getattr(self.smoothing, "sigma", 1.0))
+        )
+        levels = [fraction * scale for fraction in self.budgets]
+        # Inputs worth attacking: certified ones, and the rest where PREDICT is right.
+        attacked = certified | (clean == labels)
+        target = AttackTarget(
+            smoothed=self.smoothed,
+            norm=certificates.norm,
+            semantics=certificates.semantics,
+            clip_values=self.clip_values,
+            seed=self.seed + 1,
+        )
+        checks = self._attack_all(target, x, reference, attacked, radius, levels, keys)
+        report = summarise(
+            certificates,
+            labels,
+            clean,
+            reference,
+            radius,
+            levels,
+            checks,
+            diagnostics,
+            predict_alpha=self.predict_alpha,
+            significance=self.significance,
+            settings=self.settings(),
+        )
+        report.settings["seconds"] = time.perf_counter() - started
+        return report
+
+    def _attack_all(
+        self,
+        target: AttackTarget,
+        x: torch.Tensor,
+        reference: torch.Tensor,
+        attacked: torch.Tensor,
+        radius: torch.Tensor,
+        levels: list[float],
+        keys: Any,
+    ) -> dict[str, Checks]:
+        from tqdm import tqdm
+
+        n = x.shape[0]
+        columns = [torch.where(attacked, level, 0.0).to(torch.float64) for level in levels]
+        columns.append(radius.clone())
+        width = len(columns) + len(_SHRINK)
+        results: dict[str, Checks] = {}
+        with tqdm(
+            total=len(self.attacks) * (len(columns) + 1),
+            desc="audit",
+            unit="step",
+            disable=not self.progress,
+            file=sys.stderr,
+        ) as bar:
+            for attack in self.attacks:
+                checks = Checks(
+                    torch.full((n, width), float("inf"), dtype=torch.float64),
+                    torch.full((n, width), UNCHECKED, dtype=torch.int64),
+                )
+                best = _Best(x)
+                started = time.perf_counter()
+                for column, eps in enumerate(columns):
+                    bar.set_postfix_str(f"{attack.name} eps={float(eps.max()):.3g}")
+                    found = attack.generate(target, x, reference.to(x.device), eps.to(x.device))
+                    self._check(x, found, target.norm, eps > 0, checks, column, keys)
+                    best.update(found, checks, column, reference)
+                    if found.base_distance is not None:
+                        checks.base_distance = found.base_distance.to(torch.float64).cpu()
+                    bar.update(1)
+                # Line search towards x from each input's closest adversarial candidate.
+                bar.set_postfix_str(f"{attack.name} line search")
+                for offset, fraction in enumerate(_SHRINK):
+                    found = best.shrunk(fraction, target)
+                    self._check(
+                        x, found, target.norm, best.found, checks, len(columns) + offset, keys
+                    )
+                bar.update(1)
+                checks.seconds = time.perf_counter() - started
+                results[attack.name] = checks
+        return results
+
+    def _check(
+        self,
+        x: torch.Tensor,
+        found: Candidates,
+        norm: str,
+        wanted: torch.Tensor,
+        checks: Checks,
+        column: int,
+        keys: Any,
+    ) -> None:
+        """PREDICT at the candidates of ``wanted`` rows that moved; store in ``column``."""
+        d, moved = self._distances(x, found, norm)
+        rows = torch.nonzero(moved & wanted.cpu())[:, 0]
+        checks.distance[rows, column] = d[rows]
+        if len(rows):
+            checks.predicted[rows, column] = self._predict(x, found, keys, len(x), rows)
+
+    def _distances(
+        self, x: torch.Tensor, found: Candidates, norm: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,) distance of each candidate in the certificates' space, and whether it moved."""
+        if found.params is not None:
+            d = parameter_distance(found.params, norm).cpu()
+            return d, d > 0
+        if norm not in LP_NORMS:
+            raise RSValueError("attacks", f"attacks returning parameters for {norm!r}", "images")
+        d = lp_norm((found.x.to(torch.float64) - x.to(torch.float64)), norm).cpu()
+        return d, d > 0
+
+    def _predict(
+        self,
+        x: torch.Tensor,
+        found: Candidates | None,
+        keys: Any,
+        n: int,
+        rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """PREDICT at the candidates' rows (the clean inputs when ``found`` is None)."""
+        picked = torch.arange(n) if rows is None else rows
+        seed = self.seed + 2
+        if (
+            found is not None
+            and found.params is not None
+            and isinstance(self.smoothing, SemanticSmoothing)
+            and not self.smoothing.semantics_label.endswith("input")
+        ):
+            # A parametric certificate speaks of the classifier smoothed over parameters: PREDICT
+            # it centred at the candidate's parameters, on the clean input.
+            out = []
+            for row in picked.tolist():
+                shifted = SmoothedClassifier(
+                    self.smoothed.model,
+                    ShiftedParameters(self.smoothing, found.params[row]),
+                    self.smoothed.num_classes,
+                )
+                result = shifted.predict(
+                    x[row : row + 1],
+                    n=self.predict_n,
+                    alpha=self.predict_alpha,
+                    batch_size=self.batch_size,
+                    seed=seed,
+                    keys=[next(keys)],
+                )
+                out.append(int(result.prediction[0]))
+            return torch.tensor(out, dtype=torch.int64)
+        points = x if found is None else found.x
+        result = self.smoothed.predict(
+            points[picked.to(points.device)],
+            n=self.predict_n,
+            alpha=self.predict_alpha,
+            batch_size=self.batch_size,
+            seed=seed,
+            keys=[next(keys) for _ in range(len(picked))],
+        )
+        return result.prediction.cpu()
+
+
+def audit(
+    model: nn.Module,
+    smoothing: Smoothing,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    num_classes: int,
+    certificates: Certificates | CertificateSet | None = None,
+    n0: int = 100,
+    n: int = 10_000,
+    alpha: float = 0.001,
+    keys: Sequence[int] | None = None,
+    attacks: Sequence[str | Attack] | None = None,
+    budgets: Sequence[float] = BUDGETS,
+    predict_n: int = 1000,
+    predict_alpha: float = 0.001,
+    significance: float = 0.01,
+    num_noise_samples: int = 16,
+    clip_values: tuple[float, float] = (0.0, 1.0),
+    batch_size: int = 1000,
+    seed: int = 0,
+    progress: bool = False,
+) -> AuditReport:
+    """Certify ``x`` (unless ``certificates`` are given) and audit the certificates.
+
+    ``n0``, ``n``, ``alpha`` are CERTIFY's (Cohen et al. 2019), seeded with ``seed``; ``keys``
+    are the inputs' dataset indices (default 0..N−1). The other keywords are :class:`Audit`'s.
+    """
+    runner = Audit(
+        model,
+        smoothing,
+        num_classes,
+        attacks=attacks,
+        budgets=budgets,
+        predict_n=predict_n,
+        predict_alpha=predict_alpha,
+        significance=significance,
+        num_noise_samples=num_noise_samples,
+        clip_values=clip_values,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+    )
+    if certificates is None:
+        certifier = cohen_certifier(model, smoothing, num_classes, clip_values=clip_values)
+        certificates = certifier.certify(
+            x, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed, keys=keys
+        )
+    if isinstance(certificates, Certificates):
+        certificates = CertificateSet.from_certificates(certificates)
+    return runner.run(x, labels, certificates)

@@ -1,0 +1,361 @@
+"""The smoothed classifier: soft forward for attacks, CERTIFY and PREDICT of Cohen et al. 2019."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from rs_plugin._validation import (
+    RSValueError,
+    RSWarning,
+    check_finite_inputs,
+    check_int,
+    check_open_unit,
+)
+from rs_plugin.certification.certificates import Certificates, Predictions
+from rs_plugin.certification.engine import stream_counts
+from rs_plugin.certification.model_runner import VoteRunner
+from rs_plugin.certification.stats import binomial_p_value, clopper_pearson_lower
+from rs_plugin.smoothings.base import Smoothing
+from rs_plugin.smoothings.norms import complete_radii
+
+__all__ = ["SmoothedClassifier"]
+
+# Independent sample streams: CERTIFY's selection and estimation samples, PREDICT's samples.
+STREAM_SELECTION = 0
+STREAM_ESTIMATION = 1
+STREAM_PREDICT = 2
+
+
+class SmoothedClassifier(nn.Module):
+    """g(x) = argmax_c P[f(perturb(x)) = c] for a base classifier f and a smoothing.
+
+    ``forward`` is the *soft* smoothed classifier, the Monte-Carlo mean of softmax(f) over
+    ``num_noise_samples`` perturbations (differentiable; for attacks and training). ``certify``
+    and ``predict`` are CERTIFY and PREDICT of Cohen, Rosenfeld & Kolter 2019 on the hard
+    smoothed classifier, streamed on the model's device by the engine.
+
+    Args:
+        model: base classifier mapping (B, ...) inputs to (B, num_classes) logits.
+        smoothing: a :class:`~rs_plugin.Smoothing`, e.g. ``Gaussian(0.25)``.
+        num_classes: number of classes the model outputs.
+        num_noise_samples: perturbations averaged per input by ``forward``.
+        clip_values: (low, high) range inputs must lie in, or None for no check. Noisy samples
+            are not clipped (the certificate is about unclipped Gaussian noise).
+        seed: seed of the noise ``forward`` uses when it is given no generator (so repeated
+            calls are deterministic: common random numbers across attack steps).
+        device: where to sample when the model has no parameters or buffers to tell.
+        precision: ``"float32"``, ``"bfloat16"`` or ``"float16"``: autocast for the votes of
+            CERTIFY and PREDICT (the certified classifier is then the reduced-precision one; see
+            :mod:`rs_plugin.certification.model_runner`). ``forward`` is unaffected.
+        channels_last: count votes with 4-D batches in the channels-last memory format.
+        compile: count votes with ``torch.compile(model)`` (compiled on first use).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        smoothing: Smoothing,
+        num_classes: int,
+        *,
+        num_noise_samples: int = 32,
+        clip_values: tuple[float, float] | None = None,
+        seed: int = 0,
+        device: str | torch.device | None = None,
+        precision: str = "float32",
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise RSValueError("model", "a torch.nn.Module returning logits", model)
+        if not isinstance(smoothing, Smoothing):
+            raise RSValueError("smoothing", "an rs_plugin.Smoothing instance", smoothing)
+        if clip_values is not None and not (
+            len(clip_values) == 2 and float(clip_values[0]) < float(clip_values[1])
+        ):
+            raise RSValueError(
+                "clip_values", "None or a pair (low, high) with low < high", clip_values
+            )
+        self.model = model
+        self.smoothing = smoothing
+        self.num_classes = check_int("num_classes", num_classes, 2)
+        self.num_noise_samples = check_int("num_noise_samples", num_noise_samples, 1)
+        self.clip_values = (
+            None if clip_values is None else (float(clip_values[0]), float(clip_values[1]))
+        )
+        self.seed = check_int("seed", seed, 0)
+        self._device = None if device is None else torch.device(device)
+        self.runner: VoteRunner = VoteRunner(
+            model, precision=precision, channels_last=channels_last, compile=compile
+        )
+
+    @property
+    def device(self) -> torch.device:
+        """The device samples are generated and evaluated on: the model's."""
+        for tensor in list(self.model.parameters()) + list(self.model.buffers()):
+            return tensor.device
+        return self._device if self._device is not None else torch.device("cpu")
+
+    def _dtype(self) -> torch.dtype:
+        for tensor in self.model.parameters():
+            if torch.is_floating_point(tensor):
+                return tensor.dtype
+        return torch.float32
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Soft smoothed classifier: mean over perturbations of softmax(f), shape (B, C).
+
+        Differentiable in ``x`` (cast to the model's dtype first). Without ``generator`` the noise
+        is seeded with ``self.seed`` on every call, so the function is deterministic.
+        """
+        x = x.to(self._dtype())
+        if generator is None:
+            generator = torch.Generator(device=x.device)
+            generator.manual_seed(self.seed)
+        m = self.num_noise_samples
+        noisy = self.smoothing.perturb(x.repeat_interleave(m, dim=0), generator)
+        probs = torch.softmax(self.model(noisy), dim=1)
+        return probs.view(x.shape[0], m, -1).mean(dim=1)
+
+    def certify(
+        self,
+        x: torch.Tensor | np.ndarray,
+        *,
+        n0: int = 100,
+        n: int = 100_000,
+        alpha: float = 0.001,
+        batch_size: int = 1000,
+        seed: int = 0,
+        keys: Sequence[int] | None = None,
+    ) -> Certificates:
+        """CERTIFY (Cohen et al. 2019) every input of ``x`` (shape (N, ...)).
+
+        Selects the top class with ``n0`` samples, then estimates its probability with ``n``
+        fresh, independent samples; p_lower is the one-sided 1 − α Clopper–Pearson bound, and the
+        certificate abstains (prediction −1, radius 0) when p_lower < 1/2. With probability at
+        least 1 − α over the sampling, each returned radius is a true robustness radius.
+
+        ``keys`` (default 0..N−1) with ``seed`` determine each input's noise, so an input's
+        certificate does not depend on the batch size or on which other inputs are certified.
+        """
+        return Certificates.concat(
+            list(
+                self.iter_certify(
+                    x, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed, keys=keys
+                )
+            )
+        )
+
+    def iter_certify(
+        self,
+        x: torch.Tensor | np.ndarray,
+        *,
+        n0: int = 100,
+        n: int = 100_000,
+        alpha: float = 0.001,
+        batch_size: int = 1000,
+        seed: int = 0,
+        keys: Sequence[int] | None = None,
+    ) -> Iterator[Certificates]:
+        """Like :meth:`certify`, yielding the certificates of inputs as soon as they complete."""
+        if self.smoothing.on_grid:
+            raise RSValueError(
+                "smoothing",
+                "a smoothing whose radius follows from p_lower; an input-domain rotation or "
+                "scaling certifies on a grid: use rs_plugin.GridCertifier (or cohen_certifier)",
+                self.smoothing,
+            )
+        n0, n, alpha = self.check_sizes(n0, n, alpha)
+        x_t, key_list = self.prepare(x, batch_size=batch_size, seed=seed, keys=keys)
+        for rows, counts in stream_counts(
+            self.runner,
+            self.smoothing,
+            x_t,
+            [(STREAM_SELECTION, n0), (STREAM_ESTIMATION, n)],
+            num_classes=self.num_classes,
+            batch_size=batch_size,
+            seed=seed,
+            keys=key_list,
+        ):
+            yield self._certificates(
+                [key_list[r] for r in rows], counts, n0, n, alpha, dim=x_t[0].numel()
+            )
+
+    @staticmethod
+    def check_sizes(n0: int, n: int, alpha: float) -> tuple[int, int, float]:
+        """CERTIFY's sample sizes and level, checked."""
+        return check_int("n0", n0, 1), check_int("n", n, 1), check_open_unit("alpha", alpha)
+
+    def _certificates(
+        self, keys: list[int], counts: torch.Tensor, n0: int, n: int, alpha: float, *, dim: int
+    ) -> Certificates:
+        selection, estimation = counts[:, 0], counts[:, 1]
+        top = selection.argmax(dim=1)
+        count = estimation.gather(1, top[:, None])[:, 0]
+        p_lower = torch.from_numpy(clopper_pearson_lower(count.numpy(), n, alpha))
+        return pack_certificates(
+            self.smoothing, keys, top, p_lower, selection, estimation, n0, n, alpha, dim=dim
+        )
+
+    def predict(
+        self,
+        x: torch.Tensor | np.ndarray,
+        *,
+        n: int = 10_000,
+        alpha: float = 0.001,
+        batch_size: int = 1000,
+        seed: int = 0,
+        keys: Sequence[int] | None = None,
+    ) -> Predictions:
+        """PREDICT (Cohen et al. 2019): top class of ``n`` samples, or −1 to abstain.
+
+        Abstains unless a two-sided binomial test rejects "top class and runner-up are equally
+        likely" at level α; then, with probability at least 1 − α, the prediction is g(x).
+        Its noise stream is independent of CERTIFY's for the same seed.
+        """
+        n = check_int("n", n, 1)
+        alpha = check_open_unit("alpha", alpha)
+        x_t, key_list = self.prepare(x, batch_size=batch_size, seed=seed, keys=keys)
+        counts = torch.zeros(x_t.shape[0], self.num_classes, dtype=torch.int64)
+        for rows, part in stream_counts(
+            self.runner,
+            self.smoothing,
+            x_t,
+            [(STREAM_PREDICT, n)],
+            num_classes=self.num_classes,
+            batch_size=batch_size,
+            seed=seed,
+            keys=key_list,
+        ):
+            counts[rows] = part[:, 0]
+        top2 = counts.topk(2, dim=1)
+        p_value = torch.from_numpy(
+            binomial_p_value(top2.values[:, 0].numpy(), top2.values.sum(dim=1).numpy())
+        )
+        top = top2.indices[:, 0]
+        return Predictions(
+            index=torch.tensor(key_list, dtype=torch.int64),
+            prediction=torch.where(p_value > alpha, torch.full_like(top, -1), top),
+            counts=counts,
+            p_value=p_value,
+            n=n,
+            alpha=alpha,
+        )
+
+    def prepare(
+        self,
+        x: torch.Tensor | np.ndarray,
+        *,
+        batch_size: int,
+        seed: int,
+        keys: Sequence[int] | None,
+    ) -> tuple[torch.Tensor, list[int]]:
+        """Validate everything and probe the model once, before any sampling."""
+        check_int("batch_size", batch_size, 1)
+        check_int("seed", seed, 0)
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(x)
+        if not isinstance(x, torch.Tensor):
+            raise RSValueError("x", "a torch.Tensor or numpy array of shape (N, ...)", x)
+        check_finite_inputs("x", x, self.clip_values)
+        if keys is None:
+            key_list = list(range(x.shape[0]))
+        else:
+            key_list = [int(k) for k in keys]
+            if len(key_list) != x.shape[0] or min(key_list) < 0:
+                raise RSValueError(
+                    "keys", f"{x.shape[0]} non-negative integers (one per input)", keys
+                )
+        if self.model.training:
+            warnings.warn(
+                "model was in training mode; put it in eval mode for sampling (dropout and "
+                "batch-norm statistics would otherwise change the base classifier). Call "
+                "model.eval() before certifying to silence this warning.",
+                RSWarning,
+                stacklevel=3,
+            )
+            self.model.eval()
+        x_t = x.to(device=self.device, dtype=self._dtype())
+        self._probe(x_t)
+        return x_t, key_list
+
+    def _probe(self, x: torch.Tensor) -> None:
+        """One clean forward on a few inputs: check shapes, class count and logit outputs."""
+        try:
+            with torch.inference_mode():
+                out = self.model(x[:4])
+        except RuntimeError as error:
+            raise RSValueError(
+                "x",
+                "inputs of the shape the model accepts",
+                f"shape {tuple(x.shape)} ({str(error).splitlines()[0]})",
+            ) from error
+        if out.ndim != 2 or out.shape[0] != x[:4].shape[0]:
+            raise RSValueError(
+                "model",
+                "a model returning (B, num_classes) logits",
+                f"output of shape {tuple(out.shape)}",
+            )
+        if out.shape[1] != self.num_classes:
+            raise RSValueError(
+                "num_classes", f"the model's output width {out.shape[1]}", self.num_classes
+            )
+        row_sums = out.sum(dim=1)
+        if bool(
+            (out >= 0).all()
+            and (out <= 1).all()
+            and torch.allclose(row_sums, torch.ones_like(row_sums), atol=1e-4)
+        ):
+            warnings.warn(
+                "the model seems to output probabilities (rows in [0, 1] summing to 1); the soft "
+                "smoothed classifier applies softmax to the model's output, so return logits "
+                "(drop the final softmax layer). Hard votes and certificates are unaffected.",
+                RSWarning,
+                stacklevel=4,
+            )
+
+
+def pack_certificates(
+    smoothing: Smoothing,
+    keys: Sequence[int],
+    top: torch.Tensor,
+    p_lower: torch.Tensor,
+    selection: torch.Tensor,
+    estimation: torch.Tensor,
+    n0: int,
+    n: int,
+    alpha: float,
+    *,
+    dim: int,
+    extra: dict[str, torch.Tensor] | None = None,
+) -> Certificates:
+    """The record of CERTIFY from the selected class and its lower bound: abstain when
+    p_lower < 1/2, else the smoothing's radii (completed to every ℓp norm) and extras."""
+    abstain = p_lower < 0.5
+    direct = smoothing.certified_radii(p_lower, dim)
+    radii = {
+        norm: torch.where(abstain, torch.zeros_like(r), r.to(torch.float64))
+        for norm, r in complete_radii(direct, dim).items()
+    }
+    return Certificates(
+        index=torch.tensor(list(keys), dtype=torch.int64),
+        prediction=torch.where(abstain, torch.full_like(top, -1), top),
+        radius=radii[smoothing.norm],
+        p_lower=p_lower,
+        count=estimation.gather(1, top[:, None])[:, 0],
+        counts_selection=selection,
+        counts_estimation=estimation,
+        norm=smoothing.norm,
+        n0=n0,
+        n=n,
+        alpha=alpha,
+        radii=radii,
+        certified_norms=tuple(direct),
+        extra={**smoothing.certificate_extras(p_lower, dim), **(extra or {})},
+        semantics=smoothing.semantics_label,
+    )

@@ -1,0 +1,432 @@
+"""Sound certification with a σ chosen per input: the memory-based certifier (DDRS, ANCER).
+
+Why the naive procedure is unsound (Súkeník et al. 2021): with σ = σ(x) chosen per input, the
+classifier a user deploys is G(z) = g_{σ(z)}(z). Cohen's certificate for g_{σ(x)} at x says
+nothing about g_{σ(z)} at the points z of the region, so a certificate for x can contain a point
+z that G labels differently (``tests/test_data_dependent.py`` builds one).
+
+The memory (Alfarra et al. 2022, DDRS; Eiras et al. 2022, ANCER, their memory-based procedure)
+makes the deployed classifier and every certificate consistent. Each answered input leaves an
+entry (centre x, σ, whitened radius R, class c): the region E = {z : ‖(z − x)/σ‖₂ < R}. The
+invariant kept is **regions of different classes never intersect**. A new input x, whose own
+CERTIFY with σ(x) gives class c and whitened radius R:
+
+1. if x lies in a stored region of another class c_j, the memory answers: prediction c_j, and
+   the ℓ2 ball of radius (R_j − ‖(x − x_j)/σ_j‖₂) · min σ_j around x, which lies inside E_j;
+2. otherwise its own ellipsoid is shrunk (scaled about x) until a hyperplane normal to the line
+   between the centres separates it from every stored region of another class — sufficient for
+   disjointness, exact for isotropic σ — and stored (with radius 0 if nothing is left).
+
+The certified classifier is the memory-backed G: G(z) is the class of any stored region that
+contains z (unique, by the invariant), else g_{σ(z)}(z) — :meth:`MemoryCertifier.predict`. Every
+reported certificate says G is constant on its region, which holds by construction for all later
+queries, and the invariant makes it hold for the earlier ones. In addition, with probability at
+least 1 − α over the sampling of each own certificate, g_{σ(x)} (the smoothed classifier with the
+σ chosen for x, which is independent of the certification samples) is constant on the region,
+so G's answers there are the smoothed classifier's. The order in which inputs arrive matters;
+records are certified in the order given.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from rs_plugin._validation import RSValueError, check_int, check_positive
+from rs_plugin.certification.certificates import Certificates, Predictions
+from rs_plugin.certification.classifier import SmoothedClassifier
+from rs_plugin.certification.sigma_search import (
+    optimise_anisotropic_sigma,
+    optimise_isotropic_sigma,
+)
+from rs_plugin.smoothings.anisotropic import AnisotropicGaussian, ellipsoid_summary
+from rs_plugin.smoothings.base import Smoothing
+from rs_plugin.smoothings.gaussian import Gaussian
+
+__all__ = ["ANCER", "DDRS", "MemoryCertifier"]
+
+
+class MemoryCertifier(abc.ABC):
+    """CERTIFY with a σ chosen per input, made sound by a memory of earlier certificates.
+
+    Subclasses implement :meth:`choose_sigma`. Call :meth:`certify` (or :meth:`iter_certify`)
+    with inputs in the order they arrive; :meth:`predict` answers from the memory first.
+
+    Args:
+        model: base classifier returning logits.
+        smoothing: the isotropic Gaussian starting point, e.g. ``Gaussian(0.25)`` (other
+            families are refused: the σ search and the memory's regions are Gaussian).
+        num_classes: the model's output width.
+        steps, lr: gradient-ascent steps and Adam learning rate (on log σ) of the σ search.
+        num_noise_samples: noise samples per search step.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        smoothing: Smoothing,
+        num_classes: int,
+        *,
+        steps: int = 30,
+        lr: float = 0.05,
+        num_noise_samples: int = 32,
+    ) -> None:
+        # The σ search and the memory's regions are Gaussian (balls and ellipsoids): another
+        # family would be certified as if it were Gaussian.
+        sigma = getattr(smoothing, "sigma", None)
+        if type(smoothing) is not Gaussian or not isinstance(sigma, float):
+            raise RSValueError("smoothing", "an isotropic Gaussian, e.g. Gaussian(0.25)", smoothing)
+        self.model = model
+        self.smoothing = smoothing
+        self.sigma = check_positive("sigma", sigma)
+        self.num_classes = check_int("num_classes", num_classes, 2)
+        self.steps = check_int("steps", steps, 0)
+        self.lr = check_positive("lr", lr)
+        self.num_noise_samples = check_int("num_noise_samples", num_noise_samples, 1)
+        self._classifier = SmoothedClassifier(model, smoothing, num_classes)
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget every stored certificate."""
+        # Growing buffers (capacity doubles), so storing an entry costs O(d), not O(memory).
+        self._count = 0
+        self._buffers: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def _store(self, center: torch.Tensor, sigma: torch.Tensor, whitened: float, c: int) -> None:
+        if self._buffers is None or self._count == self._buffers[0].shape[0]:
+            capacity = max(64, 2 * self._count)
+            dim = center.numel()
+            grown = (
+                torch.empty(capacity, dim, dtype=torch.float64),
+                torch.empty(capacity, dim, dtype=torch.float64),
+                torch.empty(capacity, dtype=torch.float64),
+                torch.empty(capacity, dtype=torch.int64),
+            )
+            if self._buffers is not None:
+                for new, old in zip(grown, self._buffers, strict=True):
+                    new[: self._count] = old[: self._count]
+            self._buffers = grown
+        centers, sigmas, radii, classes = self._buffers
+        centers[self._count], sigmas[self._count] = center, sigma
+        radii[self._count], classes[self._count] = whitened, c
+        self._count += 1
+
+    def _arrays(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The stored entries: centres (M, d), σ (M, d), whitened radii (M,), classes (M,)."""
+        assert self._buffers is not None  # callers check len(self) first
+        centers, sigmas, radii, classes = self._buffers
+        m = self._count
+        return centers[:m], sigmas[:m], radii[:m], classes[:m]
+
+    def __len__(self) -> int:
+        return self._count
+
+    @abc.abstractmethod
+    def choose_sigma(self, x: torch.Tensor, *, seed: int, keys: Sequence[int]) -> torch.Tensor:
+        """Per-input σ for ``x`` (N, ...): (N, d) float64, d coordinates per input."""
+
+    def certify_without_memory(
+        self,
+        x: torch.Tensor | np.ndarray,
+        *,
+        n0: int = 100,
+        n: int = 100_000,
+        alpha: float = 0.001,
+        batch_size: int = 1000,
+        seed: int = 0,
+        keys: Sequence[int] | None = None,
+        sigma: torch.Tensor | None = None,
+    ) -> Certificates:
+        """Each input's own certificate with its own σ: the *naive*, unsound procedure.
+
+        For comparisons only (see the module docstring); ``sigma`` (N, d) or (N,) overrides the
+        search. The memory is neither read nor changed.
+        """
+        return self._own(x, n0, n, alpha, batch_size, seed, keys, sigma)[0]
+
+    def _own(
+        self,
+        x: torch.Tensor | np.ndarray,
+        n0: int,
+        n: int,
+        alpha: float,
+        batch_size: int,
+        seed: int,
+        keys: Sequence[int] | None,
+        sigma: torch.Tensor | None,
+    ) -> tuple[Certificates, torch.Tensor, torch.Tensor]:
+        """(own certificates, σ (N, d), inputs flattened (N, d)), all float64 on the CPU."""
+        x_t, key_list = self._classifier.prepare(x, batch_size=batch_size, seed=seed, keys=keys)
+        dim = x_t[0].numel()
+        if sigma is None:
+            sigma = self.choose_sigma(x_t, seed=seed, keys=key_list)
+        sigma = torch.as_tensor(sigma, dtype=torch.float64).reshape(x_t.shape[0], -1)
+        if sigma.shape[1] not in (1, dim):
+            raise RSValueError("sigma", f"(N,) or (N, {dim}) per-input values", sigma.shape)
+        sigma = sigma.expand(-1, dim)
+        parts = []
+        for row, key in enumerate(key_list):
+            smoothed = SmoothedClassifier(
+                self.model, AnisotropicGaussian(sigma[row]), self.num_classes
+            )
+            part = smoothed.certify(
+                x_t[row : row + 1],
+                n0=n0,
+                n=n,
+                alpha=alpha,
+                batch_size=batch_size,
+                seed=seed,
+                keys=[key],
+            )
+            extra = dict(part.extra)
+            extra["sigma_min"] = sigma[row : row + 1].amin(dim=1)
+            extra["sigma_max"] = sigma[row : row + 1].amax(dim=1)
+            parts.append(replace(part, extra=extra))
+        flat = x_t.reshape(x_t.shape[0], -1).to(torch.float64).cpu()
+        return Certificates.concat(parts), sigma, flat
+
+    def iter_certify(
+        self,
+        x: torch.Tensor | np.ndarray,
+        *,
+        n0: int = 100,
+        n: int = 100_000,
+        alpha: float = 0.001,
+        batch_size: int = 1000,
+        seed: int = 0,
+        keys: Sequence[int] | None = None,
+        sigma: torch.Tensor | None = None,
+    ) -> Iterator[Certificates]:
+        """Certify inputs in order through the memory, yielding each as it completes.
+
+        ``sigma`` (N,) or (N, d) replaces the σ search (e.g. a rule of the user's own).
+        """
+        own, sigmas, flat = self._own(x, n0, n, alpha, batch_size, seed, keys, sigma)
+        for row in range(len(own)):
+            yield self._through_memory(own.take([row]), sigmas[row], flat[row])
+
+    def certify(
+        self,
+        x: torch.Tensor | np.ndarray,
+        *,
+        n0: int = 100,
+        n: int = 100_000,
+        alpha: float = 0.001,
+        batch_size: int = 1000,
+        seed: int = 0,
+        keys: Sequence[int] | None = None,
+        sigma: torch.Tensor | None = None,
+    ) -> Certificates:
+        """Like :meth:`iter_certify`, all at once."""
+        parts = self.iter_certify(
+            x, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed, keys=keys, sigma=sigma
+        )
+        return Certificates.concat(list(parts))
+
+    def _lookup(self, point: torch.Tensor) -> tuple[int, float] | None:
+        """(class, inner ℓ2 radius around ``point``) of the stored region containing it, if any."""
+        if not self._count:
+            return None
+        centers, sigmas, whitened, classes = self._arrays()
+        offset = point[None, :] - centers
+        inside_by = whitened - torch.linalg.vector_norm(offset / sigmas, dim=1)
+        inside = (inside_by > 0) | (offset.abs().amax(dim=1) == 0)
+        if not bool(inside.any()):
+            return None
+        inner = torch.where(inside, inside_by.clamp(min=0) * sigmas.amin(dim=1), -1.0)
+        best = int(inner.argmax())
+        return int(classes[best]), float(inner[best])
+
+    def _shrink(self, point: torch.Tensor, sigma: torch.Tensor, whitened: float, c: int) -> float:
+        """Largest whitened radius ≤ ``whitened`` whose ellipsoid misses other classes' regions.
+
+        Separation test: the hyperplane normal to u = (x_j − x)/‖x_j − x‖ separates the
+        ellipsoids when their support functions along u and −u add up to at most ‖x_j − x‖;
+        an ellipsoid {‖(z − x)/σ‖₂ < R} reaches R·‖σ ⊙ u‖₂ along u. Exact for balls.
+        """
+        if not self._count or whitened <= 0:
+            return max(whitened, 0.0)
+        centers, sigmas, radii, classes = self._arrays()
+        others = classes != c
+        if not bool(others.any()):
+            return whitened
+        offset = centers[others] - point[None, :]
+        distance = torch.linalg.vector_norm(offset, dim=1)
+        u = offset / distance.clamp(min=1e-300)[:, None]
+        reach_other = radii[others] * torch.linalg.vector_norm(sigmas[others] * u, dim=1)
+        reach_own = torch.linalg.vector_norm(sigma[None, :] * u, dim=1)
+        allowed = ((distance - reach_other) / reach_own).clamp(min=0.0)
+        return min(whitened, float(allowed.min()))
+
+    def _through_memory(
+        self, part: Certificates, sigma: torch.Tensor, point: torch.Tensor
+    ) -> Certificates:
+        c = int(part.prediction[0])
+        found = self._lookup(point)
+        dim = point.numel()
+        if c < 0 and found is None:  # abstain: nothing to store
+            nothing = ellipsoid_summary(torch.zeros(1, dtype=torch.float64), sigma[None, :])
+            return _replace(part, -1, nothing, sigma, from_memory=0.0, scale=math.nan)
+        if found is not None and found[0] != c:
+            prediction, inner = found
+            ball = ellipsoid_summary(
+                torch.tensor([inner], dtype=torch.float64), torch.ones(1, dim, dtype=torch.float64)
+            )
+            return _replace(part, prediction, ball, sigma, from_memory=1.0, scale=math.nan)
+        whitened = float(torch.special.ndtri(part.p_lower.to(torch.float64))[0])
+        kept = self._shrink(point, sigma, whitened, c)
+        self._store(point, sigma, kept, c)
+        summary = ellipsoid_summary(torch.tensor([kept], dtype=torch.float64), sigma[None, :])
+        scale = kept / whitened if whitened > 0 else 1.0
+        return _replace(part, c, summary, sigma, from_memory=0.0, scale=scale)
+
+    def predict(
+        self,
+        x: torch.Tensor | np.ndarray,
+        *,
+        n: int = 10_000,
+        alpha: float = 0.001,
+        batch_size: int = 1000,
+        seed: int = 0,
+        keys: Sequence[int] | None = None,
+    ) -> Predictions:
+        """The memory-backed classifier G: a stored region's class, else PREDICT with σ(x).
+
+        Inputs answered from the memory get p_value 0 and zero counts. An input answered by
+        PREDICT is stored as a point (radius 0), so no later certificate's region contains it
+        with another class.
+        """
+        x_t, key_list = self._classifier.prepare(x, batch_size=batch_size, seed=seed, keys=keys)
+        flat = x_t.reshape(x_t.shape[0], -1).to(torch.float64).cpu()
+        prediction = torch.full((x_t.shape[0],), -1, dtype=torch.int64)
+        counts = torch.zeros(x_t.shape[0], self.num_classes, dtype=torch.int64)
+        p_value = torch.zeros(x_t.shape[0], dtype=torch.float64)
+        missing = []
+        for row in range(x_t.shape[0]):
+            found = self._lookup(flat[row])
+            if found is None:
+                missing.append(row)
+            else:
+                prediction[row] = found[0]
+        if missing:
+            sigma = self.choose_sigma(x_t[missing], seed=seed, keys=[key_list[r] for r in missing])
+            for i, row in enumerate(missing):
+                answer = SmoothedClassifier(
+                    self.model, AnisotropicGaussian(sigma[i]), self.num_classes
+                ).predict(
+                    x_t[row : row + 1],
+                    n=n,
+                    alpha=alpha,
+                    batch_size=batch_size,
+                    seed=seed,
+                    keys=[key_list[row]],
+                )
+                prediction[row], counts[row] = answer.prediction[0], answer.counts[0]
+                p_value[row] = answer.p_value[0]
+                if answer.prediction[0] >= 0:  # G has answered here: later regions must agree
+                    self._store(flat[row], sigma[i], 0.0, int(answer.prediction[0]))
+        return Predictions(
+            index=torch.tensor(key_list, dtype=torch.int64),
+            prediction=prediction,
+            counts=counts,
+            p_value=p_value,
+            n=n,
+            alpha=alpha,
+        )
+
+
+def _replace(
+    part: Certificates,
+    prediction: int,
+    summary: dict[str, torch.Tensor],
+    sigma: torch.Tensor,
+    *,
+    from_memory: float,
+    scale: float,
+) -> Certificates:
+    """The record of one input after the memory: its class, region and how it was obtained."""
+    return replace(
+        part,
+        prediction=torch.tensor([prediction], dtype=torch.int64),
+        radius=summary["l2"],
+        radii={norm: summary[norm] for norm in ("l1", "l2", "linf")},
+        extra={
+            "sigma_min": sigma.min().reshape(1),
+            "sigma_max": sigma.max().reshape(1),
+            "proxy_radius": summary["proxy_radius"],
+            "log_volume": summary["log_volume"],
+            "from_memory": torch.tensor([from_memory], dtype=torch.float64),
+            "shrink_factor": torch.tensor([scale], dtype=torch.float64),
+        },
+    )
+
+
+class DDRS(MemoryCertifier):
+    """Data-dependent isotropic σ (Alfarra et al. 2022), certified through the memory.
+
+    Args:
+        sigma_range: (low, high) multiples of the smoothing's σ the search may reach.
+        Others: see :class:`MemoryCertifier`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        smoothing: Smoothing,
+        num_classes: int,
+        *,
+        sigma_range: tuple[float, float] = (0.5, 2.0),
+        steps: int = 30,
+        lr: float = 0.05,
+        num_noise_samples: int = 32,
+    ) -> None:
+        super().__init__(
+            model, smoothing, num_classes, steps=steps, lr=lr, num_noise_samples=num_noise_samples
+        )
+        low, high = (float(v) for v in sigma_range)
+        if not 0 < low <= 1 <= high:
+            raise RSValueError("sigma_range", "(low, high) with 0 < low <= 1 <= high", sigma_range)
+        self.sigma_range = (low, high)
+
+    def choose_sigma(self, x: torch.Tensor, *, seed: int, keys: Sequence[int]) -> torch.Tensor:
+        sigma = optimise_isotropic_sigma(
+            self.model,
+            x,
+            sigma=self.sigma,
+            low=self.sigma_range[0] * self.sigma,
+            high=self.sigma_range[1] * self.sigma,
+            steps=self.steps,
+            lr=self.lr,
+            num_noise_samples=self.num_noise_samples,
+            seed=seed,
+            keys=keys,
+        )
+        return sigma[:, None].expand(-1, x[0].numel())
+
+
+class ANCER(DDRS):
+    """Anisotropic per-input σ (Eiras et al. 2022) from a DDRS start, certified through the memory.
+
+    The isotropic σ of each input is first chosen as by :class:`DDRS` (set ``sigma_range`` to
+    (1, 1) to start from the smoothing's fixed σ), then every coordinate's σ is raised where
+    that enlarges the ellipsoid (never below the isotropic start).
+    """
+
+    def choose_sigma(self, x: torch.Tensor, *, seed: int, keys: Sequence[int]) -> torch.Tensor:
+        start = super().choose_sigma(x, seed=seed, keys=keys)[:, 0]
+        return optimise_anisotropic_sigma(
+            self.model,
+            x,
+            sigma=start,
+            steps=self.steps,
+            lr=self.lr,
+            num_noise_samples=self.num_noise_samples,
+            seed=seed,
+            keys=keys,
+        )

@@ -1,0 +1,68 @@
+"""The ``rs-plugin`` command line: ``certify``, ``audit``, ``bench`` and ``plugins``.
+
+What lives here: the argument parsers (:mod:`~rs_plugin.cli.arguments`, torch-free so that
+``--help`` answers at once), the commands (:mod:`~rs_plugin.cli.certify`,
+:mod:`~rs_plugin.cli.audit`), the job a certify run describes (:mod:`~rs_plugin.cli.job`), the
+append-only result store (:mod:`~rs_plugin.cli.store`) and run summaries
+(:mod:`~rs_plugin.cli.summary`). It may import every other part of the core; nothing in the core
+imports it (the Ray adapter uses its job and store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rs_plugin._validation import RSValueError
+from rs_plugin.cli.arguments import (
+    add_audit_parser,
+    add_bench_parser,
+    add_certify_parser,
+    add_plugins_parser,
+)
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rs-plugin",
+        description="Randomized smoothing: certify, audit, benchmark, list plugins.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_certify_parser(commands)
+    add_audit_parser(commands)
+    add_bench_parser(commands)
+    add_plugins_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "certify":
+            from rs_plugin.cli.certify import certify_command
+
+            return certify_command(args)
+        if args.command == "audit":
+            from rs_plugin.cli.audit import audit_command
+
+            return audit_command(args)
+        if args.command == "bench":
+            from rs_plugin.bench.speed import bench_command
+
+            return bench_command(args)
+        from rs_plugin._registry import format_plugins
+
+        print(format_plugins())
+        return 0
+    except RSValueError as error:
+        print(f"rs-plugin {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"rs-plugin {args.command}: interrupted; every finished record is saved",
+            file=sys.stderr,
+        )
+        return 130

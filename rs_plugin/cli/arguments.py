@@ -1,0 +1,264 @@
+"""The command line's arguments: every sub-command's parser, built without importing torch (so
+``rs-plugin --help`` answers at once); the commands themselves load lazily."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rs_plugin.auditing.defaults import BUDGETS
+
+__all__ = [
+    "AUDIT_DEFAULTS",
+    "add_audit_parser",
+    "add_bench_parser",
+    "add_certify_parser",
+    "add_plugins_parser",
+]
+
+# Defaults of the audit options a certificate file's own configuration may fill in.
+AUDIT_DEFAULTS = {"model": "demo", "data": "digits", "smoothing": "gaussian", "sigma": 0.25}
+
+
+def add_certify_parser(commands: Any) -> None:
+    p = commands.add_parser(
+        "certify",
+        help="certify a dataset with CERTIFY (Cohen et al. 2019); one JSON line per input",
+        description="Certify inputs and write one JSON line per input as soon as it is done.",
+    )
+    p.add_argument(
+        "--model",
+        default="demo",
+        help="'demo', a TorchScript file, or 'package.module:factory' (default: demo)",
+    )
+    p.add_argument(
+        "--data",
+        default="digits",
+        help="'digits', 'fashion-mnist', an IDX directory or an .npz file with x, y",
+    )
+    p.add_argument(
+        "--smoothing",
+        default="gaussian",
+        help="registered smoothing: gaussian, laplace, uniform, exp_inf, anisotropic_gaussian, "
+        "... (see rs-plugin plugins)",
+    )
+    p.add_argument(
+        "--certifier",
+        default="cohen",
+        help="registered certifier: cohen (fixed n), sequential (staged n, needs --radius or "
+        "--tolerance), ddrs or ancer (sigma chosen per input, certified through a memory; inputs "
+        "in index order) (default: cohen)",
+    )
+    p.add_argument(
+        "--radius",
+        type=float,
+        default=None,
+        help="sequential decision mode: stop as soon as 'certified at this radius?' is decided",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="sequential radius mode: stop when more samples would add at most this radius",
+    )
+    p.add_argument(
+        "--sigma",
+        type=float,
+        default=0.25,
+        help="noise level, in input units or, for a semantic transform, in its parameter's "
+        "units: degrees, pixels, scale factor, intensity (default 0.25)",
+    )
+    p.add_argument(
+        "--semantics",
+        choices=("parametric", "input"),
+        default=None,
+        help="semantic transforms: certify the transform's parameters around the clean input "
+        "(parametric, default) or the image the model receives (input; exact for brightness, "
+        "contrast and Fourier translation, a grid certificate for rotation and scaling)",
+    )
+    p.add_argument(
+        "--smoothing-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="further keyword of the smoothing, repeatable, e.g. additive_sigma=0.25, "
+        "input_range=30, grid_step=0.5, noise=uniform, interpolation=nearest, padding=border",
+    )
+    p.add_argument("--n0", type=int, default=100, help="selection samples (default 100)")
+    p.add_argument("-n", "--n", type=int, default=10_000, help="estimation samples")
+    p.add_argument("--alpha", type=float, default=0.001, help="failure probability")
+    p.add_argument("--batch-size", type=int, default=1000, help="samples per forward pass")
+    p.add_argument("--limit", type=int, default=None, help="certify only the first K inputs")
+    p.add_argument("--seed", type=int, default=0, help="seed of all noise (default 0)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument(
+        "--precision",
+        default="float32",
+        help="float32, bfloat16 or float16: autocast for the votes (certifies the "
+        "reduced-precision classifier; default float32)",
+    )
+    p.add_argument(
+        "--channels-last", action="store_true", help="count votes in channels-last layout"
+    )
+    p.add_argument("--compile", action="store_true", help="count votes with torch.compile(model)")
+    p.add_argument("--out", default="results.jsonl", help="JSON Lines output file")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an existing --out file, skipping indices already in it",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (in-process, default) or ray (shards across Ray actors)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Ray actors, one per GPU or CPU slot (default: GPUs if any, else CPUs)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="address of an existing Ray cluster (default: start one locally)",
+    )
+
+
+def add_audit_parser(commands: Any) -> None:
+    p = commands.add_parser(
+        "audit",
+        help="attack every certificate and check the candidates with PREDICT; exit 1 if the "
+        "certificates are significantly violated",
+        description="Certify (or read --certificates), attack every certified input at budgets "
+        "up to and beyond its radius, check each candidate with a fresh PREDICT, and write "
+        "report.json, report.md, curves.png and distances.png to --out.",
+    )
+    p.add_argument(
+        "--certificates",
+        default=None,
+        help="JSON Lines file of certificates to audit (from rs-plugin certify, or converted: "
+        "index, prediction (-1 = abstain), radius, alpha per line); default: certify first",
+    )
+    for flag, text in (
+        ("--model", "'demo', a TorchScript file or 'package.module:factory'"),
+        ("--data", "'digits', 'fashion-mnist', an IDX directory or an .npz file"),
+        ("--smoothing", "registered smoothing (see rs-plugin plugins)"),
+    ):
+        p.add_argument(
+            flag,
+            default=None,
+            help=f"{text} (default: the certificate file's, else {AUDIT_DEFAULTS[flag[2:]]})",
+        )
+    p.add_argument(
+        "--sigma", type=float, default=None, help="noise level (default: the file's, else 0.25)"
+    )
+    p.add_argument(
+        "--semantics",
+        choices=("parametric", "input"),
+        default=None,
+        help="semantic transforms: parametric or input-domain certificates",
+    )
+    p.add_argument(
+        "--smoothing-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="further keyword of the smoothing, repeatable",
+    )
+    p.add_argument("--n0", type=int, default=100, help="CERTIFY selection samples (default 100)")
+    p.add_argument(
+        "-n", "--n", type=int, default=10_000, help="CERTIFY estimation samples (default 10000)"
+    )
+    p.add_argument("--alpha", type=float, default=0.001, help="CERTIFY failure probability")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="audit the first K inputs (default: 100 when certifying, every record of "
+        "--certificates)",
+    )
+    p.add_argument(
+        "--attacks",
+        default=None,
+        help="comma-separated names from rs_plugin.attacks (default: pgd,autoattack,deepfool,"
+        "cw_l2 for input-space noises; semantic_grid,semantic_random for transforms)",
+    )
+    p.add_argument(
+        "--budgets",
+        default=",".join(f"{b:g}" for b in BUDGETS),
+        help="global budget levels as fractions of the largest certified radius; each input is "
+        "also attacked at its own radius (default %(default)s)",
+    )
+    p.add_argument(
+        "--predict-n", type=int, default=1000, help="PREDICT samples per check (default 1000)"
+    )
+    p.add_argument(
+        "--predict-alpha", type=float, default=0.001, help="PREDICT level per check (default 0.001)"
+    )
+    p.add_argument(
+        "--significance",
+        type=float,
+        default=0.01,
+        help="level of the verdict's one-sided binomial test (default 0.01)",
+    )
+    p.add_argument(
+        "--noise-samples",
+        type=int,
+        default=16,
+        help="noise draws of the soft smoothed classifier the attacks use (default 16)",
+    )
+    p.add_argument("--batch-size", type=int, default=1000, help="samples per forward pass")
+    p.add_argument("--seed", type=int, default=0, help="seed of certification, attacks and checks")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--out", default="out/audit", help="report folder (default out/audit)")
+
+
+def add_bench_parser(commands: Any) -> None:
+    p = commands.add_parser(
+        "bench",
+        help="time certify against the bare forward and ART",
+        description="Time certification against the bare forward pass and ART.",
+    )
+    p.add_argument("--inputs", type=int, default=20, help="digits test inputs (default 20)")
+    p.add_argument("--n0", type=int, default=100)
+    p.add_argument("-n", "--n", type=int, default=10_000)
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--sigma", type=float, default=0.25)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-art", action="store_true", help="skip ART's certify and the swap-in")
+    p.add_argument(
+        "--memory-n",
+        type=int,
+        default=200_000,
+        help="samples for the swap-in peak-memory comparison (default 200000)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the engine and the floor with torch.compile (compiles first)",
+    )
+    p.add_argument(
+        "--sequential",
+        action="store_true",
+        help="also compare fixed-n CERTIFY with the sequential certifier (model evaluations)",
+    )
+    p.add_argument("--sequential-n", type=int, default=100_000, help="fixed n / budget")
+    p.add_argument("--radius-sigmas", type=float, default=2.0, help="decision radius / σ")
+    p.add_argument("--tolerance-sigmas", type=float, default=0.05, help="radius tolerance / σ")
+    p.add_argument(
+        "--fashion-inputs",
+        type=int,
+        default=10,
+        help="Fashion-MNIST inputs for --sequential (0 to skip; needs dataset-fashion-mnist)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def add_plugins_parser(commands: Any) -> None:
+    commands.add_parser(
+        "plugins",
+        help="list installed smoothings, attacks and certifiers",
+        description="List the smoothings, attacks and certifiers installed through the "
+        "rs_plugin.* entry-point groups, with the distribution that provides each.",
+    )

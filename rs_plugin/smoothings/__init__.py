@@ -1,0 +1,14 @@
+"""Smoothings: the distributions a smoothed classifier averages over, and their certificates.
+
+What lives here: the interface every smoothing implements (:mod:`~rs_plugin.smoothings.base`:
+perturb a batch, turn p_lower into a radius), isotropic Gaussian noise
+(:mod:`~rs_plugin.smoothings.gaussian`), the other noise families
+(:mod:`~rs_plugin.smoothings.noises`: Laplace, uniform, ExpInf), anisotropic Gaussian
+(:mod:`~rs_plugin.smoothings.anisotropic`), ℓp-norm helpers and radius conversions
+(:mod:`~rs_plugin.smoothings.norms`), and semantic transforms: image operations
+(:mod:`~rs_plugin.smoothings.transforms`), the transform base class with photometric transforms
+and compositions (:mod:`~rs_plugin.smoothings.semantic`) and geometric transforms
+(:mod:`~rs_plugin.smoothings.geometric`).
+
+May import: torch, numpy, scipy and :mod:`rs_plugin._validation`; nothing else of the package.
+"""

@@ -1,0 +1,91 @@
+"""The interface every smoothing implements.
+
+A smoothing knows two things, and the engine asks nothing else of it:
+
+* how to perturb a batch of inputs on their device with a given ``torch.Generator``
+  (:meth:`Smoothing.perturb`), and
+* how to turn a lower confidence bound ``p_lower`` on the top-class probability into a certified
+  radius, tagged with the norm (or parameter space) it is measured in (:meth:`Smoothing.radius`;
+  a smoothing that certifies several norms directly also overrides
+  :meth:`Smoothing.certified_radii`).
+
+New noise families and semantic transforms subclass :class:`Smoothing` and override these
+hooks; batching, seeding, counting, statistics, abstention and the conversion of radii between
+ℓp norms (:mod:`rs_plugin.smoothings.norms`) live elsewhere and never change for a new smoothing.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import torch
+
+from rs_plugin.smoothings.norms import complete_radii
+
+__all__ = ["Smoothing"]
+
+
+class Smoothing(abc.ABC):
+    """Base class of every smoothing distribution.
+
+    Subclasses set :attr:`name` (the lower-case registry name) and :attr:`norm` (the norm of the
+    primary radius, e.g. ``"l2"``), store their hyperparameters unchanged in ``__init__`` and
+    implement :meth:`perturb` and :meth:`radius`.
+    """
+
+    name: ClassVar[str]
+    norm: ClassVar[str]
+
+    @abc.abstractmethod
+    def perturb(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Return a perturbed copy of the batch ``x`` (shape (B, ...), same device and dtype).
+
+        All randomness must come from ``generator``, which lives on ``x.device``; the result
+        must be differentiable with respect to ``x`` where the perturbation allows it.
+        """
+
+    @abc.abstractmethod
+    def radius(self, p_lower: torch.Tensor, dim: int) -> torch.Tensor:
+        """Certified radius (in :attr:`norm`) for lower bounds ``p_lower`` on p_A, shape (N,).
+
+        ``dim`` is the number of coordinates of one input (some radii depend on it). Must be 0
+        where ``p_lower <= 1/2`` and non-decreasing in ``p_lower``.
+        """
+
+    def certified_radii(self, p_lower: torch.Tensor, dim: int) -> dict[str, torch.Tensor]:
+        """Every radius this smoothing certifies *directly*, keyed by norm (primary included).
+
+        Override when the smoothing has its own certificate in more than one norm; radii that
+        follow from another norm's by inclusion of balls are added by :meth:`radii`.
+        """
+        return {self.norm: self.radius(p_lower, dim)}
+
+    def certificate_extras(self, p_lower: torch.Tensor, dim: int) -> dict[str, torch.Tensor]:
+        """Further per-input values qualifying the certificate (e.g. an ellipsoid's volume)."""
+        return {}
+
+    def radii(self, p_lower: torch.Tensor, dim: int) -> dict[str, torch.Tensor]:
+        """The direct radii plus every ℓp radius they imply (l1, l2, linf), keyed by norm."""
+        return complete_radii(self.certified_radii(p_lower, dim), dim)
+
+    @property
+    def semantics_label(self) -> str:
+        """What certificates are about, as records say it: additive noise certifies the input
+        the model receives (``"input"``); semantic transforms override this."""
+        return "input"
+
+    @property
+    def on_grid(self) -> bool:
+        """True when the radius does not follow from p_lower alone and
+        :class:`~rs_plugin.SmoothedClassifier` certifies on a grid of transformed inputs
+        (input-domain rotation and scaling, :mod:`rs_plugin.certification.grid`)."""
+        return False
+
+    def config(self) -> dict[str, Any]:
+        """The smoothing's name and hyperparameters, as stored with every result."""
+        return {"name": self.name}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+        return f"{type(self).__name__}({params})"
