@@ -123,7 +123,8 @@ def run(
         )
         seconds = time.perf_counter() - started
         results[f"{key}[{smoothing.semantics_label}]"] = certs
-        cells = " | ".join(f"≥ {r:g}: {accuracy(certs, y, r):.1%}" for r in RADII[key])
+        # One cell for all radii: every row has the header's eight columns.
+        cells = "; ".join(f"≥ {r:g}: {accuracy(certs, y, r):.1%}" for r in RADII[key])
         clean = float((certs.prediction == y).double().mean())
         grid = f", {int(certs.extra['grid_points'][0])} grid points" if smoothing.on_grid else ""
         rows.append(

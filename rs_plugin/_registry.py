@@ -13,7 +13,8 @@ pyproject.toml and the example package in ``examples/plugin_package``):
   against every certificate (built-in: ``pgd``, ``autoattack``, ``art_autoattack``,
   ``deepfool``, ``cw_l2``, ``semantic_grid``, ``semantic_random``).
 
-A name registered by two distributions is an error naming both.
+A name registered by two distributions is ambiguous: loading it is an error naming both
+providers, while every other name keeps working and ``rs-plugin plugins`` lists the clash.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from rs_plugin.smoothings.base import Smoothing
 __all__ = [
     "GROUPS",
     "DuplicatePluginError",
+    "clashes",
     "discover",
     "format_plugins",
     "load_plugin",
@@ -53,22 +55,37 @@ def _provider(entry: EntryPoint) -> str:
     return entry.dist.name if entry.dist is not None else "<unknown distribution>"
 
 
-def discover(group: str) -> dict[str, EntryPoint]:
-    """Entry points of ``group`` by name; a name registered by two providers is an error."""
-    found: dict[str, EntryPoint] = {}
+def _scan(group: str) -> tuple[dict[str, EntryPoint], dict[str, list[EntryPoint]]]:
+    """(names registered once, names registered differently by several providers)."""
+    by_name: dict[str, list[EntryPoint]] = {}
     for entry in entry_points(group=group):
-        previous = found.get(entry.name)
-        if previous is not None and previous.value != entry.value:
-            raise DuplicatePluginError(group, previous, entry)
-        found[entry.name] = entry
-    return found
+        same = [e for e in by_name.get(entry.name, []) if e.value == entry.value]
+        if not same:  # the same target listed twice (e.g. two metadata copies) is one entry
+            by_name.setdefault(entry.name, []).append(entry)
+    unique = {name: entries[0] for name, entries in by_name.items() if len(entries) == 1}
+    clashing = {name: entries for name, entries in by_name.items() if len(entries) > 1}
+    return unique, clashing
+
+
+def discover(group: str) -> dict[str, EntryPoint]:
+    """Entry points of ``group`` by name, leaving out names that several providers register
+    (see :func:`clashes`)."""
+    return _scan(group)[0]
+
+
+def clashes(group: str) -> dict[str, list[EntryPoint]]:
+    """Names of ``group`` that several distributions register, with every registration."""
+    return _scan(group)[1]
 
 
 def load_plugin(group: str, name: str, parameter: str) -> Any:
     """The object registered as ``name`` in ``group``; ``parameter`` names the user's option."""
     if group not in GROUPS:
         raise RSValueError("group", f"one of {GROUPS}", group)
-    available = discover(group)
+    available, clashing = _scan(group)
+    if name in clashing:
+        first, second = clashing[name][:2]
+        raise DuplicatePluginError(group, first, second)
     if name not in available:
         raise RSValueError(parameter, f"one of {sorted(available)}", name)
     return available[name].load()
@@ -88,16 +105,27 @@ def load_smoothing(name: str, **params: Any) -> Smoothing:
 
 
 def format_plugins() -> str:
-    """Every installed plugin, one line each: group, name, object, provider."""
-    rows = [
-        (group, name, entry.value, _provider(entry))
-        for group in GROUPS
-        for name, entry in sorted(discover(group).items())
-    ]
+    """Every installed plugin, one line each: group, name, object, provider; a name that several
+    distributions register is listed once per provider, marked as a clash."""
+    rows: list[tuple[str, ...]] = []
+    notes: list[str] = []
+    for group in GROUPS:
+        unique, clashing = _scan(group)
+        entries = [(name, entry, "") for name, entry in unique.items()]
+        for name, registered in clashing.items():
+            entries += [(name, entry, "  CLASH") for entry in registered]
+            providers = " and ".join(f"{_provider(e)} ({e.value})" for e in registered)
+            notes.append(
+                f"{group} name {name!r} is registered by {providers}: it cannot be loaded until "
+                "one is uninstalled; every other name works"
+            )
+        for name, entry, mark in sorted(entries, key=lambda row: row[0]):
+            rows.append((group, name, entry.value, _provider(entry) + mark))
     if not rows:
         return "no plugins installed"
     widths = [max(len(row[i]) for row in rows) + 2 for i in range(3)]
-    return "\n".join(
+    lines = [
         "".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + row[3]
         for row in rows
-    )
+    ]
+    return "\n".join(lines + [f"warning: {note}" for note in notes])

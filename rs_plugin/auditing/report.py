@@ -28,6 +28,46 @@ def _num(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _budget(value: float) -> str:
+    """One rounding for budgets everywhere in the report."""
+    return f"{value:.4g}"
+
+
+def _tightness(verdict: dict[str, Any]) -> str:
+    tight = verdict["tightness"]
+    found, total = tight["inputs_with_adversarial"], verdict["certified_inputs"]
+    if not found:
+        return f"- No attack found an adversarial for any of the {total} certified inputs."
+    return (
+        f"- Smallest adversarial distance / certified radius, over every attack:"
+        f" median {_num(tight['median_distance_over_radius'], 2)}"
+        f" (min {_num(tight['min_distance_over_radius'], 2)},"
+        f" max {_num(tight['max_distance_over_radius'], 2)}), for the {found} of {total}"
+        " certified inputs where an attack found one (1 would mean the certificate is tight)."
+    )
+
+
+_NEXT_STEPS = [
+    "## What to do next",
+    "",
+    "The certificates above are contradicted more often than their alpha allows. In order:",
+    "",
+    "1. Check the certificates belong to this model and smoothing: the same `--model` (its"
+    " sha256 is stored with every record), the same `--smoothing`, `--sigma` and semantics, the"
+    " same data and preprocessing. A certificate is a statement about one smoothed classifier.",
+    "2. Read the Diagnostics above: a non-deterministic model (dropout or batch norm in training"
+    " mode) or one that outputs probabilities breaks the assumptions of the check.",
+    "3. Re-run with more PREDICT samples (`--predict-n`) and a smaller `--predict-alpha`: a"
+    " violation PREDICT confirms again is not sampling noise.",
+    "4. Look at the violating rows in the per-input table (and `report.json`): which attack, at"
+    " what distance; re-certify those inputs with a larger `-n` and compare p_lower.",
+    "5. If the certificates came from code of your own, check its radius formula against"
+    " `rs-plugin certify` on the same inputs (a radius from p̂ instead of its lower bound, or"
+    " the wrong norm, is the usual cause).",
+    "",
+]
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -50,7 +90,8 @@ def format_markdown(data: dict[str, Any]) -> str:
         f" `{settings['semantics']}`, certificates' alpha {settings['certificate_alpha']:g}.",
         f"- Every candidate checked by PREDICT with n = {settings['predict_n']},"
         f" alpha = {settings['predict_alpha']:g} (an abstention is not a violation).",
-        f"- Budgets: {', '.join(f'{b:.3g}' for b in settings['budget_levels'])} (fractions"
+        _tightness(verdict),
+        f"- Budgets: {', '.join(_budget(b) for b in settings['budget_levels'])} (fractions"
         f" {', '.join(f'{f:g}' for f in settings['budget_fractions'])} of the largest radius),"
         " plus each input's own radius; soft smoothed classifier with"
         f" m = {settings['num_noise_samples']} noise samples; seed {settings['seed']};"
@@ -58,6 +99,7 @@ def format_markdown(data: dict[str, Any]) -> str:
         "",
         "![certified vs empirical](curves.png) ![radius vs adversarial distance](distances.png)",
         "",
+        *(_NEXT_STEPS if verdict["significantly_violated"] else []),
         "## Diagnostics",
         "",
     ]
@@ -100,7 +142,7 @@ def format_markdown(data: dict[str, Any]) -> str:
         ["budget", "certified", *names],
         [
             [
-                f"{b:.3f}",
+                _budget(b),
                 f"{curves['certified_accuracy_at_budgets'][j]:.3f}",
                 *(f"{curves['empirical_robust_accuracy'][n][j]:.3f}" for n in names),
             ]

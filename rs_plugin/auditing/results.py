@@ -228,6 +228,8 @@ def summarise(
             }
         )
     smallest = torch.stack(list(adversarial_distance.values())).amin(dim=0)
+    ratio = smallest[certified] / radius[certified]
+    found = ratio[torch.isfinite(ratio)]
     bound = certificates.alpha + (inside_all + 1).to(torch.float64) * predict_alpha
     q = bound[certified].numpy()
     observed = int((violated & certified).sum())
@@ -239,6 +241,14 @@ def summarise(
         "p_value": p_value,
         "significance": significance,
         "significantly_violated": p_value < significance,
+        # How tight the certificates are: the smallest adversarial distance any attack found,
+        # over the certified radius, for the certified inputs where one was found.
+        "tightness": {
+            "inputs_with_adversarial": len(found),
+            "median_distance_over_radius": _finite(float(found.median())) if len(found) else None,
+            "min_distance_over_radius": _finite(float(found.min())) if len(found) else None,
+            "max_distance_over_radius": _finite(float(found.max())) if len(found) else None,
+        },
         "summary": _verdict_line(
             observed, int(certified.sum()), float(q.sum()), p_value, significance
         ),

@@ -3,12 +3,46 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = ["Certificates", "Predictions"]
+
+
+class _PerInputRecord:
+    """Comparison, indexing and conversion of a record act on its ``prediction`` tensor, so the
+    idioms a user writes for a tensor of classes work: ``record == y`` is the (N,) agreement with
+    labels ``y`` (an abstention, −1, never equals a label), ``record[i]`` is input i's prediction,
+    iteration and ``numpy.asarray(record)`` give the predictions. Other fields stay attributes."""
+
+    prediction: torch.Tensor
+
+    def _other(self, other: object) -> torch.Tensor:
+        if isinstance(other, _PerInputRecord):
+            return other.prediction
+        return torch.as_tensor(other)
+
+    def __eq__(self, other: object) -> torch.Tensor:  # type: ignore[override]
+        return self.prediction == self._other(other)
+
+    def __ne__(self, other: object) -> torch.Tensor:  # type: ignore[override]
+        return self.prediction != self._other(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        return self.prediction[index]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter(self.prediction)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        array = self.prediction.numpy()
+        return array if dtype is None else array.astype(dtype)
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -16,13 +50,15 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-@dataclass(frozen=True)
-class Certificates:
+@dataclass(frozen=True, eq=False)
+class Certificates(_PerInputRecord):
     """Output of CERTIFY for N inputs.
 
     With probability at least 1 − ``alpha`` over the sampling, for each input with
     ``prediction != -1`` the smoothed classifier predicts ``prediction`` everywhere within
     ``radius`` (measured in ``norm``) of the input. ``prediction == -1`` means abstain (radius 0).
+    The record compares and indexes like ``prediction``: ``certificates == y`` is the per-input
+    agreement with labels, ``certificates[i]`` input i's class; ``take`` selects whole records.
 
     Attributes:
         index: (N,) int64, the key of each input (its index in the dataset).
@@ -137,12 +173,14 @@ class Certificates:
         )
 
 
-@dataclass(frozen=True)
-class Predictions:
+@dataclass(frozen=True, eq=False)
+class Predictions(_PerInputRecord):
     """Output of PREDICT for N inputs.
 
     With probability at least 1 − ``alpha`` over the sampling, each non-abstained ``prediction``
-    is the smoothed classifier's top class (Cohen et al. 2019, Proposition 2).
+    is the smoothed classifier's top class (Cohen et al. 2019, Proposition 2). The record
+    compares and indexes like ``prediction``: ``predictions == y`` is the per-input agreement
+    with labels ``y`` (an abstention never agrees), ``predictions[i]`` input i's class or −1.
 
     Attributes:
         index: (N,) int64 input keys.

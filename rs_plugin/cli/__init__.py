@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TextIO
 
-from rs_plugin._validation import RSValueError
+from rs_plugin._validation import RSValueError, RSWarning
 from rs_plugin.cli.arguments import (
+    Parser,
     add_audit_parser,
     add_bench_parser,
     add_certify_parser,
@@ -26,7 +30,7 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="rs-plugin",
         description="Randomized smoothing: certify, audit, benchmark, list plugins.",
     )
@@ -38,8 +42,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def _plain_warnings(command: str) -> Iterator[None]:
+    """Print an RSWarning as one line naming the command, not with Python's source line."""
+    previous = warnings.showwarning
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if issubclass(category, RSWarning):
+            print(f"rs-plugin {command}: warning: {message}", file=file or sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with _plain_warnings(args.command):
+        return _run(args)
+
+
+def _run(args: Any) -> int:
     try:
         if args.command == "certify":
             from rs_plugin.cli.certify import certify_command

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import argparse
+import difflib
+from collections.abc import Sequence
 from typing import Any
 
 from rs_plugin.auditing.defaults import BUDGETS
 
 __all__ = [
     "AUDIT_DEFAULTS",
+    "Parser",
     "add_audit_parser",
     "add_bench_parser",
     "add_certify_parser",
@@ -17,6 +21,52 @@ __all__ = [
 
 # Defaults of the audit options a certificate file's own configuration may fill in.
 AUDIT_DEFAULTS = {"model": "demo", "data": "digits", "smoothing": "gaussian", "sigma": 0.25}
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default unless its help already states one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            not action.option_strings
+            or default is None
+            or default is False
+            or default == []
+            or default is argparse.SUPPRESS
+            or "default" in text.lower()
+        ):
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+class Parser(argparse.ArgumentParser):
+    """The command line's parser: shows defaults in ``--help``, and a misspelt option is reported
+    by the sub-command it was given to, with its usage and the closest option it has."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            # A sub-command's parser sees its unknown arguments first: refuse them here, with
+            # this parser's usage, rather than letting the top-level parser print its own.
+            hints = []
+            for extra in extras:
+                close = difflib.get_close_matches(
+                    extra.partition("=")[0], list(self._option_string_actions), n=1
+                )
+                if extra.startswith("-") and close:
+                    hints.append(f"{extra} (did you mean {close[0]}?)")
+                else:
+                    hints.append(extra)
+            self.error("unrecognized arguments: " + " ".join(hints))
+        return parsed, extras
 
 
 def add_certify_parser(commands: Any) -> None:
@@ -100,7 +150,12 @@ def add_certify_parser(commands: Any) -> None:
         "--channels-last", action="store_true", help="count votes in channels-last layout"
     )
     p.add_argument("--compile", action="store_true", help="count votes with torch.compile(model)")
-    p.add_argument("--out", default="results.jsonl", help="JSON Lines output file")
+    p.add_argument(
+        "--out",
+        default="results.jsonl",
+        help="JSON Lines output file, one line per input, written as inputs complete (in "
+        "completion order, not index order: sort by 'index')",
+    )
     p.add_argument(
         "--resume",
         action="store_true",
@@ -221,11 +276,13 @@ def add_bench_parser(commands: Any) -> None:
         description="Time certification against the bare forward pass and ART.",
     )
     p.add_argument("--inputs", type=int, default=20, help="digits test inputs (default 20)")
-    p.add_argument("--n0", type=int, default=100)
-    p.add_argument("-n", "--n", type=int, default=10_000)
-    p.add_argument("--batch-size", type=int, default=1000)
-    p.add_argument("--sigma", type=float, default=0.25)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--n0", type=int, default=100, help="selection samples per input")
+    p.add_argument("-n", "--n", type=int, default=10_000, help="estimation samples per input")
+    p.add_argument("--batch-size", type=int, default=1000, help="samples per forward pass")
+    p.add_argument("--sigma", type=float, default=0.25, help="Gaussian noise level")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="interleaved repeats of every timed method"
+    )
     p.add_argument("--no-art", action="store_true", help="skip ART's certify and the swap-in")
     p.add_argument(
         "--memory-n",

@@ -7,7 +7,10 @@ import sys
 import time
 from typing import Any
 
+import numpy as np
+
 from rs_plugin._validation import RSValueError, check_int
+from rs_plugin.certification.stats import clopper_pearson_lower
 from rs_plugin.cli.job import (
     CertifyJob,
     is_stateful,
@@ -75,7 +78,17 @@ def certify_command(args: argparse.Namespace) -> int:
         elapsed = time.perf_counter() - started
         records = [store.records[i] for i in sorted(store.records)]
     sigma = float(getattr(smoothing, "sigma", 1.0))
-    summary = summarize(records, [k * sigma for k in (0, 0.5, 1, 2, 3, 4)])
+    # A memory certifier's σ varies per input, so it has no single sampling cap.
+    largest = None
+    if not is_stateful(job.certifier):
+        p_max = float(clopper_pearson_lower(np.array([job.n]), job.n, job.alpha)[0])
+        largest = smoothing.largest_radius(p_max, int(x[0].numel()))
+    summary = summarize(
+        records,
+        [k * sigma for k in (0, 0.5, 1, 2, 3, 4)],
+        largest=largest,
+        decision_radius=job.radius,
+    )
     if todo:
         # Sequential certification records how many estimation samples each input used.
         # An input-domain grid certificate runs CERTIFY at every grid point.

@@ -8,11 +8,21 @@ from typing import Any
 __all__ = ["format_summary", "summarize"]
 
 
-def summarize(records: Iterable[Mapping[str, Any]], radii: Sequence[float]) -> dict[str, Any]:
+def summarize(
+    records: Iterable[Mapping[str, Any]],
+    radii: Sequence[float],
+    *,
+    largest: float | None = None,
+    decision_radius: float | None = None,
+) -> dict[str, Any]:
     """Aggregate per-input records (fields ``correct``, ``abstain``, ``radius``).
 
     Certified accuracy at r is the fraction of inputs predicted correctly with radius ≥ r;
-    the average certified radius counts wrong or abstained inputs as radius 0.
+    the average certified radius counts wrong or abstained inputs as radius 0. ``largest`` is the
+    largest radius any input can be certified at under the run's settings (the sampling cap, or
+    the range of an input-domain grid): radii above it, always 0%, are left out and the cap is
+    reported instead. With ``decision_radius`` (sequential decision mode) the fraction of inputs
+    decided certified at that radius and correctly classified is reported too.
     """
     rows = list(records)
     total = len(rows)
@@ -22,6 +32,17 @@ def summarize(records: Iterable[Mapping[str, Any]], radii: Sequence[float]) -> d
     def fraction(count: int) -> float:
         return count / total
 
+    shown = [r for r in radii if largest is None or r <= largest]
+    extra: dict[str, Any] = {}
+    if largest is not None:
+        extra["largest_certifiable_radius"] = largest
+    if decision_radius is not None:
+        extra["decision_radius"] = decision_radius
+        extra["decided_certified"] = fraction(
+            sum(bool(r["correct"]) and float(r.get("decision") or 0.0) == 1.0 for r in rows)
+        )
+    if rows and "samples" in rows[0]:
+        extra["average_samples"] = sum(float(r["samples"]) for r in rows) / total
     return {
         "inputs": total,
         "clean_accuracy": fraction(sum(bool(r["correct"]) for r in rows)),
@@ -30,9 +51,10 @@ def summarize(records: Iterable[Mapping[str, Any]], radii: Sequence[float]) -> d
             f"{radius:g}": fraction(
                 sum(bool(r["correct"]) and float(r["radius"]) >= radius for r in rows)
             )
-            for radius in radii
+            for radius in shown
         },
         "average_certified_radius": sum(float(r["radius"]) for r in rows if r["correct"]) / total,
+        **extra,
     }
 
 
@@ -47,7 +69,15 @@ def format_summary(summary: Mapping[str, Any], norm: str) -> str:
     ]
     for radius, accuracy in summary["certified_accuracy"].items():
         lines.append(f"{f'certified accuracy, {norm} radius >= {radius}':<44}{accuracy:>10.1%}")
+    if "decided_certified" in summary:
+        label = f"decided certified at {norm} radius {summary['decision_radius']:g}"
+        lines.append(f"{label:<44}{summary['decided_certified']:>10.1%}")
     lines.append(f"{'average certified radius':<44}{summary['average_certified_radius']:>10.4f}")
+    if "largest_certifiable_radius" in summary:
+        label = f"largest certifiable {norm} radius (cap)"
+        lines.append(f"{label:<44}{summary['largest_certifiable_radius']:>10.4g}")
+    if "average_samples" in summary:
+        lines.append(f"{'estimation samples per input':<44}{summary['average_samples']:>10.0f}")
     if "samples_per_second" in summary:
         lines.append(f"{'samples per second':<44}{summary['samples_per_second']:>10.0f}")
     return "\n".join(lines)

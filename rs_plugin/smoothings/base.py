@@ -69,6 +69,12 @@ class Smoothing(abc.ABC):
         """The direct radii plus every ℓp radius they imply (l1, l2, linf), keyed by norm."""
         return complete_radii(self.certified_radii(p_lower, dim), dim)
 
+    def largest_radius(self, p_lower: float, dim: int) -> float:
+        """The largest radius (in :attr:`norm`) any input can get when p_lower is at most
+        ``p_lower`` (with n samples at level α, α^{1/n}: the sampling cap)."""
+        p = torch.tensor([p_lower], dtype=torch.float64)
+        return float(self.radius(p, dim)[0])
+
     @property
     def semantics_label(self) -> str:
         """What certificates are about, as records say it: additive noise certifies the input
@@ -78,7 +84,7 @@ class Smoothing(abc.ABC):
     @property
     def on_grid(self) -> bool:
         """True when the radius does not follow from p_lower alone and
-        :class:`~rs_plugin.SmoothedClassifier` certifies on a grid of transformed inputs
+        :class:`~rs_plugin.GridCertifier` certifies on a grid of transformed inputs
         (input-domain rotation and scaling, :mod:`rs_plugin.certification.grid`)."""
         return False
 

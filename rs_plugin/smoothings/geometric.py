@@ -122,6 +122,11 @@ class _Interpolating(_Resampled):
             -self.input_range, self.input_range, 2 * half + 1, dtype=torch.float64
         )
 
+    def largest_radius(self, p_lower: float, dim: int) -> float:
+        if self.on_grid:  # a grid certificate covers at most the grid's range
+            return self.input_range
+        return super().largest_radius(p_lower, dim)
+
     @abc.abstractmethod
     def speed_bound(self, x: torch.Tensor) -> float:
         """L with ‖T(x, a) − T(x, b)‖₂ ≤ L |a − b| for a, b in [−input_range, input_range]

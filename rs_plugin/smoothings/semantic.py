@@ -142,8 +142,8 @@ class SemanticSmoothing(Smoothing):
             raise RSValueError(
                 "smoothing",
                 "a parametric or exactly composable smoothing for a radius from p_lower alone "
-                f"({self.name} with semantics='input' certifies through SmoothedClassifier."
-                "certify, on a grid of transformed images)",
+                f"({self.name} with semantics='input' certifies through GridCertifier, on a "
+                "grid of transformed images)",
                 self,
             )
         return self._parameter_radii(p_lower)

@@ -163,6 +163,9 @@ def test_cli_audit_passes_honest_certificates_and_fails_tampered_ones(honest_run
     report = json.loads((tmp_path / "tampered" / "report.json").read_text())
     assert report["verdict"]["significantly_violated"]
     assert report["verdict"]["violations"] >= 12
+    # A violated report says what to do next; an honest one does not.
+    assert "## What to do next" in (tmp_path / "tampered" / "report.md").read_text()
+    assert "## What to do next" not in (out / "report.md").read_text()
 
 
 def test_report_files_parse_and_match_the_json(honest_run):
@@ -182,17 +185,33 @@ def test_report_files_parse_and_match_the_json(honest_run):
             str(attack["adversarial_inputs"]),
             str(attack["violations"]),
         ]
-    table = [line for line in markdown.splitlines() if re.match(r"\| \d+\.\d{3} \|", line)]
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("## Certified vs empirical"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("## Per input"))
+    table = [line for line in lines[start:end] if re.match(r"\| [\d.e+-]+ \|", line)]
     curves = data["curves"]
     assert len(table) == len(curves["budgets"])
     for line, budget, value in zip(
         table, curves["budgets"], curves["empirical_robust_accuracy"]["all attacks"], strict=True
     ):
         cells = [c.strip() for c in line.strip("|").split("|")]
-        assert float(cells[0]) == pytest.approx(budget, abs=5e-4)
+        assert float(cells[0]) == pytest.approx(budget, rel=1e-3, abs=5e-4)
         assert float(cells[-1]) == pytest.approx(value, abs=5e-4)
     certified_cells = [float(line.strip("|").split("|")[1]) for line in table]
     assert certified_cells == pytest.approx(curves["certified_accuracy_at_budgets"], abs=5e-4)
+    # Budgets are rounded one way throughout: the header's levels appear as table cells.
+    header = next(line for line in lines if line.startswith("- Budgets: "))
+    levels = header.removeprefix("- Budgets: ").split(" (fractions")[0].split(", ")
+    first_cells = {line.strip("|").split("|")[0].strip() for line in table}
+    assert set(levels) <= first_cells
+    # The headline tightness figure is the JSON's.
+    tight = data["verdict"]["tightness"]
+    assert tight["inputs_with_adversarial"] >= 1
+    expected = f"median {tight['median_distance_over_radius']:.2f}"
+    assert any(
+        line.startswith("- Smallest adversarial distance / certified radius") and expected in line
+        for line in lines
+    )
     for name in ("curves.png", "distances.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data["inputs"]) == 24
