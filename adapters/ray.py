@@ -40,7 +40,7 @@ class _Worker:
     def __init__(self, job: CertifyJob, threads: int) -> None:
         torch.set_num_threads(threads)
         self.job = job
-        self.smoothed, self.x, self.y = job.load()
+        self.smoothed, self.x, self.y, _ = job.load()
 
     def pid(self) -> int:
         return os.getpid()

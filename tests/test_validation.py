@@ -70,8 +70,8 @@ def test_certify_parameters_are_checked_before_sampling(kwargs, parameter):
         (torch.zeros(0, 1, 8, 8), "at least one input"),
         (torch.ones(2, 1, 8, 8, dtype=torch.int64), "floating-point"),
         ([[0.0]], "torch.Tensor or numpy array"),
-        (torch.rand(2, 1, 28, 28), "shape the model accepts"),
-        (torch.rand(2, 8, 8), "shape the model accepts"),
+        (torch.rand(2, 1, 28, 28), "forward pass runs"),
+        (torch.rand(2, 8, 8), "forward pass runs"),
     ],
 )
 def test_bad_inputs_are_named(x, accepted):

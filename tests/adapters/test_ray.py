@@ -39,7 +39,7 @@ def _without_seconds(records):
 
 
 def _in_process(job: CertifyJob, indices):
-    smoothed, x, y = _job(n=job.n).load()
+    smoothed, x, y, _ = _job(n=job.n).load()
     return _without_seconds(iter_records(job, smoothed, x, y, indices))
 
 
