@@ -103,6 +103,7 @@ def certify_command(args: argparse.Namespace) -> int:
         f"{len(records) - len(todo)} resumed"
     )
     print(format_summary(summary, smoothing.norm))
+    sys.stdout.flush()  # now, so that a reader that has gone away is reported (cli.main)
     return 0
 
 
