@@ -59,14 +59,15 @@ class JsonLines:
         complete_bytes: length of the file up to and including its last whole record's line
             (a record that lacked only its newline counts, without the newline).
         cut: bytes after the last newline that begin a record cut short by a crash.
-        missing_newline: the last record was whole but its newline was never written.
+        completion: what the last line lacks to end like the others (empty, or the newline of
+            a whole record whose newline was never written).
         newline: the line ending the file uses (``\\n`` or ``\\r\\n``).
     """
 
     records: list[tuple[int, dict[str, Any]]]
     complete_bytes: int
     cut: bytes
-    missing_newline: bool
+    completion: bytes
     newline: bytes
 
 
@@ -133,7 +134,7 @@ def _parse(data: bytes, path: Path, parameter: str) -> JsonLines:
         if record is not None:
             _add(records, seen, number, record, path, parameter)
     complete = len(data) - len(tail)
-    cut, missing_newline = b"", False
+    cut, completion = b"", b""
     if tail.strip():
         number = len(lines) + 1
         try:
@@ -151,11 +152,12 @@ def _parse(data: bytes, path: Path, parameter: str) -> JsonLines:
         else:
             assert record is not None  # tail.strip() is not empty
             _add(records, seen, number, record, path, parameter)
-            complete, missing_newline = len(data), True
+            complete = len(data)
+            completion = b"\n" if tail.endswith(b"\r") else newline
     elif tail:
         # Whitespace after the last newline: not a record, and nothing of value to keep.
         cut = tail
-    return JsonLines(records, complete, cut, missing_newline, newline)
+    return JsonLines(records, complete, cut, completion, newline)
 
 
 def _add(
@@ -267,8 +269,8 @@ class ResultStore:
         if parsed.cut:
             os.ftruncate(fd, parsed.complete_bytes)
         self._newline = parsed.newline
-        if parsed.missing_newline:
-            self._write(fd, self._newline)
+        if parsed.completion:
+            self._write(fd, parsed.completion)
         self.records = {record["index"]: record for _, record in parsed.records}
 
     def _check_config(self, number: int, record: Mapping[str, Any]) -> None:
@@ -300,7 +302,8 @@ class ResultStore:
         index = int(record["index"])
         if index in self.records:
             raise RuntimeError(f"index {index} is already stored in {self.path}")
-        full = {**record, **self.provenance, **self.config}
+        # index first: a line cut short by a crash is then recognisable by its start.
+        full = {"index": index, **record, **self.provenance, **self.config}
         line = json.dumps(full, allow_nan=False).encode("utf-8") + self._newline
         self._write(self._fd, line)
         self.records[index] = full
@@ -324,7 +327,7 @@ class ResultStore:
                 os.close(fd)
 
     def __enter__(self) -> ResultStore:
-        return self.open()
+        return self if self._fd is not None else self.open()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
