@@ -219,8 +219,9 @@ class CertifyJob:
         data_sha256 = data_fingerprint(x, y)
         if self.limit is not None:
             x, y = x[: self.limit], y[: self.limit]
-        num_classes = self._probe(model, x)
+        # Certifiers feed inputs in the model's floating dtype; so does the probe.
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
+        num_classes = self._probe(model, x.to(dtype))
         check_noise_scale("--sigma", self.sigma, dtype)
         if int(y.min()) < 0 or int(y.max()) >= num_classes:
             raise RSValueError(
