@@ -52,6 +52,10 @@ from rs_plugin.smoothings.gaussian import Gaussian
 
 __all__ = ["ANCER", "DDRS", "MemoryCertifier"]
 
+# Inputs whose σ is searched together (a batch for the model), before each is certified and
+# yielded in turn: bounded memory, and a first record after one group, not the whole run.
+_SIGMA_GROUP = 32
+
 
 class MemoryCertifier(abc.ABC):
     """CERTIFY with a σ chosen per input, made sound by a memory of earlier certificates.
@@ -211,12 +215,27 @@ class MemoryCertifier(abc.ABC):
         search. The memory is neither read nor changed.
         """
         x_t, key_list = self._classifier.prepare(x, batch_size=batch_size, seed=seed, keys=keys)
-        sigmas = self._sigma_override(sigma, x_t)
         parts = [
-            self._own(x_t, row, key_list[row], n0, n, alpha, batch_size, seed, sigmas)[0]
-            for row in range(len(key_list))
+            self._own(x_t, row, key_list[row], n0, n, alpha, batch_size, seed, sigma_row)[0]
+            for row, sigma_row in self._sigmas(x_t, key_list, seed, sigma)
         ]
         return Certificates.concat(parts)
+
+    def _sigmas(
+        self, x_t: torch.Tensor, key_list: list[int], seed: int, sigma: torch.Tensor | None
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """(row, σ of that input) in order: the user's σ, or the search run on groups of
+        inputs (its result for an input does not depend on the group; see sigma_search)."""
+        override = self._sigma_override(sigma, x_t)
+        for start in range(0, len(key_list), _SIGMA_GROUP):
+            stop = min(start + _SIGMA_GROUP, len(key_list))
+            group = (
+                override[start:stop]
+                if override is not None
+                else self.choose_sigma(x_t[start:stop], seed=seed, keys=key_list[start:stop])
+            )
+            for offset in range(stop - start):
+                yield start + offset, group[offset]
 
     @staticmethod
     def _sigma_override(sigma: torch.Tensor | None, x_t: torch.Tensor) -> torch.Tensor | None:
@@ -239,16 +258,13 @@ class MemoryCertifier(abc.ABC):
         alpha: float,
         batch_size: int,
         seed: int,
-        sigmas: torch.Tensor | None,
+        sigma: torch.Tensor,
     ) -> tuple[Certificates, torch.Tensor, torch.Tensor]:
-        """(own certificate, σ (d,), input flattened (d,)) of one prepared input, float64 on
-        the CPU. One input at a time, so its σ and certificate do not depend on which inputs
-        are certified with it (a resumed run gives the records of an uninterrupted one)."""
+        """(own certificate, σ (d,), input flattened (d,)) of one prepared input with its σ,
+        float64 on the CPU. One input at a time, so that each record can be written as soon as
+        it is certified, and its certificate does not depend on which inputs come with it (a
+        resumed run gives the records of an uninterrupted one)."""
         single = x_t[row : row + 1]
-        if sigmas is None:
-            sigma = self.choose_sigma(single, seed=seed, keys=[key])[0]
-        else:
-            sigma = sigmas[row]
         sigma = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1).expand(single[0].numel())
         smoothed = SmoothedClassifier(self.model, AnisotropicGaussian(sigma), self.num_classes)
         part = smoothed.certify(
@@ -278,9 +294,11 @@ class MemoryCertifier(abc.ABC):
         """
         SmoothedClassifier.check_sizes(n0, n, alpha)
         x_t, key_list = self._classifier.prepare(x, batch_size=batch_size, seed=seed, keys=keys)
-        sigmas = self._sigma_override(sigma, x_t)
-        for row, key in enumerate(key_list):
-            own, sigma_row, flat = self._own(x_t, row, key, n0, n, alpha, batch_size, seed, sigmas)
+        for row, sigma_row in self._sigmas(x_t, key_list, seed, sigma):
+            key = key_list[row]
+            own, sigma_row, flat = self._own(
+                x_t, row, key, n0, n, alpha, batch_size, seed, sigma_row
+            )
             yield self._through_memory(own, sigma_row, flat, key)
 
     def certify(
