@@ -90,6 +90,13 @@ def _read_records(path: str) -> list[dict[str, Any]]:
 
 
 def _check_record(record: dict[str, Any], where: str) -> None:
+    missing = [k for k in ("prediction", "radius", "alpha") if k not in record]
+    if missing:
+        raise RSValueError(
+            "--certificates",
+            "records with index, prediction (-1 = abstain), radius and alpha",
+            f"a record without {missing} ({where})",
+        )
     prediction: Any = record.get("prediction")
     radius: Any = record.get("radius")
     alpha: Any = record.get("alpha")
