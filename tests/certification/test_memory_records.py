@@ -6,6 +6,7 @@ finite: seeds and keys within 64 bits, distinct keys, σ the dtype can hold."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from rs_plugin import ANCER, DDRS, Gaussian, RSValueError, SmoothedClassifier
 from rs_plugin.data import load_demo_model, load_digits
 from tests.analytic import LinearModel
 
-SETTINGS = {"n0": 50, "n": 400, "alpha": 0.001, "batch_size": 2000, "seed": 5}
+SETTINGS: dict[str, Any] = {"n0": 50, "n": 400, "alpha": 0.001, "batch_size": 2000, "seed": 5}
 
 
 def _records(certs):

@@ -325,7 +325,7 @@ def test_a_certificate_file_never_chooses_code_to_run(tmp_path, capsys):
 
 
 def test_every_record_of_a_certificate_file_is_checked(tmp_path, capsys):
-    cases = [
+    cases: list[tuple[list, str]] = [
         ([], "with at least one record"),
         ([_cert(radius="0.5")], "a radius: a finite number >= 0"),
         ([_cert(radius=None, prediction=2)], "a radius"),
