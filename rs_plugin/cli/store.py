@@ -207,6 +207,7 @@ class ResultStore:
         self._fd: int | None = None
         self._newline = b"\n"
         self._synced = 0.0
+        self._unsynced = False  # written since the last fsync
 
     def open(self) -> ResultStore:
         """Lock the file, check every record in it against the configuration, open to append."""
@@ -268,9 +269,11 @@ class ResultStore:
         # Every record is checked: only now may the file change.
         if parsed.cut:
             os.ftruncate(fd, parsed.complete_bytes)
+            self._unsynced = True
         self._newline = parsed.newline
         if parsed.completion:
             self._write(fd, parsed.completion)
+            self._unsynced = True
         self.records = {record["index"]: record for _, record in parsed.records}
 
     def _check_config(self, number: int, record: Mapping[str, Any]) -> None:
@@ -307,9 +310,13 @@ class ResultStore:
         line = json.dumps(full, allow_nan=False).encode("utf-8") + self._newline
         self._write(self._fd, line)
         self.records[index] = full
+        self._unsynced = True
         if time.monotonic() - self._synced >= _SYNC_INTERVAL:
-            os.fsync(self._fd)
-            self._synced = time.monotonic()
+            self._sync(self._fd)
+
+    def _sync(self, fd: int) -> None:
+        os.fsync(fd)
+        self._synced, self._unsynced = time.monotonic(), False
 
     @staticmethod
     def _write(fd: int, data: bytes) -> None:
@@ -322,7 +329,8 @@ class ResultStore:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             try:
-                os.fsync(fd)
+                if self._unsynced:
+                    self._sync(fd)
             finally:
                 os.close(fd)
 

@@ -188,8 +188,8 @@ def test_a_killed_ray_driver_resumes_and_leaves_no_ray_process(tmp_path):
     survives, and --resume completes the file to the records of an uninterrupted run."""
     from rs_plugin.adapters.ray import _descendants
 
-    out, limit = tmp_path / "killed.jsonl", 12
-    args = ["certify", "--limit", str(limit), "-n", "4000", "--n0", "50", "--seed", "3"]
+    out, limit = tmp_path / "killed.jsonl", 10
+    args = ["certify", "--limit", str(limit), "-n", "3000", "--n0", "50", "--seed", "3"]
     ray_args = ["--engine", "ray", "--workers", "2", "--out", str(out)]
     driver = subprocess.Popen(
         [sys.executable, "-m", "rs_plugin.cli", *args, *ray_args],
