@@ -235,7 +235,11 @@ class ResultStore:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
             if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
+                raise RSValueError(
+                    "--out",
+                    "a file on a file system that supports locks (flock)",
+                    f"{self.path}: {error}",
+                ) from error
             raise RSValueError(
                 "--out",
                 "a file no other run is writing (one writer per file)",
