@@ -1,11 +1,20 @@
 """Ray engine: shard a certify job's inputs across Ray actors (``rs-plugin certify --engine ray``).
 
 One actor per GPU (when the job runs on CUDA) or per CPU slot; each loads the model and data once
-(:meth:`CertifyJob.load`) and certifies shards of input indices. Shards are retried when their
-actor dies (the actor is replaced) or when they raise, up to ``max_retries`` times each. Because
-every input's noise is derived from (seed, index), a retried shard reproduces the same counts and
+(:meth:`CertifyJob.load`) and certifies shards of input indices. A shard whose actor dies (the
+actor is replaced) or that raises is split into its inputs, each retried on its own, so one input
+that always fails (or kills its worker) costs only itself: after ``max_retries`` further attempts
+it is reported by index (:class:`InputsFailed`) and every other input's record is kept. Because
+every input's noise is derived from (seed, index), a retried input reproduces the same counts and
 the records equal those of the in-process engine; they reach ``on_record`` (the result store) as
 shards finish, so their order in the file follows completion, not index.
+
+``address`` names a running cluster; one that does not answer within ``connect_timeout`` seconds
+is refused (Ray itself would retry for ever).
+
+A local Ray this module starts is shut down on exit, and if the driver is killed (``kill -9``),
+a small reaper process it started ends the Ray processes it leaves behind (Ray's dashboard and
+runtime-env agents otherwise outlive their raylet).
 
 Needs the optional extra: ``pip install 'rs-plugin[ray]'``. Only this module imports Ray.
 """
@@ -14,6 +23,9 @@ from __future__ import annotations
 
 import math
 import os
+import socket
+import subprocess
+import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,7 +43,84 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
         "--engine", "ray installed (pip install 'rs-plugin[ray]')", "ray is not importable"
     ) from error
 
-__all__ = ["RayCertifier", "certify_on_ray"]
+__all__ = ["InputsFailed", "RayCertifier", "certify_on_ray"]
+
+
+class InputsFailed(RuntimeError):
+    """Inputs that failed every attempt; every other input's record was delivered.
+
+    Attributes:
+        failed: input index -> the last error it raised (or how its worker died).
+    """
+
+    def __init__(self, failed: dict[int, str], attempts: int) -> None:
+        self.failed = dict(sorted(failed.items()))
+        shown = "; ".join(f"input {i}: {error}" for i, error in self.failed.items())
+        super().__init__(
+            f"{len(self.failed)} input(s) failed {attempts} times each and have no record "
+            f"(indices {list(self.failed)}); every other record is stored, and --resume retries "
+            f"only these. {shown}"
+        )
+
+
+# The reaper: reads "pid starttime" lines from its stdin; at end of input (the driver exited or
+# was killed) it SIGKILLs each process still alive with that start time, unless the driver said
+# "done" first (a clean ray.shutdown). Its own session, so a Ctrl-C on the terminal spares it.
+_REAPER = """
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+pids = []
+for line in sys.stdin:
+    if line.strip() == "done":
+        sys.exit(0)
+    pid, start = line.split()
+    pids.append((int(pid), start))
+for pid, start in pids:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            alive = handle.read().rpartition(")")[2].split()[19] == start
+        if alive:
+            os.kill(pid, signal.SIGKILL)
+    except (OSError, IndexError):
+        pass
+"""
+
+
+def _descendants(root: int) -> list[tuple[int, str]]:
+    """(pid, start time) of every process below ``root``, read from /proc (Linux)."""
+    children: dict[int, list[tuple[int, str]]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append((int(entry), fields[19]))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child[0])
+    return found
+
+
+def _check_reachable(address: str, timeout: float) -> None:
+    """Refuse a ``host:port`` (or ``ray://host:port``) nothing answers on within ``timeout``."""
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise RSValueError("--ray-address", "HOST:PORT of a running Ray cluster, or auto", address)
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise RSValueError(
+            "--ray-address",
+            f"the address of a running Ray cluster that answers within {timeout:g} s",
+            f"{address}: {error}",
+        ) from error
 
 
 class _Worker:
@@ -40,7 +129,7 @@ class _Worker:
     def __init__(self, job: CertifyJob, threads: int) -> None:
         torch.set_num_threads(threads)
         self.job = job
-        self.smoothed, self.x, self.y = job.load()
+        self.smoothed, self.x, self.y, _ = job.load()
 
     def pid(self) -> int:
         return os.getpid()
@@ -61,8 +150,9 @@ class RayCertifier:
         job: what to certify.
         workers: number of actors (default: the cluster's GPUs for CUDA jobs, else its CPUs).
         address: an existing cluster's address; None starts a local Ray (shut down on exit).
-        max_retries: attempts after the first for each shard before the run fails.
+        max_retries: attempts after the first for each input before it is reported failed.
         shard_size: inputs per shard (default: about eight batches of samples).
+        connect_timeout: seconds to wait for ``address`` to answer.
     """
 
     def __init__(
@@ -73,17 +163,22 @@ class RayCertifier:
         address: str | None = None,
         max_retries: int = 3,
         shard_size: int | None = None,
+        connect_timeout: float = 10.0,
     ) -> None:
         self.job = job
         self.workers = workers
         self.address = address
         self.max_retries = max_retries
         self.shard_size = shard_size if shard_size is not None else _shard_size(job)
+        self.connect_timeout = connect_timeout
         self._started_ray = False
+        self._reaper: subprocess.Popen[str] | None = None
         self._actors: list[Any] = []
         self._actor_class: Any = None
 
     def __enter__(self) -> RayCertifier:
+        if self.address is not None:
+            _check_reachable(self.address, self.connect_timeout)
         if not ray.is_initialized():
             if self.address is not None:
                 ray.init(address=self.address, log_to_driver=False)
@@ -101,7 +196,23 @@ class RayCertifier:
         self._actor_class = ray.remote(num_gpus=1 if gpu else 0, num_cpus=0 if gpu else 1)(_Worker)
         self._threads = threads
         self._actors = [self._new_actor() for _ in range(count)]
+        if self._started_ray and os.path.isdir("/proc"):
+            self.worker_pids()  # every Ray process of this node is up once the actors answer
+            self._start_reaper()
         return self
+
+    def _start_reaper(self) -> None:
+        self._reaper = subprocess.Popen(
+            [sys.executable, "-c", _REAPER],
+            stdin=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        assert self._reaper.stdin is not None
+        for pid, start in _descendants(os.getpid()):
+            if pid != self._reaper.pid:
+                self._reaper.stdin.write(f"{pid} {start}\n")
+        self._reaper.stdin.flush()
 
     def _new_actor(self) -> Any:
         return self._actor_class.remote(self.job, self._threads)
@@ -111,11 +222,16 @@ class RayCertifier:
         return list(ray.get([actor.pid.remote() for actor in self._actors]))
 
     def run(self, indices: Sequence[int], on_record: Callable[[dict[str, Any]], None]) -> None:
-        """Certify ``indices``; call ``on_record`` for each record as its shard finishes."""
+        """Certify ``indices``; call ``on_record`` for each record as its shard finishes.
+
+        Raises :class:`InputsFailed` at the end when some inputs failed every attempt.
+        """
+        # (indices, failed attempts so far); a failed shard comes back as one shard per input.
         shards: deque[tuple[list[int], int]] = deque(
             ([int(i) for i in indices[s : s + self.shard_size]], 0)
             for s in range(0, len(indices), self.shard_size)
         )
+        failed: dict[int, str] = {}
         idle = list(self._actors)
         running: dict[Any, tuple[Any, list[int], int]] = {}
         while shards or running:
@@ -128,21 +244,23 @@ class RayCertifier:
             try:
                 records = ray.get(ref)
             except (RayActorError, RayTaskError) as error:
-                if attempts >= self.max_retries:
-                    raise RuntimeError(
-                        f"shard {shard[0]}..{shard[-1]} failed {attempts + 1} times; "
-                        f"records already stored are kept (resume to finish): {error}"
-                    ) from error
                 if isinstance(error, RayActorError):
                     self._actors.remove(actor)
                     actor = self._new_actor()
                     self._actors.append(actor)
-                shards.appendleft((shard, attempts + 1))
                 idle.append(actor)
+                if len(shard) == 1 and attempts >= self.max_retries:
+                    failed[shard[0]] = _summary(error)
+                    continue
+                # Retried first, each input on its own: the others are not held back by one
+                # that keeps failing.
+                shards.extendleft(([index], attempts + 1) for index in reversed(shard))
                 continue
             for record in records:
                 on_record(record)
             idle.append(actor)
+        if failed:
+            raise InputsFailed(failed, self.max_retries + 1)
 
     def __exit__(self, *exc: object) -> None:
         for actor in self._actors:
@@ -151,6 +269,22 @@ class RayCertifier:
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
+        if self._reaper is not None:
+            assert self._reaper.stdin is not None
+            self._reaper.stdin.write("done\n")
+            self._reaper.stdin.close()
+            self._reaper.wait()
+            self._reaper = None
+
+
+def _summary(error: Exception) -> str:
+    """The last line of a Ray error (the remote exception, or how the actor died)."""
+    if isinstance(error, RayTaskError):
+        cause = error.cause
+        if cause is not None:
+            return f"{type(cause).__name__}: {cause}"
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(error).__name__
 
 
 def certify_on_ray(

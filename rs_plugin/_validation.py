@@ -15,10 +15,12 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "MAX_SEED",
     "RSValueError",
     "RSWarning",
     "check_finite_inputs",
     "check_int",
+    "check_noise_scale",
     "check_open_unit",
     "check_positive",
 ]
@@ -38,11 +40,19 @@ class RSWarning(UserWarning):
     """Something will work but probably not as the user meant; the message says how to fix it."""
 
 
+# A received value is shown whole up to this length: the part of a message that says what to fix
+# is often at its end. Longer values (a list of a million keys) keep their start and end.
+_SHOWN = 2000
+
+
 def _show(value: Any) -> str:
     if hasattr(value, "shape") and hasattr(value, "dtype"):  # a tensor or an array
         return f"{type(value).__name__} of shape {tuple(value.shape)} and dtype {value.dtype}"
     text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    if len(text) <= _SHOWN:
+        return text
+    half = _SHOWN // 2
+    return f"{text[:half]} ... ({len(text) - 2 * half} characters) ... {text[-half:]}"
 
 
 def _is_real(value: Any) -> bool:
@@ -63,11 +73,43 @@ def check_open_unit(name: str, value: Any) -> float:
     return float(value)
 
 
-def check_int(name: str, value: Any, minimum: int) -> int:
-    """Return ``value`` as an int if it is an integer >= ``minimum``."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        raise RSValueError(name, f"an integer >= {minimum}", value)
+def check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    """Return ``value`` as an int if it is an integer >= ``minimum`` (and <= ``maximum``)."""
+    if (
+        not isinstance(value, numbers.Integral)
+        or isinstance(value, bool)
+        or value < minimum
+        or (maximum is not None and int(value) > maximum)
+    ):
+        accepted = f"an integer >= {minimum}"
+        if maximum is not None:
+            accepted = f"an integer in [{minimum}, {maximum}]"
+        raise RSValueError(name, accepted, value)
     return int(value)
+
+
+# Seeds and keys are hashed as 64-bit words (rs_plugin.certification.engine.block_seed): larger
+# ones would alias smaller ones and give different runs or inputs the same noise.
+MAX_SEED = 2**64 - 1
+
+# A margin far above the largest standard sample of the noise families here (Gaussian samples
+# from 53-bit uniforms stay below 9, Laplace's -log(u) below 37): σ times it must be finite in
+# the model's dtype, else noise overflows to inf and votes become meaningless.
+NOISE_TAIL = 1e6
+
+
+def check_noise_scale(name: str, scale: float, dtype: torch.dtype) -> float:
+    """Refuse a noise scale whose samples could overflow ``dtype`` (inf or NaN noise)."""
+    import torch
+
+    limit = float(torch.finfo(dtype).max) / NOISE_TAIL if dtype.is_floating_point else math.inf
+    if not math.isfinite(scale) or scale > limit:
+        raise RSValueError(
+            name,
+            f"a noise level <= {limit:.3g}, so that noise samples stay finite in {dtype}",
+            scale,
+        )
+    return scale
 
 
 def check_finite_inputs(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
@@ -31,3 +33,24 @@ def fails_once() -> nn.Module:
 
 def always_fails() -> nn.Module:
     return FailsOncePerProcess(always=True).eval()
+
+
+class KillsItsWorkerOnBrightInputs(nn.Module):
+    """A linear model on 1×8×8 inputs whose process dies (os._exit) as soon as a batch holds
+    a sample brighter than 0.5 on average: one input of a dark dataset that always kills."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(64, 10)
+        with torch.no_grad():  # always class 9, deterministically
+            self.linear.weight.zero_()
+            self.linear.bias.copy_(torch.arange(10.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool((x.flatten(1).mean(dim=1) > 0.5).any()):
+            os._exit(1)
+        return self.linear(x.flatten(1))
+
+
+def kills_on_bright() -> nn.Module:
+    return KillsItsWorkerOnBrightInputs().eval()

@@ -70,8 +70,8 @@ def test_certify_parameters_are_checked_before_sampling(kwargs, parameter):
         (torch.zeros(0, 1, 8, 8), "at least one input"),
         (torch.ones(2, 1, 8, 8, dtype=torch.int64), "floating-point"),
         ([[0.0]], "torch.Tensor or numpy array"),
-        (torch.rand(2, 1, 28, 28), "shape the model accepts"),
-        (torch.rand(2, 8, 8), "shape the model accepts"),
+        (torch.rand(2, 1, 28, 28), "forward pass runs"),
+        (torch.rand(2, 8, 8), "forward pass runs"),
     ],
 )
 def test_bad_inputs_are_named(x, accepted):
@@ -160,3 +160,14 @@ def test_error_is_a_value_error_carrying_its_parts():
     error = info.value
     assert isinstance(error, RSValueError)
     assert (error.parameter, error.received) == ("alpha", 2.0)
+
+
+def test_a_long_received_value_is_shown_whole_so_the_part_that_says_what_to_fix_is_seen():
+    diff = {"smoothing": ({"name": "gaussian", "sigma": 0.25}, {"name": "gaussian", "sigma": 0.5})}
+    received = f"line 1 differs in {diff} " + "x" * 200 + " (use --sigma 0.25)"
+    message = str(RSValueError("--resume", "the same configuration", received))
+    assert message.endswith('(use --sigma 0.25)"')
+    assert "'sigma': 0.5" in message
+    huge = str(RSValueError("keys", "distinct keys", list(range(10_000))))
+    assert "9999]" in huge and "[0, 1, 2" in huge and "characters) ..." in huge
+    assert len(huge) < 2200

@@ -188,6 +188,9 @@ class Predictions(_PerInputRecord):
         counts: (N, C) int64 votes of the n samples.
         p_value: (N,) float64, two-sided binomial test of top class vs runner-up.
         n, alpha: sample size and failure probability.
+        samples: (N,) int64 noise samples each input actually drew: ``n``, or 0 where the
+            answer came without sampling (from a memory of earlier certificates; its counts
+            are then zero and its p_value NaN). None when every input drew ``n``.
     """
 
     index: torch.Tensor
@@ -196,6 +199,7 @@ class Predictions(_PerInputRecord):
     p_value: torch.Tensor
     n: int
     alpha: float
+    samples: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.prediction.shape[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -10,10 +11,12 @@ import torch
 from torch import nn
 
 from rs_plugin._validation import (
+    MAX_SEED,
     RSValueError,
     RSWarning,
     check_finite_inputs,
     check_int,
+    check_noise_scale,
     check_open_unit,
 )
 from rs_plugin.certification.certificates import Certificates, Predictions
@@ -255,22 +258,24 @@ class SmoothedClassifier(nn.Module):
         seed: int,
         keys: Sequence[int] | None,
     ) -> tuple[torch.Tensor, list[int]]:
-        """Validate everything and probe the model once, before any sampling."""
+        """Validate everything and probe the model once, before any sampling.
+
+        Seeds and keys are hashed as 64-bit words, so both must lie in [0, 2⁶⁴ − 1] (larger
+        ones would alias smaller ones), and keys must differ (equal keys give different inputs
+        the same noise). The smoothing's σ must leave noise finite in the model's dtype.
+        """
         check_int("batch_size", batch_size, 1)
-        check_int("seed", seed, 0)
+        check_int("seed", seed, 0, MAX_SEED)
         if isinstance(x, np.ndarray):
             x = torch.from_numpy(x)
         if not isinstance(x, torch.Tensor):
             raise RSValueError("x", "a torch.Tensor or numpy array of shape (N, ...)", x)
         check_finite_inputs("x", x, self.clip_values)
-        if keys is None:
-            key_list = list(range(x.shape[0]))
-        else:
-            key_list = [int(k) for k in keys]
-            if len(key_list) != x.shape[0] or min(key_list) < 0:
-                raise RSValueError(
-                    "keys", f"{x.shape[0]} non-negative integers (one per input)", keys
-                )
+        key_list = list(range(x.shape[0])) if keys is None else _check_keys(keys, x.shape[0])
+        sigma = getattr(self.smoothing, "sigma", None)
+        if isinstance(sigma, (float, torch.Tensor)):
+            largest = float(sigma.max()) if isinstance(sigma, torch.Tensor) else sigma
+            check_noise_scale("sigma", largest, self._dtype())
         if self.model.training:
             warnings.warn(
                 "model was in training mode; put it in eval mode for sampling (dropout and "
@@ -289,17 +294,26 @@ class SmoothedClassifier(nn.Module):
         try:
             with torch.inference_mode():
                 out = self.model(x[:4])
-        except RuntimeError as error:
+        except Exception as error:
             raise RSValueError(
                 "x",
-                "inputs of the shape the model accepts",
-                f"shape {tuple(x.shape)} ({str(error).splitlines()[0]})",
+                "inputs on which the model's forward pass runs",
+                f"inputs of shape {tuple(x[:4].shape)} and dtype {x.dtype}, on which it "
+                f"raised {type(error).__name__}: {error}",
             ) from error
-        if out.ndim != 2 or out.shape[0] != x[:4].shape[0]:
+        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x[:4].shape[0]:
+            shown = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise RSValueError(
                 "model",
-                "a model returning (B, num_classes) logits",
-                f"output of shape {tuple(out.shape)}",
+                f"a model returning (B, num_classes) logits, B = {x[:4].shape[0]} here",
+                f"output {shown} for {x[:4].shape[0]} inputs",
+            )
+        if not bool(torch.isfinite(out).all()):
+            raise RSValueError(
+                "model",
+                "a model returning finite logits",
+                f"non-finite logits on the clean inputs {tuple(range(min(4, x.shape[0])))} "
+                "of this call",
             )
         if out.shape[1] != self.num_classes:
             raise RSValueError(
@@ -318,6 +332,24 @@ class SmoothedClassifier(nn.Module):
                 RSWarning,
                 stacklevel=4,
             )
+
+
+def _check_keys(keys: Sequence[int], count: int) -> list[int]:
+    """One distinct integer in [0, 2⁶⁴ − 1] per input."""
+    accepted = f"{count} distinct integers in [0, 2**64 - 1] (one per input)"
+    try:
+        key_list = [int(k) for k in keys]
+    except (TypeError, ValueError) as error:
+        raise RSValueError("keys", accepted, keys) from error
+    if len(key_list) != count:
+        raise RSValueError("keys", accepted, f"{len(key_list)} keys for {count} inputs")
+    out_of_range = [k for k in key_list if not 0 <= k <= MAX_SEED]
+    if out_of_range:
+        raise RSValueError("keys", accepted, f"keys out of range: {out_of_range[:10]}")
+    if len(set(key_list)) != count:
+        repeated = sorted(k for k, times in Counter(key_list).items() if times > 1)
+        raise RSValueError("keys", accepted, f"repeated keys: {repeated[:10]}")
+    return key_list
 
 
 def pack_certificates(

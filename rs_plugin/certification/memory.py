@@ -33,6 +33,7 @@ import abc
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,6 +51,10 @@ from rs_plugin.smoothings.base import Smoothing
 from rs_plugin.smoothings.gaussian import Gaussian
 
 __all__ = ["ANCER", "DDRS", "MemoryCertifier"]
+
+# Inputs whose σ is searched together (a batch for the model), before each is certified and
+# yielded in turn: bounded memory, and a first record after one group, not the whole run.
+_SIGMA_GROUP = 32
 
 
 class MemoryCertifier(abc.ABC):
@@ -97,8 +102,18 @@ class MemoryCertifier(abc.ABC):
         # Growing buffers (capacity doubles), so storing an entry costs O(d), not O(memory).
         self._count = 0
         self._buffers: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._by_key: dict[int, int] = {}  # key of a certified input -> its entry
 
-    def _store(self, center: torch.Tensor, sigma: torch.Tensor, whitened: float, c: int) -> None:
+    def _store(
+        self,
+        center: torch.Tensor,
+        sigma: torch.Tensor,
+        whitened: float,
+        c: int,
+        key: int | None = None,
+    ) -> None:
+        if key is not None:
+            self._by_key[key] = self._count
         if self._buffers is None or self._count == self._buffers[0].shape[0]:
             capacity = max(64, 2 * self._count)
             dim = center.numel()
@@ -127,6 +142,57 @@ class MemoryCertifier(abc.ABC):
     def __len__(self) -> int:
         return self._count
 
+    def memory_entry(self, key: int) -> dict[str, Any] | None:
+        """What the memory stored for the certified input ``key``, as JSON values, or None.
+
+        ``{"whitened_radius": R, "sigma": σ}`` (σ a number when isotropic, else one per
+        coordinate); with the input itself and the record's prediction it is the region
+        {z : ‖(z − x)/σ‖₂ < R}. Written with each record so that a resumed run can
+        :meth:`restore` the memory the records were certified against.
+        """
+        position = self._by_key.get(key)
+        if position is None:
+            return None
+        _, sigmas, radii, _ = self._arrays()
+        sigma = sigmas[position]
+        shown: float | list[float] = (
+            float(sigma[0]) if bool((sigma == sigma[0]).all()) else sigma.tolist()
+        )
+        return {"whitened_radius": float(radii[position]), "sigma": shown}
+
+    def restore(self, x: torch.Tensor, key: int, prediction: int, entry: Any) -> None:
+        """Put back the entry :meth:`memory_entry` gave for the input ``x`` (one input, any
+        shape) certified as ``prediction``; entries must be restored in the order they were
+        stored. Raises :class:`RSValueError` (parameter ``--resume``) for a malformed entry."""
+        point = x.reshape(-1).to(torch.float64).cpu()
+        dim = point.numel()
+        received = f"input {key}: class {prediction!r}, memory {entry!r}"
+        if not isinstance(entry, dict) or not isinstance(prediction, int) or prediction < 0:
+            raise RSValueError(
+                "--resume", "records of a memory certifier (with their memory entry)", received
+            )
+        try:
+            radius = float(entry["whitened_radius"])
+            sigma = torch.as_tensor(entry["sigma"], dtype=torch.float64).reshape(-1)
+        except (KeyError, TypeError, ValueError) as error:
+            raise RSValueError(
+                "--resume", "a memory entry {whitened_radius, sigma}", received
+            ) from error
+        if (
+            not math.isfinite(radius)
+            or radius < 0
+            or sigma.numel() not in (1, dim)
+            or not bool(torch.isfinite(sigma).all() and (sigma > 0).all())
+            or prediction >= self.num_classes
+        ):
+            raise RSValueError(
+                "--resume",
+                f"a whitened radius >= 0 and {dim} (or 1) finite σ > 0 for a class below "
+                f"{self.num_classes}",
+                received,
+            )
+        self._store(point, sigma.expand(dim), radius, prediction, key)
+
     @abc.abstractmethod
     def choose_sigma(self, x: torch.Tensor, *, seed: int, keys: Sequence[int]) -> torch.Tensor:
         """Per-input σ for ``x`` (N, ...): (N, d) float64, d coordinates per input."""
@@ -148,48 +214,67 @@ class MemoryCertifier(abc.ABC):
         For comparisons only (see the module docstring); ``sigma`` (N, d) or (N,) overrides the
         search. The memory is neither read nor changed.
         """
-        return self._own(x, n0, n, alpha, batch_size, seed, keys, sigma)[0]
+        x_t, key_list = self._classifier.prepare(x, batch_size=batch_size, seed=seed, keys=keys)
+        parts = [
+            self._own(x_t, row, key_list[row], n0, n, alpha, batch_size, seed, sigma_row)[0]
+            for row, sigma_row in self._sigmas(x_t, key_list, seed, sigma)
+        ]
+        return Certificates.concat(parts)
+
+    def _sigmas(
+        self, x_t: torch.Tensor, key_list: list[int], seed: int, sigma: torch.Tensor | None
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """(row, σ of that input) in order: the user's σ, or the search run on groups of
+        inputs (its result for an input does not depend on the group; see sigma_search)."""
+        override = self._sigma_override(sigma, x_t)
+        for start in range(0, len(key_list), _SIGMA_GROUP):
+            stop = min(start + _SIGMA_GROUP, len(key_list))
+            group = (
+                override[start:stop]
+                if override is not None
+                else self.choose_sigma(x_t[start:stop], seed=seed, keys=key_list[start:stop])
+            )
+            for offset in range(stop - start):
+                yield start + offset, group[offset]
+
+    @staticmethod
+    def _sigma_override(sigma: torch.Tensor | None, x_t: torch.Tensor) -> torch.Tensor | None:
+        """A user's per-input σ as (N, d) float64, checked; None to search."""
+        if sigma is None:
+            return None
+        dim = x_t[0].numel()
+        sigma = torch.as_tensor(sigma, dtype=torch.float64).reshape(x_t.shape[0], -1)
+        if sigma.shape[1] not in (1, dim):
+            raise RSValueError("sigma", f"(N,) or (N, {dim}) per-input values", sigma.shape)
+        return sigma.expand(-1, dim)
 
     def _own(
         self,
-        x: torch.Tensor | np.ndarray,
+        x_t: torch.Tensor,
+        row: int,
+        key: int,
         n0: int,
         n: int,
         alpha: float,
         batch_size: int,
         seed: int,
-        keys: Sequence[int] | None,
-        sigma: torch.Tensor | None,
+        sigma: torch.Tensor,
     ) -> tuple[Certificates, torch.Tensor, torch.Tensor]:
-        """(own certificates, σ (N, d), inputs flattened (N, d)), all float64 on the CPU."""
-        x_t, key_list = self._classifier.prepare(x, batch_size=batch_size, seed=seed, keys=keys)
-        dim = x_t[0].numel()
-        if sigma is None:
-            sigma = self.choose_sigma(x_t, seed=seed, keys=key_list)
-        sigma = torch.as_tensor(sigma, dtype=torch.float64).reshape(x_t.shape[0], -1)
-        if sigma.shape[1] not in (1, dim):
-            raise RSValueError("sigma", f"(N,) or (N, {dim}) per-input values", sigma.shape)
-        sigma = sigma.expand(-1, dim)
-        parts = []
-        for row, key in enumerate(key_list):
-            smoothed = SmoothedClassifier(
-                self.model, AnisotropicGaussian(sigma[row]), self.num_classes
-            )
-            part = smoothed.certify(
-                x_t[row : row + 1],
-                n0=n0,
-                n=n,
-                alpha=alpha,
-                batch_size=batch_size,
-                seed=seed,
-                keys=[key],
-            )
-            extra = dict(part.extra)
-            extra["sigma_min"] = sigma[row : row + 1].amin(dim=1)
-            extra["sigma_max"] = sigma[row : row + 1].amax(dim=1)
-            parts.append(replace(part, extra=extra))
-        flat = x_t.reshape(x_t.shape[0], -1).to(torch.float64).cpu()
-        return Certificates.concat(parts), sigma, flat
+        """(own certificate, σ (d,), input flattened (d,)) of one prepared input with its σ,
+        float64 on the CPU. One input at a time, so that each record can be written as soon as
+        it is certified, and its certificate does not depend on which inputs come with it (a
+        resumed run gives the records of an uninterrupted one)."""
+        single = x_t[row : row + 1]
+        sigma = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1).expand(single[0].numel())
+        smoothed = SmoothedClassifier(self.model, AnisotropicGaussian(sigma), self.num_classes)
+        part = smoothed.certify(
+            single, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed, keys=[key]
+        )
+        extra = dict(part.extra)
+        extra["sigma_min"] = sigma.min().reshape(1)
+        extra["sigma_max"] = sigma.max().reshape(1)
+        flat = single.reshape(-1).to(torch.float64).cpu()
+        return replace(part, extra=extra), sigma, flat
 
     def iter_certify(
         self,
@@ -203,13 +288,18 @@ class MemoryCertifier(abc.ABC):
         keys: Sequence[int] | None = None,
         sigma: torch.Tensor | None = None,
     ) -> Iterator[Certificates]:
-        """Certify inputs in order through the memory, yielding each as it completes.
+        """Certify inputs in order through the memory, yielding each as soon as it is certified.
 
         ``sigma`` (N,) or (N, d) replaces the σ search (e.g. a rule of the user's own).
         """
-        own, sigmas, flat = self._own(x, n0, n, alpha, batch_size, seed, keys, sigma)
-        for row in range(len(own)):
-            yield self._through_memory(own.take([row]), sigmas[row], flat[row])
+        SmoothedClassifier.check_sizes(n0, n, alpha)
+        x_t, key_list = self._classifier.prepare(x, batch_size=batch_size, seed=seed, keys=keys)
+        for row, sigma_row in self._sigmas(x_t, key_list, seed, sigma):
+            key = key_list[row]
+            own, sigma_row, flat = self._own(
+                x_t, row, key, n0, n, alpha, batch_size, seed, sigma_row
+            )
+            yield self._through_memory(own, sigma_row, flat, key)
 
     def certify(
         self,
@@ -265,7 +355,7 @@ class MemoryCertifier(abc.ABC):
         return min(whitened, float(allowed.min()))
 
     def _through_memory(
-        self, part: Certificates, sigma: torch.Tensor, point: torch.Tensor
+        self, part: Certificates, sigma: torch.Tensor, point: torch.Tensor, key: int
     ) -> Certificates:
         c = int(part.prediction[0])
         found = self._lookup(point)
@@ -281,7 +371,7 @@ class MemoryCertifier(abc.ABC):
             return _replace(part, prediction, ball, sigma, from_memory=1.0, scale=math.nan)
         whitened = float(torch.special.ndtri(part.p_lower.to(torch.float64))[0])
         kept = self._shrink(point, sigma, whitened, c)
-        self._store(point, sigma, kept, c)
+        self._store(point, sigma, kept, c, key)
         summary = ellipsoid_summary(torch.tensor([kept], dtype=torch.float64), sigma[None, :])
         scale = kept / whitened if whitened > 0 else 1.0
         return _replace(part, c, summary, sigma, from_memory=0.0, scale=scale)
@@ -298,15 +388,17 @@ class MemoryCertifier(abc.ABC):
     ) -> Predictions:
         """The memory-backed classifier G: a stored region's class, else PREDICT with σ(x).
 
-        Inputs answered from the memory get p_value 0 and zero counts. An input answered by
-        PREDICT is stored as a point (radius 0), so no later certificate's region contains it
-        with another class.
+        Inputs answered from the memory draw no samples: their ``samples`` is 0, their counts
+        are zero and their p_value is NaN (no test was run); the others drew ``n``. An input
+        answered by PREDICT is stored as a point (radius 0), so no later certificate's region
+        contains it with another class.
         """
         x_t, key_list = self._classifier.prepare(x, batch_size=batch_size, seed=seed, keys=keys)
         flat = x_t.reshape(x_t.shape[0], -1).to(torch.float64).cpu()
         prediction = torch.full((x_t.shape[0],), -1, dtype=torch.int64)
         counts = torch.zeros(x_t.shape[0], self.num_classes, dtype=torch.int64)
-        p_value = torch.zeros(x_t.shape[0], dtype=torch.float64)
+        p_value = torch.full((x_t.shape[0],), math.nan, dtype=torch.float64)
+        samples = torch.zeros(x_t.shape[0], dtype=torch.int64)
         missing = []
         for row in range(x_t.shape[0]):
             found = self._lookup(flat[row])
@@ -328,7 +420,7 @@ class MemoryCertifier(abc.ABC):
                     keys=[key_list[row]],
                 )
                 prediction[row], counts[row] = answer.prediction[0], answer.counts[0]
-                p_value[row] = answer.p_value[0]
+                p_value[row], samples[row] = answer.p_value[0], n
                 if answer.prediction[0] >= 0:  # G has answered here: later regions must agree
                     self._store(flat[row], sigma[i], 0.0, int(answer.prediction[0]))
         return Predictions(
@@ -338,6 +430,7 @@ class MemoryCertifier(abc.ABC):
             p_value=p_value,
             n=n,
             alpha=alpha,
+            samples=samples,
         )
 
 

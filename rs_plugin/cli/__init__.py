@@ -11,6 +11,7 @@ imports it (the Ray adapter uses its job and store).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -94,6 +95,12 @@ def _run(args: Any) -> int:
     except RSValueError as error:
         print(f"rs-plugin {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader of stdout closed it (`rs-plugin certify ... | head`); the records are in
+        # the --out file already. Point stdout at /dev/null so the flush at exit cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"rs-plugin {args.command}: stdout was closed by its reader", file=sys.stderr)
+        return 141  # 128 + SIGPIPE, what a program the broken pipe had killed would report
     except KeyboardInterrupt:
         print(
             f"rs-plugin {args.command}: interrupted; every finished record is saved",

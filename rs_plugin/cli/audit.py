@@ -1,5 +1,10 @@
 """``rs-plugin audit``: certify (or read certificates), attack every certificate, write the report.
 
+A certificate file is data: it never chooses code to run. The model is the one named by
+``--model`` (the file's own ``model`` field is used only when it is the embedded ``demo``), and
+every record's model and data fingerprints and run configuration are checked against it before
+anything is attacked.
+
 Exit status: 0 when the certificates hold, 1 when they are significantly violated (so the
 command can gate CI), 2 for bad input (nothing is attacked).
 """
@@ -7,7 +12,7 @@ command can gate CI), 2 for bad input (nothing is attacked).
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,7 @@ from rs_plugin.cli.job import (
     parse_smoothing_params,
     resolve_device,
 )
-from rs_plugin.cli.store import ResultStore
+from rs_plugin.cli.store import ResultStore, read_json_lines
 
 __all__ = ["audit_command"]
 
@@ -33,21 +38,82 @@ __all__ = ["audit_command"]
 _DESCRIPTIVE = ("name", "sigma", "units")
 
 
+# The fields of a record that describe the run it belongs to: equal in every record of a file.
+_RUN_FIELDS = (
+    "model",
+    "model_sha256",
+    "data_sha256",
+    "smoothing",
+    "certifier",
+    "decision_radius",
+    "tolerance",
+    "precision",
+    "n0",
+    "n",
+    "alpha",
+    "seed",
+    "norm",
+    "semantics",
+)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _read_records(path: str) -> list[dict[str, Any]]:
+    """The file's records, each checked, all of one run (a record cut short is not read)."""
     file = Path(path)
     if not file.is_file():
         raise RSValueError("--certificates", "an existing JSON Lines file", path)
-    records = []
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as error:
+    numbered = read_json_lines(file, "--certificates").records
+    if not numbered:
+        raise RSValueError(
+            "--certificates", "a JSON Lines file with at least one record", f"{path}, with none"
+        )
+    first_number, first = numbered[0]
+    for number, record in numbered:
+        _check_record(record, f"{path} line {number}")
+        differ = {
+            key: (first.get(key), record.get(key))
+            for key in _RUN_FIELDS
+            if first.get(key) != record.get(key)
+        }
+        if differ:
+            shown = "; ".join(f"{k}: {a!r} then {b!r}" for k, (a, b) in differ.items())
             raise RSValueError(
-                "--certificates", "JSON Lines", f"{path} line {number}: {error}"
-            ) from error
-    return records
+                "--certificates",
+                "records of one run (the same configuration on every line)",
+                f"{path} lines {first_number} and {number} differ in {shown}",
+            )
+    return [record for _, record in numbered]
+
+
+def _check_record(record: dict[str, Any], where: str) -> None:
+    missing = [k for k in ("prediction", "radius", "alpha") if k not in record]
+    if missing:
+        raise RSValueError(
+            "--certificates",
+            "records with index, prediction (-1 = abstain), radius and alpha",
+            f"a record without {missing} ({where})",
+        )
+    prediction: Any = record.get("prediction")
+    radius: Any = record.get("radius")
+    alpha: Any = record.get("alpha")
+    if not isinstance(prediction, int) or isinstance(prediction, bool) or prediction < -1:
+        raise RSValueError(
+            "--certificates",
+            "a prediction: a class >= 0, or -1 to abstain",
+            f"{where}: {prediction!r}",
+        )
+    if not (_is_number(radius) and math.isfinite(radius) and radius >= 0) and not (
+        radius is None and prediction == -1
+    ):
+        raise RSValueError(
+            "--certificates", "a radius: a finite number >= 0", f"{where}: {radius!r}"
+        )
+    if not (_is_number(alpha) and 0 < alpha < 1):
+        raise RSValueError("--certificates", "an alpha: a number in (0, 1)", f"{where}: {alpha!r}")
 
 
 def _setting(args: argparse.Namespace, key: str, stored: Any) -> Any:
@@ -80,6 +146,13 @@ def _job(args: argparse.Namespace, records: list[dict[str, Any]] | None) -> Cert
     if records is not None and limit is None:
         limit = max(int(r.get("index", 0)) for r in records) + 1
     stored = first.get("smoothing") if isinstance(first.get("smoothing"), dict) else None
+    if records is not None and args.model is None and first.get("model", "demo") != "demo":
+        raise RSValueError(
+            "--model",
+            "the model named on the command line: a certificate file is data and never chooses "
+            f"code to run (pass --model {first['model']} to load the model the file names)",
+            f"no --model, and {args.certificates} names {first['model']!r}",
+        )
     params = parse_smoothing_params(args.smoothing_param)
     semantics = args.semantics
     if stored is not None:
@@ -92,9 +165,16 @@ def _job(args: argparse.Namespace, records: list[dict[str, Any]] | None) -> Cert
         params = tuple((k, v) for k, v in stored.items() if k not in (*_DESCRIPTIVE, "semantics"))
         if stored.get("semantics") in ("parametric", "input"):
             semantics = stored["semantics"]
+    # The hashes check a named model and data by content (the same file may be named by a
+    # relative or an absolute path); names are compared only where a file has no hash.
+    model = args.model if args.model is not None else str(AUDIT_DEFAULTS["model"])
+    if "data_sha256" in first and args.data is not None:
+        data = args.data
+    else:
+        data = _setting(args, "data", first.get("data"))
     return CertifyJob(
-        model=_setting(args, "model", first.get("model")),
-        data=_setting(args, "data", first.get("data")),
+        model=model,
+        data=data,
         smoothing=_setting(args, "smoothing", None if stored is None else stored["name"]),
         sigma=_setting(args, "sigma", None if stored is None else stored.get("sigma")),
         semantics=semantics,
@@ -121,7 +201,7 @@ def audit_command(args: argparse.Namespace) -> int:
     attacks = (
         None if args.attacks is None else [a.strip() for a in args.attacks.split(",") if a.strip()]
     )
-    certifier, x, y = job.load()
+    certifier, x, y, data_sha256 = job.load()
     model, smoothing = certifier.model, certifier.smoothing
     num_classes = int(getattr(certifier, "num_classes", 0)) or int(y.max()) + 1
     runner = Audit(
@@ -140,11 +220,11 @@ def audit_command(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     if records is None:
-        records = _certify(job, certifier, x, y, out / "certificates.jsonl")
+        records = _certify(job, certifier, x, y, data_sha256, out / "certificates.jsonl")
         source = str(out / "certificates.jsonl")
     else:
         source = args.certificates
-        _check_model(records, model, source)
+        _check_fingerprints(records[0], model, data_sha256, job, source)
     certificates = CertificateSet.from_records(records, norm=smoothing.norm, source=source)
     index = certificates.index
     if int(index.max()) >= len(y) or int(index.min()) < 0:
@@ -161,24 +241,49 @@ def audit_command(args: argparse.Namespace) -> int:
     return 1 if report.violated else 0
 
 
-def _check_model(records: list[dict[str, Any]], model: torch.nn.Module, source: str) -> None:
-    stored = records[0].get("model_sha256")
+def _check_fingerprints(
+    first: dict[str, Any], model: torch.nn.Module, data_sha256: str, job: CertifyJob, source: str
+) -> None:
+    """The named model and data against the file's (every record has the first's, see
+    :func:`_read_records`)."""
+    stored = first.get("model_sha256")
     if stored is not None and stored != model_fingerprint(model):
         raise RSValueError(
             "--model",
             f"the model the certificates were computed for (sha256 {stored})",
-            f"a model with sha256 {model_fingerprint(model)} ({source})",
+            f"--model {job.model} with sha256 {model_fingerprint(model)} ({source})",
+        )
+    stored = first.get("data_sha256")
+    if stored is not None and stored != data_sha256:
+        raise RSValueError(
+            "--data",
+            f"the data the certificates were computed on (sha256 {stored})",
+            f"--data {job.data} with sha256 {data_sha256} ({source})",
         )
 
 
 def _certify(
-    job: CertifyJob, certifier: Any, x: torch.Tensor, y: torch.Tensor, path: Path
+    job: CertifyJob,
+    certifier: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data_sha256: str,
+    path: Path,
 ) -> list[dict[str, Any]]:
     """Certify into ``path`` (resuming a file of the same configuration, never overwriting)."""
     from tqdm import tqdm
 
-    with ResultStore(path, job.config(certifier), resume=True) as store:
-        todo = [i for i in range(len(y)) if i not in store.done()]
+    config = job.config(certifier, data_sha256)
+    mismatch = (
+        "--out",
+        f"a folder whose {path.name} was certified with the same settings (it is reused), or "
+        "a new --out folder",
+    )
+    with ResultStore(
+        path, config, resume=True, provenance=job.provenance(), mismatch=mismatch
+    ) as store:
+        done = store.done()
+        todo = [i for i in range(len(y)) if i not in done]
         with tqdm(
             total=len(todo), unit="input", desc="certify", disable=not sys.stderr.isatty()
         ) as bar:

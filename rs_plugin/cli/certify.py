@@ -17,6 +17,7 @@ from rs_plugin.cli.job import (
     iter_records,
     parse_smoothing_params,
     resolve_device,
+    restore_memory,
 )
 from rs_plugin.cli.store import ResultStore
 from rs_plugin.cli.summary import format_summary, summarize
@@ -50,29 +51,40 @@ def certify_command(args: argparse.Namespace) -> int:
     if args.engine == "local" and (args.workers is not None or args.ray_address is not None):
         raise RSValueError("--engine", "ray when --workers or --ray-address is given", "local")
     workers = None if args.workers is None else check_int("--workers", args.workers, 1)
-    if is_stateful(job.certifier) and (args.engine == "ray" or args.resume):
+    if is_stateful(job.certifier) and args.engine == "ray":
         raise RSValueError(
             "--certifier",
-            "cohen with --engine ray or --resume (a memory certifier must see every input, in "
-            "order, in one process)",
-            f"{args.certifier} with {'--engine ray' if args.engine == 'ray' else '--resume'}",
+            "a certifier without memory (cohen, grid, sequential) with --engine ray (a memory "
+            "certifier sees every input, in order, in one process)",
+            f"{args.certifier} with --engine ray",
         )
-    smoothed, x, y = job.load()
+    smoothed, x, y, data_sha256 = job.load()
     smoothing = smoothed.smoothing
-    with ResultStore(args.out, job.config(smoothed), resume=args.resume) as store:
-        todo = [i for i in range(len(y)) if i not in store.done()]
+    with ResultStore(
+        args.out,
+        job.config(smoothed, data_sha256),
+        resume=args.resume,
+        provenance=job.provenance(),
+    ) as store:
+        done = store.done()
+        restore_memory(smoothed, x, store.records.values())
+        todo = [i for i in range(len(y)) if i not in done]
         started = time.perf_counter()
         if args.engine == "ray":
-            from rs_plugin.adapters.ray import certify_on_ray
+            from rs_plugin.adapters.ray import InputsFailed, certify_on_ray
 
-            certify_on_ray(
-                job,
-                todo,
-                store.append,
-                workers=workers,
-                address=args.ray_address,
-                progress=sys.stderr.isatty(),
-            )
+            try:
+                certify_on_ray(
+                    job,
+                    todo,
+                    store.append,
+                    workers=workers,
+                    address=args.ray_address,
+                    progress=sys.stderr.isatty(),
+                )
+            except InputsFailed as error:
+                print(f"rs-plugin certify: {error}", file=sys.stderr)
+                return 1
         else:
             _certify_here(job, smoothed, x, y, todo, store)
         elapsed = time.perf_counter() - started
@@ -104,6 +116,7 @@ def certify_command(args: argparse.Namespace) -> int:
         f"{len(records) - len(todo)} resumed"
     )
     print(format_summary(summary, smoothing.norm))
+    sys.stdout.flush()  # now, so that a reader that has gone away is reported (cli.main)
     return 0
 
 

@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import nn
 
 from rs_plugin._registry import load_plugin, load_smoothing
-from rs_plugin._validation import RSValueError, check_int, check_open_unit, check_positive
+from rs_plugin._validation import (
+    MAX_SEED,
+    RSValueError,
+    check_int,
+    check_noise_scale,
+    check_open_unit,
+    check_positive,
+)
 from rs_plugin.certification.certificates import Certificates
 from rs_plugin.certification.classifier import SmoothedClassifier
 from rs_plugin.certification.grid import GridCertifier, cohen_certifier
@@ -27,7 +34,14 @@ from rs_plugin.certification.model_runner import PRECISIONS
 from rs_plugin.certification.sequential import SequentialCertifier
 from rs_plugin.smoothings.base import Smoothing
 
-__all__ = ["CertifyJob", "iter_records", "model_fingerprint"]
+__all__ = [
+    "CertifyJob",
+    "Loaded",
+    "data_fingerprint",
+    "iter_records",
+    "model_fingerprint",
+    "restore_memory",
+]
 
 # Inputs handed to the engine at once: enough for batches to mix inputs, bounded in memory.
 _CHUNK = 512
@@ -39,6 +53,21 @@ def model_fingerprint(model: nn.Module) -> str:
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(
+            tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        )
+    return digest.hexdigest()[:16]
+
+
+def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    """SHA-256 (first 16 hex digits) over a dataset's inputs and labels as loaded.
+
+    Of the content, not the path: the same file named by a relative or an absolute path has one
+    fingerprint, and new content under an old path has another.
+    """
+    digest = hashlib.sha256()
+    for tensor in (x, y):
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
         digest.update(
             tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
         )
@@ -104,6 +133,16 @@ def is_stateful(name: str) -> bool:
     return isinstance(factory, type) and issubclass(factory, MemoryCertifier)
 
 
+class Loaded(NamedTuple):
+    """What :meth:`CertifyJob.load` returns: the certifier, the inputs and labels (``--limit``
+    applied) and the fingerprint of the whole dataset (before ``--limit``)."""
+
+    certifier: Certifier
+    x: torch.Tensor
+    y: torch.Tensor
+    data_sha256: str
+
+
 @dataclass(frozen=True)
 class CertifyJob:
     """Everything a process needs to certify inputs of a dataset, as plain values."""
@@ -135,7 +174,7 @@ class CertifyJob:
         check_int("-n", self.n, 1)
         check_open_unit("--alpha", self.alpha)
         check_int("--batch-size", self.batch_size, 1)
-        check_int("--seed", self.seed, 0)
+        check_int("--seed", self.seed, 0, MAX_SEED)
         if self.limit is not None:
             check_int("--limit", self.limit, 1)
         if self.precision not in PRECISIONS:
@@ -167,24 +206,23 @@ class CertifyJob:
                 accepted,
             ) from error
 
-    def load(self) -> tuple[Certifier, torch.Tensor, torch.Tensor]:
-        """Load model and data once; return the certifier, inputs and labels."""
+    def load(self) -> Loaded:
+        """Load model and data once; return the certifier, inputs, labels and data fingerprint.
+
+        Everything a run could trip over is checked here, before a record is written.
+        """
         from rs_plugin.data import load_dataset, load_model
 
         smoothing = self.build_smoothing()
         model = load_model(self.model).to(self.device)
         x, y = load_dataset(self.data, "test")
+        data_sha256 = data_fingerprint(x, y)
         if self.limit is not None:
             x, y = x[: self.limit], y[: self.limit]
-        with torch.inference_mode():
-            try:
-                num_classes = int(model(x[:1].to(self.device)).shape[1])
-            except RuntimeError as error:
-                raise RSValueError(
-                    "--data",
-                    f"inputs of the shape --model {self.model} accepts",
-                    f"{self.data} with inputs of shape {tuple(x.shape[1:])}",
-                ) from error
+        # Certifiers feed inputs in the model's floating dtype; so does the probe.
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
+        num_classes = self._probe(model, x[:2].to(dtype))
+        check_noise_scale("--sigma", self.sigma, dtype)
         if int(y.min()) < 0 or int(y.max()) >= num_classes:
             raise RSValueError(
                 "--data",
@@ -223,17 +261,48 @@ class CertifyJob:
             )
         else:
             certifier = factory(model, smoothing, num_classes)
-        return certifier, x, y
+        return Loaded(certifier, x, y, data_sha256)
+
+    def _probe(self, model: nn.Module, x: torch.Tensor) -> int:
+        """The model's number of classes, from one forward pass on two inputs (one when the
+        dataset holds one), with an error saying what failed."""
+        probe = x[:2].to(self.device)
+        try:
+            with torch.inference_mode():
+                out = model(probe)
+        except Exception as error:
+            raise RSValueError(
+                "--data",
+                f"inputs on which the forward pass of --model {self.model} runs",
+                f"--model {self.model} raised {type(error).__name__}: {error} (on inputs of "
+                f"shape {tuple(probe.shape)} and dtype {probe.dtype})",
+            ) from error
+        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(probe):
+            shown = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise RSValueError(
+                "--model",
+                f"a model returning logits of shape (B, num_classes), B = {len(probe)} here",
+                f"--model {self.model} returned {shown} for {len(probe)} inputs",
+            )
+        if out.shape[1] < 2:
+            raise RSValueError(
+                "--model", "a model returning logits for at least 2 classes", tuple(out.shape)
+            )
+        return int(out.shape[1])
 
     def _plain_runner(self) -> bool:
         return self.precision == "float32" and not self.channels_last and not self.compile
 
-    def config(self, smoothed: Certifier) -> dict[str, Any]:
-        """The run configuration stored with every record (and checked on resume)."""
+    def config(self, smoothed: Certifier, data_sha256: str) -> dict[str, Any]:
+        """The run configuration stored with every record (and checked on resume).
+
+        The data enters by its content (``data_sha256``); how it was named is
+        :meth:`provenance`, stored but not compared.
+        """
         return {
             "model": self.model,
             "model_sha256": model_fingerprint(smoothed.model),
-            "data": self.data,
+            "data_sha256": data_sha256,
             "smoothing": smoothed.smoothing.config(),
             "certifier": self.certifier,
             **({"decision_radius": self.radius} if self.radius is not None else {}),
@@ -247,6 +316,10 @@ class CertifyJob:
             "seed": self.seed,
         }
 
+    def provenance(self) -> dict[str, Any]:
+        """Fields stored with every record but not compared on resume."""
+        return {"data": self.data}
+
 
 def iter_records(
     job: CertifyJob,
@@ -258,8 +331,10 @@ def iter_records(
     """Certify ``x[indices]``, yielding one record per input as soon as it is done.
 
     ``seconds`` is the wall time since the previous completion divided among the inputs that
-    completed together (batches mix inputs, so per-input time is an apportioned figure).
+    completed together (batches mix inputs, so per-input time is an apportioned figure). A
+    memory certifier's records carry its ``memory`` entry (see :func:`restore_memory`).
     """
+    memory = smoothed if isinstance(smoothed, MemoryCertifier) else None
     for start in range(0, len(indices), _CHUNK):
         chunk = [int(i) for i in indices[start : start + _CHUNK]]
         last = time.perf_counter()
@@ -279,4 +354,34 @@ def iter_records(
                 label = int(y[record["index"]])
                 correct = record["prediction"] == label and not record["abstain"]
                 record.update(label=label, correct=correct, seconds=seconds)
+                if memory is not None:
+                    record["memory"] = memory.memory_entry(record["index"])
                 yield record
+
+
+def restore_memory(
+    smoothed: Certifier, x: torch.Tensor, records: Iterable[Mapping[str, Any]]
+) -> None:
+    """Rebuild a memory certifier's memory from its records, in the order they were written.
+
+    A no-op for other certifiers. Resuming DDRS or ANCER certifies the remaining inputs against
+    exactly the regions the stored records claim.
+    """
+    if not isinstance(smoothed, MemoryCertifier):
+        return
+    for record in records:
+        index = int(record["index"])
+        if "memory" not in record:
+            raise RSValueError(
+                "--resume",
+                "records of a memory certifier, each with its memory entry",
+                f"the record of input {index} has no 'memory' field",
+            )
+        if record["memory"] is not None:
+            if index >= len(x):
+                raise RSValueError(
+                    "--limit",
+                    "a limit covering every input a memory certifier's file already holds",
+                    f"{len(x)} inputs, and the file holds input {index}",
+                )
+            smoothed.restore(x[index], index, record["prediction"], record["memory"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -94,21 +95,45 @@ def load_idx(directory: str | Path, split: str = "test") -> tuple[torch.Tensor, 
         raise RSValueError(
             "data", "N images (N, H, W) with N labels", f"{images.shape}, {labels.shape}"
         )
+    if len(labels) == 0:
+        raise RSValueError(
+            "data", "IDX files holding at least one image", f"0 images in {directory}"
+        )
     x = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None, :, :]
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
 def load_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """An ``.npz`` file with arrays ``x`` (N, C, H, W, values in [0, 1]) and ``y`` (N,)."""
+    """An ``.npz`` file with arrays ``x`` (N, C, H, W, values in [0, 1]) and ``y`` (N,).
+
+    Data only: arrays of Python objects (which NumPy would unpickle, running code) are refused.
+    """
     path = Path(path)
-    with np.load(path) as archive:
+    accepted = "an .npz file (numpy.savez) with numeric arrays 'x' and 'y'"
+    if not zipfile.is_zipfile(path):
+        size = path.stat().st_size if path.is_file() else 0
+        raise RSValueError(
+            "data", accepted, f"{path} ({size} bytes), not a zip archive as numpy.savez writes"
+        )
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise RSValueError("data", accepted, f"{path}: {type(error).__name__}: {error}") from error
+    with archive:
         if "x" not in archive or "y" not in archive:
             raise RSValueError(
                 "data",
                 "an .npz file with arrays 'x' and 'y'",
                 f"{path} with arrays {sorted(archive.files)}",
             )
-        x, y = archive["x"], archive["y"]
+        try:
+            x, y = archive["x"], archive["y"]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            raise RSValueError(
+                "data", accepted, f"{path}: {type(error).__name__}: {error}"
+            ) from error
+    if not (np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.number)):
+        raise RSValueError("data", accepted, f"x of dtype {x.dtype}, y of dtype {y.dtype}")
     if x.ndim != 4 or y.ndim != 1 or len(x) != len(y):
         raise RSValueError(
             "data",

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import ray
 
-from rs_plugin.adapters.ray import RayCertifier
+from rs_plugin import RSValueError
+from rs_plugin.adapters.ray import InputsFailed, RayCertifier
+from rs_plugin.cli import main
 from rs_plugin.cli.job import CertifyJob, iter_records
 
 TESTS = str(Path(__file__).resolve().parents[1])  # flaky_models.py, for the Ray workers
@@ -39,7 +45,7 @@ def _without_seconds(records):
 
 
 def _in_process(job: CertifyJob, indices):
-    smoothed, x, y = _job(n=job.n).load()
+    smoothed, x, y, _ = _job(n=job.n).load()
     return _without_seconds(iter_records(job, smoothed, x, y, indices))
 
 
@@ -94,13 +100,48 @@ def test_a_shard_that_raises_is_retried_with_identical_results(local_ray):
     assert _without_seconds(records) == _in_process(_job(), indices)
 
 
-def test_a_shard_failing_every_retry_stops_the_run_with_a_clear_error(local_ray):
+def test_an_input_failing_every_retry_is_reported_by_index_and_the_rest_kept(local_ray):
     job = _job(model="flaky_models:always_fails")
+    records: list[dict] = []
     with (
         RayCertifier(job, workers=1, shard_size=2, max_retries=1) as certifier,
-        pytest.raises(RuntimeError, match="failed 2 times; records already stored are kept"),
+        pytest.raises(InputsFailed, match=r"failed 2 times .*indices \[0, 1\]") as info,
     ):
-        certifier.run([0, 1], lambda record: None)
+        certifier.run([0, 1], records.append)
+    assert records == []
+    assert set(info.value.failed) == {0, 1}
+    assert "transient failure injected by the test" in info.value.failed[0]
+
+
+def test_an_input_that_kills_its_worker_costs_only_itself(local_ray, tmp_path):
+    """Input 3 of a dark dataset is bright; the model's process dies on it. Its shard is split,
+    the other inputs of the shard are certified, and input 3 is reported by index."""
+    x = np.zeros((6, 1, 8, 8), np.float32)
+    x[3] = 1.0
+    data = tmp_path / "one_bright.npz"
+    np.savez(data, x=x, y=np.full(6, 9))
+    job = dataclasses.replace(_job(model="flaky_models:kills_on_bright"), data=str(data), n=200)
+    records: list[dict] = []
+    with (
+        RayCertifier(job, workers=2, shard_size=3, max_retries=1) as certifier,
+        pytest.raises(InputsFailed, match=r"indices \[3\]") as info,
+    ):
+        certifier.run(list(range(6)), records.append)
+    assert sorted(r["index"] for r in records) == [0, 1, 2, 4, 5]
+    assert all(r["prediction"] == 9 for r in records)
+    assert list(info.value.failed) == [3]
+
+
+def test_an_unreachable_address_is_refused_within_the_timeout():
+    with socket.socket() as probe:  # a port nothing listens on: bound, never listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(RSValueError, match="^--ray-address: .*answers within 2 s"):
+            RayCertifier(_job(), address=f"127.0.0.1:{port}", connect_timeout=2.0).__enter__()
+        assert time.monotonic() - started < 30
+    with pytest.raises(RSValueError, match="^--ray-address: expected HOST:PORT"):
+        RayCertifier(_job(), address="no-port-here").__enter__()
 
 
 def test_cli_ray_engine_writes_the_same_file_as_the_local_engine(tmp_path):
@@ -127,3 +168,58 @@ def test_cli_ray_engine_writes_the_same_file_as_the_local_engine(tmp_path):
     read_ray = [json.loads(line) for line in distributed.read_text().splitlines()]
     assert len(read_ray) == 6
     assert _without_seconds(read_ray) == _without_seconds(read)
+
+
+def _alive(processes: list[tuple[int, str]]) -> list[int]:
+    """Those of (pid, start time) still running (a reused pid has another start time)."""
+    alive = []
+    for pid, start in processes:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                if handle.read().rpartition(")")[2].split()[19] == start:
+                    alive.append(pid)
+        except OSError:
+            pass
+    return alive
+
+
+def test_a_killed_ray_driver_resumes_and_leaves_no_ray_process(tmp_path):
+    """SIGKILL the driver of --engine ray after its first records: no Ray process it started
+    survives, and --resume completes the file to the records of an uninterrupted run."""
+    from rs_plugin.adapters.ray import _descendants
+
+    out, limit = tmp_path / "killed.jsonl", 10
+    args = ["certify", "--limit", str(limit), "-n", "3000", "--n0", "50", "--seed", "3"]
+    ray_args = ["--engine", "ray", "--workers", "2", "--out", str(out)]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "rs_plugin.cli", *args, *ray_args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
+    started: list[tuple[int, str]] = []
+    try:
+        deadline = time.monotonic() + 240
+        while not (out.exists() and out.read_bytes().count(b"\n") >= 2):
+            assert driver.poll() is None and time.monotonic() < deadline, "no records appeared"
+            time.sleep(0.05)
+        started = _descendants(driver.pid)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while _alive(started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _alive(started) == [], "Ray processes outlived their killed driver"
+    finally:
+        driver.kill()
+        for pid in _alive(started):  # only if the assertion above failed
+            os.kill(pid, signal.SIGKILL)
+    written = out.read_bytes().count(b"\n")
+    assert 2 <= written < limit, "the run finished before it was killed"
+    assert main([*args, "--out", str(out), "--resume"]) == 0
+    reference = tmp_path / "reference.jsonl"
+    assert main([*args, "--out", str(reference)]) == 0
+    resumed = [json.loads(line) for line in out.read_text().splitlines()]
+    expected = [json.loads(line) for line in reference.read_text().splitlines()]
+    assert sorted(r["index"] for r in resumed) == list(range(limit))
+    assert _without_seconds(resumed) == _without_seconds(expected)

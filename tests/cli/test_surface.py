@@ -135,3 +135,16 @@ def test_sequential_decision_summary_says_how_many_were_decided_certified(tmp_pa
     (line,) = [line for line in out.splitlines() if line.startswith("decided certified at l2")]
     assert "radius 0.25" in line and line.rstrip().endswith("%")
     assert "estimation samples per input" in out
+
+
+def test_audit_into_a_folder_certified_with_other_settings_says_what_to_change(tmp_path, capsys):
+    out = tmp_path / "audit"
+    common = ["--limit", "2", "-n", "100", "--n0", "10"]
+    assert main(["certify", *common, "--out", str(out / "certificates.jsonl")]) == 0
+    before = (out / "certificates.jsonl").read_bytes()
+    capsys.readouterr()
+    assert main(["audit", *common, "--sigma", "0.5", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--out: expected a folder whose certificates.jsonl was certified with the same" in err
+    assert "sigma" in err and "--resume" not in err
+    assert (out / "certificates.jsonl").read_bytes() == before
