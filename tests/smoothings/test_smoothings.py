@@ -309,11 +309,15 @@ def test_data_dependent_certifiers_run_from_the_command_line(certifier, tmp_path
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["certifier"] for r in records] == [certifier] * 3
     assert all({"sigma_min", "sigma_max", "proxy_radius", "from_memory"} <= set(r) for r in records)
-    # A memory must see every input in one process: resuming or sharding is refused up front.
+    # Resuming a finished file rebuilds the memory from its records and certifies nothing again.
     before = out.read_text()
-    assert main([*args, "--out", str(out), "--resume"]) == 2
+    assert main([*args, "--out", str(out), "--resume"]) == 0
+    assert out.read_text() == before
+    # A memory must see every input, in order, in one process: sharding on Ray is refused up front.
+    capsys.readouterr()
     assert main([*args, "--out", str(tmp_path / "ray.jsonl"), "--engine", "ray"]) == 2
-    assert "--certifier: expected cohen with --engine ray or --resume" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--certifier: expected a certifier without memory" in err and f"'{certifier} with" in err
     assert out.read_text() == before and not (tmp_path / "ray.jsonl").exists()
 
 
