@@ -25,7 +25,6 @@ of CERTIFY's and of the attacks'.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -43,7 +42,15 @@ from rs_plugin._validation import (
 from rs_plugin.auditing.attack import Attack, AttackTarget, Candidates, load_attack
 from rs_plugin.auditing.defaults import ADDITIVE_ATTACKS, BUDGETS, SEMANTIC_ATTACKS
 from rs_plugin.auditing.diagnostics import diagnose
-from rs_plugin.auditing.results import UNCHECKED, AuditReport, CertificateSet, Checks, summarise
+from rs_plugin.auditing.progress import Progress
+from rs_plugin.auditing.results import (
+    UNCHECKED,
+    AuditReport,
+    CertificateSet,
+    Checks,
+    sampling_cap,
+    summarise,
+)
 from rs_plugin.auditing.semantic_attacks import ShiftedParameters, parameter_distance
 from rs_plugin.certification.certificates import Certificates
 from rs_plugin.certification.classifier import SmoothedClassifier
@@ -103,6 +110,18 @@ class _Best:
             images = smoothing.apply(self.x, params.to(self.x)).clamp(*target.clip_values)
             return Candidates(x=images, params=params)
         return Candidates(x=self.x + fraction * self.delta)
+
+
+class _State:
+    """One attack's checks so far and its closest confirmed adversarial candidates."""
+
+    def __init__(self, attack: Attack, n: int, width: int, x: torch.Tensor) -> None:
+        self.attack = attack
+        self.checks = Checks(
+            torch.full((n, width), float("inf"), dtype=torch.float64),
+            torch.full((n, width), UNCHECKED, dtype=torch.int64),
+        )
+        self.best = _Best(x)
 
 
 class Audit:
@@ -239,7 +258,7 @@ class Audit:
             dlr=any(a.dlr for a in self.attacks),
         )
         keys = iter(range(10**12))
-        clean = self._predict(x, None, keys, len(x))
+        clean = self._predict(x, keys)
         certified = certificates.certified
         radius = torch.where(certified, certificates.radius, torch.zeros_like(certificates.radius))
         reference = torch.where(certified, certificates.prediction, labels)
@@ -271,6 +290,9 @@ class Audit:
             predict_alpha=self.predict_alpha,
             significance=self.significance,
             settings=self.settings(),
+            cap=None
+            if certificates.n is None
+            else sampling_cap(self.smoothing, certificates.alpha, certificates.n, x[0].numel()),
         )
         report.settings["seconds"] = time.perf_counter() - started
         return report
@@ -285,63 +307,79 @@ class Audit:
         levels: list[float],
         keys: Any,
     ) -> dict[str, Checks]:
-        from tqdm import tqdm
+        """Every attack at every budget (ascending levels, then each input's own radius), then
+        the line search; each stage's candidates of all attacks are checked in one PREDICT run.
 
+        A candidate is generated and checked only where it can change a figure: for each
+        attack and input, nothing is attacked or checked at or beyond the distance of an
+        adversarial candidate that attack already has confirmed (the smallest adversarial
+        distance, the empirical curves and the violations are what they would be otherwise;
+        at the own radius such an input is already a violation).
+        """
         n = x.shape[0]
-        columns = [torch.where(attacked, level, 0.0).to(torch.float64) for level in levels]
-        columns.append(radius.clone())
+        order = sorted(range(len(levels)), key=lambda j: levels[j])
+        columns = [
+            (j, torch.where(attacked, levels[j], 0.0).to(torch.float64), f"{levels[j]:.3g}")
+            for j in order
+        ]
+        columns.append((len(levels), radius.clone(), "own radius"))
         width = len(columns) + len(_SHRINK)
-        results: dict[str, Checks] = {}
-        with tqdm(
-            total=len(self.attacks) * (len(columns) + 1),
-            desc="audit",
-            unit="step",
-            disable=not self.progress,
-            file=sys.stderr,
-        ) as bar:
-            for attack in self.attacks:
-                checks = Checks(
-                    torch.full((n, width), float("inf"), dtype=torch.float64),
-                    torch.full((n, width), UNCHECKED, dtype=torch.int64),
-                )
-                best = _Best(x)
-                started = time.perf_counter()
-                for column, eps in enumerate(columns):
-                    bar.set_postfix_str(f"{attack.name} eps={float(eps.max()):.3g}")
-                    found = attack.generate(target, x, reference.to(x.device), eps.to(x.device))
-                    self._check(x, found, target.norm, eps > 0, checks, column, keys)
-                    best.update(found, checks, column, reference)
-                    if found.base_distance is not None:
-                        checks.base_distance = found.base_distance.to(torch.float64).cpu()
-                    bar.update(1)
-                # Line search towards x from each input's closest adversarial candidate.
-                bar.set_postfix_str(f"{attack.name} line search")
-                for offset, fraction in enumerate(_SHRINK):
-                    found = best.shrunk(fraction, target)
-                    self._check(
-                        x, found, target.norm, best.found, checks, len(columns) + offset, keys
+        states = [_State(attack, n, width, x) for attack in self.attacks]
+        steps = len(columns) * len(states) + len(_SHRINK)
+        with Progress("audit", steps, "step", enabled=self.progress) as progress:
+            for column, eps, label in columns:
+                stage: list[tuple[_State, Candidates, torch.Tensor, int]] = []
+                for state in states:
+                    budget = torch.where(state.best.distance <= eps, 0.0, eps)
+                    started = time.perf_counter()
+                    found = state.attack.generate(
+                        target, x, reference.to(x.device), budget.to(x.device)
                     )
-                bar.update(1)
-                checks.seconds = time.perf_counter() - started
-                results[attack.name] = checks
-        return results
+                    state.checks.seconds += time.perf_counter() - started
+                    if found.base_distance is not None:
+                        state.checks.base_distance = found.base_distance.to(torch.float64).cpu()
+                    stage.append((state, found, budget > 0, column))
+                    progress.update(1, f"{state.attack.name} at budget {label}")
+                self._check_stage(x, stage, target.norm, reference, keys)
+            # Line search towards x from each input's closest adversarial candidate after the
+            # budgets, nearest first (a confirmed one makes the farther fractions unnecessary).
+            shrunk = [
+                [(s.best.shrunk(fraction, target), s.best.found) for fraction in _SHRINK]
+                for s in states
+            ]
+            for offset, fraction in enumerate(_SHRINK):
+                stage = [
+                    (s, *shrunk[i][offset], len(columns) + offset) for i, s in enumerate(states)
+                ]
+                self._check_stage(x, stage, target.norm, reference, keys)
+                progress.update(1, f"line search at {fraction:g} of the closest adversarial")
+        return {state.attack.name: state.checks for state in states}
 
-    def _check(
+    def _check_stage(
         self,
         x: torch.Tensor,
-        found: Candidates,
+        stage: list[tuple[_State, Candidates, torch.Tensor, int]],
         norm: str,
-        wanted: torch.Tensor,
-        checks: Checks,
-        column: int,
+        reference: torch.Tensor,
         keys: Any,
     ) -> None:
-        """PREDICT at the candidates of ``wanted`` rows that moved; store in ``column``."""
-        d, moved = self._distances(x, found, norm)
-        rows = torch.nonzero(moved & wanted.cpu())[:, 0]
-        checks.distance[rows, column] = d[rows]
-        if len(rows):
-            checks.predicted[rows, column] = self._predict(x, found, keys, len(x), rows)
+        """PREDICT at every candidate of a stage that moved, was wanted and is closer than its
+        attack's closest confirmed adversarial; one engine run for all attacks' candidates."""
+        picked: list[tuple[_State, Candidates, torch.Tensor, int]] = []
+        for state, found, wanted, column in stage:
+            d, moved = self._distances(x, found, norm)
+            rows = torch.nonzero(moved & wanted.cpu() & (d < state.best.distance))[:, 0]
+            state.checks.distance[rows, column] = d[rows]
+            picked.append((state, found, rows, column))
+        started = time.perf_counter()
+        predicted = self._predict_candidates(
+            x, [(found, rows) for _, found, rows, _ in picked], keys
+        )
+        share = (time.perf_counter() - started) / max(1, sum(len(r) for _, _, r, _ in picked))
+        for (state, found, rows, column), classes in zip(picked, predicted, strict=True):
+            state.checks.predicted[rows, column] = classes
+            state.checks.seconds += share * len(rows)
+            state.best.update(found, state.checks, column, reference)
 
     def _distances(
         self, x: torch.Tensor, found: Candidates, norm: str
@@ -355,52 +393,61 @@ class Audit:
         d = lp_norm((found.x.to(torch.float64) - x.to(torch.float64)), norm).cpu()
         return d, d > 0
 
-    def _predict(
-        self,
-        x: torch.Tensor,
-        found: Candidates | None,
-        keys: Any,
-        n: int,
-        rows: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """PREDICT at the candidates' rows (the clean inputs when ``found`` is None)."""
-        picked = torch.arange(n) if rows is None else rows
-        seed = self.seed + 2
-        if (
-            found is not None
-            and found.params is not None
-            and isinstance(self.smoothing, SemanticSmoothing)
-            and not self.smoothing.semantics_label.endswith("input")
-        ):
-            # A parametric certificate speaks of the classifier smoothed over parameters: PREDICT
-            # it centred at the candidate's parameters, on the clean input.
-            out = []
-            for row in picked.tolist():
-                shifted = SmoothedClassifier(
-                    self.smoothed.model,
-                    ShiftedParameters(self.smoothing, found.params[row]),
-                    self.smoothed.num_classes,
-                )
-                result = shifted.predict(
-                    x[row : row + 1],
-                    n=self.predict_n,
-                    alpha=self.predict_alpha,
-                    batch_size=self.batch_size,
-                    seed=seed,
-                    keys=[next(keys)],
-                )
-                out.append(int(result.prediction[0]))
-            return torch.tensor(out, dtype=torch.int64)
-        points = x if found is None else found.x
+    def _predict(self, points: torch.Tensor, keys: Any) -> torch.Tensor:
+        """PREDICT at every row of ``points`` (one engine run), each with its own noise key."""
+        if not len(points):
+            return torch.zeros(0, dtype=torch.int64)
         result = self.smoothed.predict(
-            points[picked.to(points.device)],
+            points,
             n=self.predict_n,
             alpha=self.predict_alpha,
             batch_size=self.batch_size,
-            seed=seed,
-            keys=[next(keys) for _ in range(len(picked))],
+            seed=self.seed + 2,
+            keys=[next(keys) for _ in range(len(points))],
         )
         return result.prediction.cpu()
+
+    def _predict_candidates(
+        self, x: torch.Tensor, batches: list[tuple[Candidates, torch.Tensor]], keys: Any
+    ) -> list[torch.Tensor]:
+        """PREDICT at the given rows of each attack's candidates, in one run when they are
+        images the model receives; a parametric certificate's check runs per candidate."""
+        if isinstance(
+            self.smoothing, SemanticSmoothing
+        ) and not self.smoothing.semantics_label.endswith("input"):
+            return [
+                self._predict_parametric(x, found, rows, keys)
+                if found.params is not None
+                else self._predict(found.x[rows.to(found.x.device)], keys)
+                for found, rows in batches
+            ]
+        points = [found.x[rows.to(found.x.device)] for found, rows in batches]
+        classes = self._predict(torch.cat(points) if points else x[:0], keys)
+        return list(classes.split([len(rows) for _, rows in batches]))
+
+    def _predict_parametric(
+        self, x: torch.Tensor, found: Candidates, rows: torch.Tensor, keys: Any
+    ) -> torch.Tensor:
+        """A parametric certificate speaks of the classifier smoothed over parameters: PREDICT
+        it centred at each candidate's parameters, on the clean input."""
+        assert found.params is not None and isinstance(self.smoothing, SemanticSmoothing)
+        out = []
+        for row in rows.tolist():
+            shifted = SmoothedClassifier(
+                self.smoothed.model,
+                ShiftedParameters(self.smoothing, found.params[row]),
+                self.smoothed.num_classes,
+            )
+            result = shifted.predict(
+                x[row : row + 1],
+                n=self.predict_n,
+                alpha=self.predict_alpha,
+                batch_size=self.batch_size,
+                seed=self.seed + 2,
+                keys=[next(keys)],
+            )
+            out.append(int(result.prediction[0]))
+        return torch.tensor(out, dtype=torch.int64)
 
 
 def audit(

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from rs_plugin._validation import RSValueError
+from rs_plugin.auditing.progress import Progress
 from rs_plugin.auditing.results import CertificateSet
 from rs_plugin.auditing.runner import Audit
 from rs_plugin.cli.arguments import AUDIT_DEFAULTS
@@ -136,7 +136,7 @@ def audit_command(args: argparse.Namespace) -> int:
         num_noise_samples=args.noise_samples,
         batch_size=args.batch_size,
         seed=args.seed,
-        progress=sys.stderr.isatty(),
+        progress=True,
     )
     out = Path(args.out)
     if records is None:
@@ -175,14 +175,10 @@ def _certify(
     job: CertifyJob, certifier: Any, x: torch.Tensor, y: torch.Tensor, path: Path
 ) -> list[dict[str, Any]]:
     """Certify into ``path`` (resuming a file of the same configuration, never overwriting)."""
-    from tqdm import tqdm
-
     with ResultStore(path, job.config(certifier), resume=True) as store:
         todo = [i for i in range(len(y)) if i not in store.done()]
-        with tqdm(
-            total=len(todo), unit="input", desc="certify", disable=not sys.stderr.isatty()
-        ) as bar:
+        with Progress("certify", len(todo), "input") as progress:
             for record in iter_records(job, certifier, x, y, todo):
                 store.append(record)
-                bar.update(1)
+                progress.update(1)
         return [store.records[i] for i in sorted(store.records)]
