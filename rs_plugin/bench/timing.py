@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from rs_plugin.certification.model_runner import torch_threads
+
 __all__ = ["busy_loop", "interleaved", "summary", "torch_threads"]
 
 # The busy loop exits on its own when the bench process is gone (its parent changes), so a
@@ -39,17 +41,6 @@ def busy_loop(active: bool) -> Iterator[subprocess.Popen[bytes] | None]:
     finally:
         process.terminate()
         process.wait()
-
-
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """torch's intra-op thread count set to ``count`` for the block."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def interleaved(

@@ -211,6 +211,12 @@ def add_audit_parser(commands: Any) -> None:
     p.add_argument("--batch-size", type=int, default=1000, help="samples per forward pass")
     p.add_argument("--seed", type=int, default=0, help="seed of certification, attacks and checks")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument(
+        "--threads",
+        default="auto",
+        help="torch threads: a number, or auto (default): the cores not busy with other work "
+        "over the last minute, so a busy machine does not stall every parallel operation",
+    )
     p.add_argument("--out", default="out/audit", help="report folder (default out/audit)")
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from rs_plugin._validation import RSValueError
 from rs_plugin.auditing.progress import Progress
 from rs_plugin.auditing.results import CertificateSet
 from rs_plugin.auditing.runner import Audit
+from rs_plugin.certification.model_runner import threads_for_load, torch_threads
 from rs_plugin.cli.arguments import AUDIT_DEFAULTS
 from rs_plugin.cli.job import (
     CertifyJob,
@@ -110,6 +113,30 @@ def _job(args: argparse.Namespace, records: list[dict[str, Any]] | None) -> Cert
 
 
 def audit_command(args: argparse.Namespace) -> int:
+    threads = _threads(args.threads)
+    print(
+        f"audit: {threads} torch thread(s) on {os.cpu_count()} cores "
+        f"(load average {os.getloadavg()[0]:.2f})",
+        file=sys.stderr,
+        flush=True,
+    )
+    with torch_threads(threads):
+        return _audit(args)
+
+
+def _threads(value: str) -> int:
+    if value == "auto":
+        return threads_for_load()
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise RSValueError("--threads", "auto or an integer >= 1", value)
+    return count
+
+
+def _audit(args: argparse.Namespace) -> int:
     records = None if args.certificates is None else _read_records(args.certificates)
     if records is not None and args.limit is not None:
         records = [r for r in records if int(r.get("index", 0)) < args.limit]
