@@ -195,7 +195,7 @@ BENCH_MODELS: dict[str, BenchModel] = {
             (1, 28, 28),
             10,
             _RANDOM,
-            2,
+            1,
             10_000,
             1000,
             _random(LeNet),
