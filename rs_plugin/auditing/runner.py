@@ -40,23 +40,21 @@ from rs_plugin._validation import (
     check_positive,
 )
 from rs_plugin.auditing.attack import Attack, AttackTarget, Candidates, load_attack
+from rs_plugin.auditing.checking import SHRINK, AttackState, Checker
 from rs_plugin.auditing.defaults import ADDITIVE_ATTACKS, BUDGETS, SEMANTIC_ATTACKS
 from rs_plugin.auditing.diagnostics import diagnose
 from rs_plugin.auditing.progress import Progress
 from rs_plugin.auditing.results import (
-    UNCHECKED,
     AuditReport,
     CertificateSet,
     Checks,
     sampling_cap,
     summarise,
 )
-from rs_plugin.auditing.semantic_attacks import ShiftedParameters, parameter_distance
 from rs_plugin.certification.certificates import Certificates
 from rs_plugin.certification.classifier import SmoothedClassifier
 from rs_plugin.certification.grid import cohen_certifier
 from rs_plugin.smoothings.base import Smoothing
-from rs_plugin.smoothings.norms import LP_NORMS, lp_norm
 from rs_plugin.smoothings.semantic import SemanticSmoothing
 
 __all__ = [
@@ -68,60 +66,6 @@ __all__ = [
     "CertificateSet",
     "audit",
 ]
-
-
-# Fractions of the closest adversarial candidate's perturbation checked after the budget levels.
-_SHRINK = (0.6, 0.7, 0.8, 0.9)
-
-
-class _Best:
-    """Each input's closest adversarial candidate so far (perturbation and parameters)."""
-
-    def __init__(self, x: torch.Tensor) -> None:
-        self.x = x
-        self.delta = torch.zeros_like(x)
-        self.params: torch.Tensor | None = None
-        self.distance = torch.full((x.shape[0],), float("inf"), dtype=torch.float64)
-
-    @property
-    def found(self) -> torch.Tensor:
-        return torch.isfinite(self.distance)
-
-    def update(
-        self, found: Candidates, checks: Checks, column: int, reference: torch.Tensor
-    ) -> None:
-        predicted = checks.predicted[:, column]
-        d = checks.distance[:, column]
-        better = predicted.ge(0) & predicted.ne(reference.cpu()) & (d < self.distance)
-        rows = torch.nonzero(better)[:, 0]
-        self.distance[rows] = d[rows]
-        self.delta[rows.to(self.x.device)] = (found.x - self.x)[rows.to(self.x.device)]
-        if found.params is not None:
-            if self.params is None:
-                self.params = torch.zeros_like(found.params)
-            self.params[rows] = found.params[rows]
-
-    def shrunk(self, fraction: float, target: AttackTarget) -> Candidates:
-        """Candidates at ``fraction`` of each closest adversarial perturbation (or parameters)."""
-        if self.params is not None:
-            smoothing = target.smoothing
-            assert isinstance(smoothing, SemanticSmoothing)
-            params = self.params * fraction
-            images = smoothing.apply(self.x, params.to(self.x)).clamp(*target.clip_values)
-            return Candidates(x=images, params=params)
-        return Candidates(x=self.x + fraction * self.delta)
-
-
-class _State:
-    """One attack's checks so far and its closest confirmed adversarial candidates."""
-
-    def __init__(self, attack: Attack, n: int, width: int, x: torch.Tensor) -> None:
-        self.attack = attack
-        self.checks = Checks(
-            torch.full((n, width), float("inf"), dtype=torch.float64),
-            torch.full((n, width), UNCHECKED, dtype=torch.int64),
-        )
-        self.best = _Best(x)
 
 
 class Audit:
@@ -181,6 +125,13 @@ class Audit:
         self.seed = check_int("seed", seed, 0)
         self.progress = progress
         self.attacks = self._resolve(attacks)
+        self.checker = Checker(
+            self.smoothed,
+            predict_n=self.predict_n,
+            predict_alpha=self.predict_alpha,
+            batch_size=self.batch_size,
+            seed=self.seed + 2,
+        )
 
     @property
     def smoothing(self) -> Smoothing:
@@ -258,7 +209,7 @@ class Audit:
             dlr=any(a.dlr for a in self.attacks),
         )
         keys = iter(range(10**12))
-        clean = self._predict(x, keys)
+        clean = self.checker.predict(x, keys)
         certified = certificates.certified
         radius = torch.where(certified, certificates.radius, torch.zeros_like(certificates.radius))
         reference = torch.where(certified, certificates.prediction, labels)
@@ -323,12 +274,12 @@ class Audit:
             for j in order
         ]
         columns.append((len(levels), radius.clone(), "own radius"))
-        width = len(columns) + len(_SHRINK)
-        states = [_State(attack, n, width, x) for attack in self.attacks]
-        steps = len(columns) * len(states) + len(_SHRINK)
+        width = len(columns) + len(SHRINK)
+        states = [AttackState(attack, n, width, x) for attack in self.attacks]
+        steps = len(columns) * len(states) + len(SHRINK)
         with Progress("audit", steps, "step", enabled=self.progress) as progress:
             for column, eps, label in columns:
-                stage: list[tuple[_State, Candidates, torch.Tensor, int]] = []
+                stage: list[tuple[AttackState, Candidates, torch.Tensor, int]] = []
                 for state in states:
                     budget = torch.where(state.best.distance <= eps, 0.0, eps)
                     started = time.perf_counter()
@@ -340,114 +291,20 @@ class Audit:
                         state.checks.base_distance = found.base_distance.to(torch.float64).cpu()
                     stage.append((state, found, budget > 0, column))
                     progress.update(1, f"{state.attack.name} at budget {label}")
-                self._check_stage(x, stage, target.norm, reference, keys)
+                self.checker.check_stage(x, stage, target.norm, reference, keys)
             # Line search towards x from each input's closest adversarial candidate after the
             # budgets, nearest first (a confirmed one makes the farther fractions unnecessary).
             shrunk = [
-                [(s.best.shrunk(fraction, target), s.best.found) for fraction in _SHRINK]
+                [(s.best.shrunk(fraction, target), s.best.found) for fraction in SHRINK]
                 for s in states
             ]
-            for offset, fraction in enumerate(_SHRINK):
+            for offset, fraction in enumerate(SHRINK):
                 stage = [
                     (s, *shrunk[i][offset], len(columns) + offset) for i, s in enumerate(states)
                 ]
-                self._check_stage(x, stage, target.norm, reference, keys)
+                self.checker.check_stage(x, stage, target.norm, reference, keys)
                 progress.update(1, f"line search at {fraction:g} of the closest adversarial")
         return {state.attack.name: state.checks for state in states}
-
-    def _check_stage(
-        self,
-        x: torch.Tensor,
-        stage: list[tuple[_State, Candidates, torch.Tensor, int]],
-        norm: str,
-        reference: torch.Tensor,
-        keys: Any,
-    ) -> None:
-        """PREDICT at every candidate of a stage that moved, was wanted and is closer than its
-        attack's closest confirmed adversarial; one engine run for all attacks' candidates."""
-        picked: list[tuple[_State, Candidates, torch.Tensor, int]] = []
-        for state, found, wanted, column in stage:
-            d, moved = self._distances(x, found, norm)
-            rows = torch.nonzero(moved & wanted.cpu() & (d < state.best.distance))[:, 0]
-            state.checks.distance[rows, column] = d[rows]
-            picked.append((state, found, rows, column))
-        started = time.perf_counter()
-        predicted = self._predict_candidates(
-            x, [(found, rows) for _, found, rows, _ in picked], keys
-        )
-        share = (time.perf_counter() - started) / max(1, sum(len(r) for _, _, r, _ in picked))
-        for (state, found, rows, column), classes in zip(picked, predicted, strict=True):
-            state.checks.predicted[rows, column] = classes
-            state.checks.seconds += share * len(rows)
-            state.best.update(found, state.checks, column, reference)
-
-    def _distances(
-        self, x: torch.Tensor, found: Candidates, norm: str
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N,) distance of each candidate in the certificates' space, and whether it moved."""
-        if found.params is not None:
-            d = parameter_distance(found.params, norm).cpu()
-            return d, d > 0
-        if norm not in LP_NORMS:
-            raise RSValueError("attacks", f"attacks returning parameters for {norm!r}", "images")
-        d = lp_norm((found.x.to(torch.float64) - x.to(torch.float64)), norm).cpu()
-        return d, d > 0
-
-    def _predict(self, points: torch.Tensor, keys: Any) -> torch.Tensor:
-        """PREDICT at every row of ``points`` (one engine run), each with its own noise key."""
-        if not len(points):
-            return torch.zeros(0, dtype=torch.int64)
-        result = self.smoothed.predict(
-            points,
-            n=self.predict_n,
-            alpha=self.predict_alpha,
-            batch_size=self.batch_size,
-            seed=self.seed + 2,
-            keys=[next(keys) for _ in range(len(points))],
-        )
-        return result.prediction.cpu()
-
-    def _predict_candidates(
-        self, x: torch.Tensor, batches: list[tuple[Candidates, torch.Tensor]], keys: Any
-    ) -> list[torch.Tensor]:
-        """PREDICT at the given rows of each attack's candidates, in one run when they are
-        images the model receives; a parametric certificate's check runs per candidate."""
-        if isinstance(
-            self.smoothing, SemanticSmoothing
-        ) and not self.smoothing.semantics_label.endswith("input"):
-            return [
-                self._predict_parametric(x, found, rows, keys)
-                if found.params is not None
-                else self._predict(found.x[rows.to(found.x.device)], keys)
-                for found, rows in batches
-            ]
-        points = [found.x[rows.to(found.x.device)] for found, rows in batches]
-        classes = self._predict(torch.cat(points) if points else x[:0], keys)
-        return list(classes.split([len(rows) for _, rows in batches]))
-
-    def _predict_parametric(
-        self, x: torch.Tensor, found: Candidates, rows: torch.Tensor, keys: Any
-    ) -> torch.Tensor:
-        """A parametric certificate speaks of the classifier smoothed over parameters: PREDICT
-        it centred at each candidate's parameters, on the clean input."""
-        assert found.params is not None and isinstance(self.smoothing, SemanticSmoothing)
-        out = []
-        for row in rows.tolist():
-            shifted = SmoothedClassifier(
-                self.smoothed.model,
-                ShiftedParameters(self.smoothing, found.params[row]),
-                self.smoothed.num_classes,
-            )
-            result = shifted.predict(
-                x[row : row + 1],
-                n=self.predict_n,
-                alpha=self.predict_alpha,
-                batch_size=self.batch_size,
-                seed=self.seed + 2,
-                keys=[next(keys)],
-            )
-            out.append(int(result.prediction[0]))
-        return torch.tensor(out, dtype=torch.int64)
 
 
 def audit(
