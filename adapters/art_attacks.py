@@ -96,7 +96,7 @@ class SmoothAdvPGD(Attack):
     gradients: ClassVar[bool] = True
 
     def __init__(
-        self, steps: int = 20, step_fraction: float = 0.25, restarts: int = 0, batch_size: int = 64
+        self, steps: int = 20, step_fraction: float = 0.25, restarts: int = 0, batch_size: int = 128
     ) -> None:
         self.steps = check_int("steps", steps, 1)
         self.step_fraction = check_positive("step_fraction", step_fraction)
@@ -237,7 +237,7 @@ class DeepFoolTransfer(_Transfer):
 
     name: ClassVar[str] = "deepfool"
 
-    def __init__(self, max_iter: int = 50, overshoot: float = 0.02, batch_size: int = 64) -> None:
+    def __init__(self, max_iter: int = 50, overshoot: float = 0.02, batch_size: int = 128) -> None:
         super().__init__()
         self.max_iter = check_int("max_iter", max_iter, 1)
         self.overshoot = check_positive("overshoot", overshoot)
@@ -271,7 +271,7 @@ class CarliniWagnerTransfer(_Transfer):
         max_iter: int = 20,
         binary_search_steps: int = 5,
         learning_rate: float = 0.05,
-        batch_size: int = 64,
+        batch_size: int = 128,
     ) -> None:
         super().__init__()
         self.max_iter = check_int("max_iter", max_iter, 1)

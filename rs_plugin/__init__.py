@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from rs_plugin.certification.memory import ANCER, DDRS, MemoryCertifier
     from rs_plugin.certification.sequential import SequentialCertifier, StagedBounds
     from rs_plugin.smoothings.anisotropic import AnisotropicGaussian
-    from rs_plugin.smoothings.base import Smoothing
+    from rs_plugin.smoothings.base import AdditiveNoise, Smoothing
     from rs_plugin.smoothings.gaussian import Gaussian
     from rs_plugin.smoothings.geometric import Affine, Deformation, Rotation, Scaling, Translation
     from rs_plugin.smoothings.noises import ExpInf, Laplace, Uniform
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 # Public name -> the module that defines it.
 _PUBLIC = {
     "ANCER": "rs_plugin.certification.memory",
+    "AdditiveNoise": "rs_plugin.smoothings.base",
     "Affine": "rs_plugin.smoothings.geometric",
     "AnisotropicGaussian": "rs_plugin.smoothings.anisotropic",
     "Attack": "rs_plugin.auditing.attack",
@@ -92,6 +93,7 @@ __all__ = [
     "DDRS",
     "LP_NORMS",
     "NOISE_BLOCK",
+    "AdditiveNoise",
     "Affine",
     "AnisotropicGaussian",
     "Attack",

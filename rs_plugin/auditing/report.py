@@ -149,6 +149,7 @@ def format_markdown(data: dict[str, Any]) -> str:
             for j, b in enumerate(curves["budgets"])
         ],
     )
+    lines += _cap_lines(curves.get("sampling_cap"), settings)
     inputs = data["inputs"]
     shown = [r for r in inputs if r["violation"]]
     shown += [r for r in inputs if not r["violation"]][: max(0, _ROWS - len(shown))]
@@ -183,6 +184,25 @@ def format_markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cap_label(settings: dict[str, Any], *, tex: bool = False) -> str:
+    """σΦ⁻¹(α^{1/n}) for Gaussian noise, the radius at p_lower = α^{1/n} for the others."""
+    if settings["smoothing"].get("name") == "gaussian":
+        return r"$\sigma\,\Phi^{-1}(\alpha^{1/n})$" if tex else "σΦ⁻¹(α^{1/n})"
+    return r"radius at $p_{lower} = \alpha^{1/n}$" if tex else "the radius at p_lower = α^{1/n}"
+
+
+def _cap_lines(cap: float | None, settings: dict[str, Any]) -> list[str]:
+    if cap is None:
+        return []
+    return [
+        "",
+        f"The certified curve drops to 0 at the **sampling cap** {_cap_label(settings)} ="
+        f" {cap:.3f} (n = {settings['certificate_n']}, α = {settings['certificate_alpha']:g}):"
+        " the radius when all n votes go to one class, the largest any input can be certified"
+        " with n samples, whatever the model.",
+    ]
+
+
 def _plots(data: dict[str, Any], folder: Path) -> None:
     import matplotlib
 
@@ -195,6 +215,19 @@ def _plots(data: dict[str, Any], folder: Path) -> None:
     for name, values in curves["empirical_robust_accuracy"].items():
         style = "--" if name == "all attacks" else "-"
         ax.plot(curves["budgets"], values, style, marker="o", ms=4, label=f"empirical: {name}")
+    cap = curves.get("sampling_cap")
+    if cap is not None:
+        ax.axvline(cap, color="grey", ls=":", lw=1)
+        ax.annotate(
+            f"sampling cap\n{_cap_label(data['settings'], tex=True)}\n= {cap:.3g}",
+            (cap, 0.98),
+            xytext=(-4, 0),
+            textcoords="offset points",
+            ha="right",
+            va="top",
+            fontsize=7,
+            color="grey",
+        )
     ax.set_xlabel(f"radius / attack budget ({norm})")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)

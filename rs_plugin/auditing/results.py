@@ -24,6 +24,7 @@ __all__ = [
     "CertificateSet",
     "Checks",
     "poisson_binomial_tail",
+    "sampling_cap",
     "summarise",
 ]
 
@@ -44,6 +45,8 @@ class CertificateSet:
         norm: the space of the radii (``l2``, ``rotation``, ``affine:linf``, ...).
         semantics: ``input``, ``parametric`` or ``parametric=input``.
         alpha: the certificates' failure probability.
+        n: CERTIFY's estimation samples, when known (they cap every radius: see
+            :func:`sampling_cap`).
     """
 
     index: torch.Tensor
@@ -52,6 +55,7 @@ class CertificateSet:
     norm: str
     semantics: str
     alpha: float
+    n: int | None = None
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
@@ -69,6 +73,7 @@ class CertificateSet:
             norm=certificates.norm,
             semantics=certificates.semantics,
             alpha=float(certificates.alpha),
+            n=int(certificates.n),
         )
 
     @staticmethod
@@ -95,6 +100,7 @@ class CertificateSet:
                     f"radii in {record['norm']!r} (record {number} of {source})",
                 )
         alphas = {float(r["alpha"]) for r in records}
+        sizes = {r.get("n") for r in records}
         semantics = {str(r.get("semantics", "input")) for r in records}
         if len(alphas) > 1 or len(semantics) > 1:
             raise RSValueError(
@@ -112,7 +118,26 @@ class CertificateSet:
             norm=norm,
             semantics=semantics.pop(),
             alpha=check_open_unit("alpha", alphas.pop()),
+            n=_one_size(sizes),
         )
+
+
+def _one_size(sizes: set[Any]) -> int | None:
+    """The records' common sample size n, or None when they do not all state the same one."""
+    if len(sizes) != 1:
+        return None
+    size = sizes.pop()
+    return int(size) if isinstance(size, (int, float)) and size >= 1 else None
+
+
+def sampling_cap(smoothing: Any, alpha: float, n: int, dim: int) -> float | None:
+    """The largest radius n samples can certify at level α: the radius at p_lower = α^{1/n},
+    the one-sided Clopper–Pearson bound when all n votes go to one class (σΦ⁻¹(α^{1/n}) for
+    Gaussian noise). None for certificates whose radius does not follow from p_lower."""
+    if getattr(smoothing, "on_grid", False):
+        return None
+    p_lower = torch.tensor([alpha ** (1.0 / n)], dtype=torch.float64)
+    return float(smoothing.radius(p_lower, dim)[0])
 
 
 def poisson_binomial_tail(q: np.ndarray, observed: int) -> float:
@@ -185,6 +210,7 @@ def summarise(
     predict_alpha: float,
     significance: float,
     settings: dict[str, Any],
+    cap: float | None = None,
 ) -> AuditReport:
     """The verdict, per-attack and per-input rows and curves from every PREDICT check."""
     n = len(certificates)
@@ -274,11 +300,13 @@ def summarise(
                 entry[f"base_distance_{name}"] = _finite(float(c.base_distance[i]))
         inputs.append(entry)
     curves = _curves(certificates, labels, clean, radius, levels, adversarial_distance)
+    curves["sampling_cap"] = cap
     settings = {
         **settings,
         "norm": certificates.norm,
         "semantics": certificates.semantics,
         "certificate_alpha": certificates.alpha,
+        "certificate_n": certificates.n,
         "budget_levels": levels,
     }
     return AuditReport(verdict, settings, inputs, attack_rows, curves, diagnostics)

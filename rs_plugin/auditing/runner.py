@@ -25,7 +25,6 @@ of CERTIFY's and of the attacks'.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -41,15 +40,21 @@ from rs_plugin._validation import (
     check_positive,
 )
 from rs_plugin.auditing.attack import Attack, AttackTarget, Candidates, load_attack
+from rs_plugin.auditing.checking import SHRINK, AttackState, Checker
 from rs_plugin.auditing.defaults import ADDITIVE_ATTACKS, BUDGETS, SEMANTIC_ATTACKS
 from rs_plugin.auditing.diagnostics import diagnose
-from rs_plugin.auditing.results import UNCHECKED, AuditReport, CertificateSet, Checks, summarise
-from rs_plugin.auditing.semantic_attacks import ShiftedParameters, parameter_distance
+from rs_plugin.auditing.progress import Progress
+from rs_plugin.auditing.results import (
+    AuditReport,
+    CertificateSet,
+    Checks,
+    sampling_cap,
+    summarise,
+)
 from rs_plugin.certification.certificates import Certificates
 from rs_plugin.certification.classifier import SmoothedClassifier
 from rs_plugin.certification.grid import cohen_certifier
 from rs_plugin.smoothings.base import Smoothing
-from rs_plugin.smoothings.norms import LP_NORMS, lp_norm
 from rs_plugin.smoothings.semantic import SemanticSmoothing
 
 __all__ = [
@@ -61,48 +66,6 @@ __all__ = [
     "CertificateSet",
     "audit",
 ]
-
-
-# Fractions of the closest adversarial candidate's perturbation checked after the budget levels.
-_SHRINK = (0.6, 0.7, 0.8, 0.9)
-
-
-class _Best:
-    """Each input's closest adversarial candidate so far (perturbation and parameters)."""
-
-    def __init__(self, x: torch.Tensor) -> None:
-        self.x = x
-        self.delta = torch.zeros_like(x)
-        self.params: torch.Tensor | None = None
-        self.distance = torch.full((x.shape[0],), float("inf"), dtype=torch.float64)
-
-    @property
-    def found(self) -> torch.Tensor:
-        return torch.isfinite(self.distance)
-
-    def update(
-        self, found: Candidates, checks: Checks, column: int, reference: torch.Tensor
-    ) -> None:
-        predicted = checks.predicted[:, column]
-        d = checks.distance[:, column]
-        better = predicted.ge(0) & predicted.ne(reference.cpu()) & (d < self.distance)
-        rows = torch.nonzero(better)[:, 0]
-        self.distance[rows] = d[rows]
-        self.delta[rows.to(self.x.device)] = (found.x - self.x)[rows.to(self.x.device)]
-        if found.params is not None:
-            if self.params is None:
-                self.params = torch.zeros_like(found.params)
-            self.params[rows] = found.params[rows]
-
-    def shrunk(self, fraction: float, target: AttackTarget) -> Candidates:
-        """Candidates at ``fraction`` of each closest adversarial perturbation (or parameters)."""
-        if self.params is not None:
-            smoothing = target.smoothing
-            assert isinstance(smoothing, SemanticSmoothing)
-            params = self.params * fraction
-            images = smoothing.apply(self.x, params.to(self.x)).clamp(*target.clip_values)
-            return Candidates(x=images, params=params)
-        return Candidates(x=self.x + fraction * self.delta)
 
 
 class Audit:
@@ -162,6 +125,13 @@ class Audit:
         self.seed = check_int("seed", seed, 0)
         self.progress = progress
         self.attacks = self._resolve(attacks)
+        self.checker = Checker(
+            self.smoothed,
+            predict_n=self.predict_n,
+            predict_alpha=self.predict_alpha,
+            batch_size=self.batch_size,
+            seed=self.seed + 2,
+        )
 
     @property
     def smoothing(self) -> Smoothing:
@@ -239,7 +209,7 @@ class Audit:
             dlr=any(a.dlr for a in self.attacks),
         )
         keys = iter(range(10**12))
-        clean = self._predict(x, None, keys, len(x))
+        clean = self.checker.predict(x, keys)
         certified = certificates.certified
         radius = torch.where(certified, certificates.radius, torch.zeros_like(certificates.radius))
         reference = torch.where(certified, certificates.prediction, labels)
@@ -271,6 +241,9 @@ class Audit:
             predict_alpha=self.predict_alpha,
             significance=self.significance,
             settings=self.settings(),
+            cap=None
+            if certificates.n is None
+            else sampling_cap(self.smoothing, certificates.alpha, certificates.n, x[0].numel()),
         )
         report.settings["seconds"] = time.perf_counter() - started
         return report
@@ -285,122 +258,53 @@ class Audit:
         levels: list[float],
         keys: Any,
     ) -> dict[str, Checks]:
-        from tqdm import tqdm
+        """Every attack at every budget (ascending levels, then each input's own radius), then
+        the line search; each stage's candidates of all attacks are checked in one PREDICT run.
 
+        A candidate is generated and checked only where it can change a figure: for each
+        attack and input, nothing is attacked or checked at or beyond the distance of an
+        adversarial candidate that attack already has confirmed (the smallest adversarial
+        distance, the empirical curves and the violations are what they would be otherwise;
+        at the own radius such an input is already a violation).
+        """
         n = x.shape[0]
-        columns = [torch.where(attacked, level, 0.0).to(torch.float64) for level in levels]
-        columns.append(radius.clone())
-        width = len(columns) + len(_SHRINK)
-        results: dict[str, Checks] = {}
-        with tqdm(
-            total=len(self.attacks) * (len(columns) + 1),
-            desc="audit",
-            unit="step",
-            disable=not self.progress,
-            file=sys.stderr,
-        ) as bar:
-            for attack in self.attacks:
-                checks = Checks(
-                    torch.full((n, width), float("inf"), dtype=torch.float64),
-                    torch.full((n, width), UNCHECKED, dtype=torch.int64),
-                )
-                best = _Best(x)
-                started = time.perf_counter()
-                for column, eps in enumerate(columns):
-                    bar.set_postfix_str(f"{attack.name} eps={float(eps.max()):.3g}")
-                    found = attack.generate(target, x, reference.to(x.device), eps.to(x.device))
-                    self._check(x, found, target.norm, eps > 0, checks, column, keys)
-                    best.update(found, checks, column, reference)
-                    if found.base_distance is not None:
-                        checks.base_distance = found.base_distance.to(torch.float64).cpu()
-                    bar.update(1)
-                # Line search towards x from each input's closest adversarial candidate.
-                bar.set_postfix_str(f"{attack.name} line search")
-                for offset, fraction in enumerate(_SHRINK):
-                    found = best.shrunk(fraction, target)
-                    self._check(
-                        x, found, target.norm, best.found, checks, len(columns) + offset, keys
+        order = sorted(range(len(levels)), key=lambda j: levels[j])
+        columns = [
+            (j, torch.where(attacked, levels[j], 0.0).to(torch.float64), f"{levels[j]:.3g}")
+            for j in order
+        ]
+        columns.append((len(levels), radius.clone(), "own radius"))
+        width = len(columns) + len(SHRINK)
+        states = [AttackState(attack, n, width, x) for attack in self.attacks]
+        steps = len(columns) * len(states) + len(SHRINK)
+        with Progress("audit", steps, "step", enabled=self.progress) as progress:
+            for column, eps, label in columns:
+                stage: list[tuple[AttackState, Candidates, torch.Tensor, int]] = []
+                for state in states:
+                    budget = torch.where(state.best.distance <= eps, 0.0, eps)
+                    started = time.perf_counter()
+                    found = state.attack.generate(
+                        target, x, reference.to(x.device), budget.to(x.device)
                     )
-                bar.update(1)
-                checks.seconds = time.perf_counter() - started
-                results[attack.name] = checks
-        return results
-
-    def _check(
-        self,
-        x: torch.Tensor,
-        found: Candidates,
-        norm: str,
-        wanted: torch.Tensor,
-        checks: Checks,
-        column: int,
-        keys: Any,
-    ) -> None:
-        """PREDICT at the candidates of ``wanted`` rows that moved; store in ``column``."""
-        d, moved = self._distances(x, found, norm)
-        rows = torch.nonzero(moved & wanted.cpu())[:, 0]
-        checks.distance[rows, column] = d[rows]
-        if len(rows):
-            checks.predicted[rows, column] = self._predict(x, found, keys, len(x), rows)
-
-    def _distances(
-        self, x: torch.Tensor, found: Candidates, norm: str
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N,) distance of each candidate in the certificates' space, and whether it moved."""
-        if found.params is not None:
-            d = parameter_distance(found.params, norm).cpu()
-            return d, d > 0
-        if norm not in LP_NORMS:
-            raise RSValueError("attacks", f"attacks returning parameters for {norm!r}", "images")
-        d = lp_norm((found.x.to(torch.float64) - x.to(torch.float64)), norm).cpu()
-        return d, d > 0
-
-    def _predict(
-        self,
-        x: torch.Tensor,
-        found: Candidates | None,
-        keys: Any,
-        n: int,
-        rows: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """PREDICT at the candidates' rows (the clean inputs when ``found`` is None)."""
-        picked = torch.arange(n) if rows is None else rows
-        seed = self.seed + 2
-        if (
-            found is not None
-            and found.params is not None
-            and isinstance(self.smoothing, SemanticSmoothing)
-            and not self.smoothing.semantics_label.endswith("input")
-        ):
-            # A parametric certificate speaks of the classifier smoothed over parameters: PREDICT
-            # it centred at the candidate's parameters, on the clean input.
-            out = []
-            for row in picked.tolist():
-                shifted = SmoothedClassifier(
-                    self.smoothed.model,
-                    ShiftedParameters(self.smoothing, found.params[row]),
-                    self.smoothed.num_classes,
-                )
-                result = shifted.predict(
-                    x[row : row + 1],
-                    n=self.predict_n,
-                    alpha=self.predict_alpha,
-                    batch_size=self.batch_size,
-                    seed=seed,
-                    keys=[next(keys)],
-                )
-                out.append(int(result.prediction[0]))
-            return torch.tensor(out, dtype=torch.int64)
-        points = x if found is None else found.x
-        result = self.smoothed.predict(
-            points[picked.to(points.device)],
-            n=self.predict_n,
-            alpha=self.predict_alpha,
-            batch_size=self.batch_size,
-            seed=seed,
-            keys=[next(keys) for _ in range(len(picked))],
-        )
-        return result.prediction.cpu()
+                    state.checks.seconds += time.perf_counter() - started
+                    if found.base_distance is not None:
+                        state.checks.base_distance = found.base_distance.to(torch.float64).cpu()
+                    stage.append((state, found, budget > 0, column))
+                    progress.update(1, f"{state.attack.name} at budget {label}")
+                self.checker.check_stage(x, stage, target.norm, reference, keys)
+            # Line search towards x from each input's closest adversarial candidate after the
+            # budgets, nearest first (a confirmed one makes the farther fractions unnecessary).
+            shrunk = [
+                [(s.best.shrunk(fraction, target), s.best.found) for fraction in SHRINK]
+                for s in states
+            ]
+            for offset, fraction in enumerate(SHRINK):
+                stage = [
+                    (s, *shrunk[i][offset], len(columns) + offset) for i, s in enumerate(states)
+                ]
+                self.checker.check_stage(x, stage, target.norm, reference, keys)
+                progress.update(1, f"line search at {fraction:g} of the closest adversarial")
+        return {state.attack.name: state.checks for state in states}
 
 
 def audit(

@@ -10,8 +10,9 @@ __all__ = ["memory_sizes", "peak_mb"]
 # bench process itself had grown large.
 _MEMORY_PROBE = """
 import sys
+import torch
 from rs_plugin import Gaussian, SmoothedClassifier
-from rs_plugin.bench.speed import _estimator
+from rs_plugin.bench.methods import estimator
 from rs_plugin.data import load_demo_model, load_digits
 
 def status_mb(field):
@@ -28,9 +29,10 @@ if kind == "engine":
     def certify(samples):
         smoothed.certify(x, n0=n0, n=samples, batch_size=batch_size)
 else:
-    estimator = _estimator(kind, load_demo_model(), tuple(x.shape[1:]), sigma, n0)
+    model = load_demo_model()
+    built = estimator(kind, model, tuple(x.shape[1:]), 10, sigma, n0, torch.device("cpu"))
     def certify(samples):
-        estimator.certify(x.numpy(), n=samples, batch_size=batch_size)
+        built.certify(x.numpy(), n=samples, batch_size=batch_size)
 certify(min(n, 2 * batch_size))  # warm-up at full batches
 before = status_mb("VmRSS")
 with open("/proc/self/clear_refs", "w") as clear:

@@ -1,18 +1,17 @@
-"""``rs-plugin bench``: the engine's certify time against the physical floor and against ART.
+"""``rs-plugin bench``: the engine's certify time against the floor, ART and the papers' loop.
 
-In one run, on the same model (the embedded digits CNN) and the same inputs, it times:
+For each model (:mod:`rs_plugin.bench.models`: the digits CNN, a LeNet, a CIFAR ResNet-20; a
+ResNet-50 on request) it certifies the same inputs with every method of
+:mod:`rs_plugin.bench.methods` (floor with fresh noise, floor with a reused batch, the engine,
+the papers' per-input loop, ART's certify; the engine and ART again at ART's default batch size
+32), in interleaved repeats in one process (:mod:`rs_plugin.bench.timing`), at each torch thread
+count asked for, idle and, with ``--under-load``, beside a busy-loop process of its own. It
+reports medians with min–max, the ratios the project's targets are stated in, each method's
+slowdown under load, which targets are met, and notes where figures that should agree do not.
 
-* the engine's CERTIFY (n0 + n noisy samples per input, streamed, on-device noise);
-* the *floor*: bare forward passes over the same number of pre-made noisy samples, at the best of
-  several batch sizes, no noise generation, no counting;
-* ART's ``PyTorchRandomizedSmoothing.certify`` on the same model and inputs (``sample_size`` =
-  n0, as ART uses it for selection);
-* the swap-in: ART's class against ``rs_plugin.adapters.art.PyTorchRandomizedSmoothing`` built
-  with the same arguments and called the same way, at the bench's batch size and at ART's
-  default ``certify`` batch size (32), and the extra peak memory (RSS) each one's ``certify``
-  needs for one input at ``--memory-n`` samples, each measured in a fresh process.
-
-Each timing is the best of ``--repeats`` runs; ratios are computed from these timings.
+The JSON keeps the keys of the first bench (figures of the first model's first condition,
+``swap_in`` with the adapter timed in the same interleaved rounds, peak memory from fresh
+processes) and adds ``models``, one object per model.
 """
 
 from __future__ import annotations
@@ -21,34 +20,27 @@ import argparse
 import json
 import os
 import platform
-import time
-from collections.abc import Callable
-from functools import partial
 from typing import Any
 
-import numpy as np
 import torch
 
-from rs_plugin._validation import check_int, check_positive
+from rs_plugin._validation import RSValueError, check_int, check_positive
+from rs_plugin.bench import methods as m
 from rs_plugin.bench.memory import memory_sizes, peak_mb
+from rs_plugin.bench.models import BENCH_MODELS, BenchModel, bench_inputs
+from rs_plugin.bench.report import format_result, notes_and_targets
+from rs_plugin.bench.timing import busy_loop, interleaved, summary, torch_threads
 from rs_plugin.certification.classifier import SmoothedClassifier
 from rs_plugin.smoothings.gaussian import Gaussian
 
-__all__ = ["bench_command", "run_bench"]
+__all__ = ["DEFAULT_MODELS", "bench_command", "run_bench"]
 
+DEFAULT_MODELS = ("digits", "lenet", "resnet20")
+ART_BATCH = 32  # ART's default batch size for certify
 _FLOOR_BATCHES = (256, 1000, 4000, 10000)
 
 
-def _best_time(fn: Callable[[], object], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def _machine() -> dict[str, Any]:
+def _machine(device: torch.device) -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
@@ -58,281 +50,322 @@ def _machine() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    return {
+    info: dict[str, Any] = {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
+        "device": str(device),
+        "load_average_at_start": list(os.getloadavg()),
     }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
 
 
-def _floor_seconds(
-    model: Any, x: torch.Tensor, sigma: float, size: int, total: int, repeats: int
-) -> float:
-    """Best time of bare forwards over ``total`` pre-made noisy samples in batches of ``size``."""
-    noisy = x[:1] + sigma * torch.randn((size, *x.shape[1:]), generator=torch.Generator())
-    full, rest = divmod(total, size)
-
-    def forward() -> None:
-        with torch.inference_mode():
-            for _ in range(full):
-                model(noisy)
-            if rest:
-                model(noisy[:rest])
-
-    forward()  # warm-up (and compilation, for a compiled model)
-    return _best_time(forward, repeats)
-
-
-def _compiled(
-    model: torch.nn.Module,
+def _methods(
+    spec: BenchModel,
+    smoothed: SmoothedClassifier,
     x: torch.Tensor,
+    *,
     sigma: float,
     n0: int,
     n: int,
     batch_size: int,
-    repeats: int,
-    total: int,
+    art: bool,
+    legacy: bool,
 ) -> dict[str, Any]:
-    """Engine and floor with ``torch.compile``: the engine's runner and the floor's model are
-    compiled separately, each warmed up (compiled) before timing, at the bench's batch size."""
-    smoothed = SmoothedClassifier(model, Gaussian(sigma), 10, compile=True)
-    smoothed.certify(x, n0=n0, n=n, batch_size=batch_size)  # compile both batch shapes
-    engine = _best_time(lambda: smoothed.certify(x, n0=n0, n=n, batch_size=batch_size), repeats)
-    floor = _floor_seconds(torch.compile(model), x, sigma, batch_size, total, repeats)
-    return {
-        "engine_seconds": engine,
-        "forward_seconds": floor,
-        "forward_batch": batch_size,
-        "engine_over_forward": engine / floor,
-        "engine_samples_per_second": total / engine,
+    """Every timed method of one model (the legacy extras for the first model only)."""
+    runner, total = smoothed.runner, x.shape[0] * (n0 + n)
+    out: dict[str, Any] = {
+        "floor_fresh": m.floor_fresh(runner, x, sigma, total, batch_size),
+        "floor_reused": m.floor_reused(runner, x, sigma, total, batch_size),
+        "engine": m.engine_certify(smoothed, x, n0, n, batch_size),
+        "reference": m.reference_certify(runner, x, sigma, n0, n, batch_size, spec.num_classes),
+        "engine_batch32": m.engine_certify(smoothed, x, n0, n, ART_BATCH),
     }
+    x_np = x.cpu().numpy()
+    shape = tuple(x.shape[1:])
+    if art:
+        theirs = m.estimator("art", smoothed.model, shape, spec.num_classes, sigma, n0, x.device)
+        out["art"] = m.art_certify(theirs, x_np, n, batch_size)
+        out["art_batch32"] = m.art_certify(theirs, x_np, n, ART_BATCH)
+        if legacy:
+            ours = m.estimator("ours", smoothed.model, shape, spec.num_classes, sigma, n0, x.device)
+            out["adapter"] = m.art_certify(ours, x_np, n, batch_size)
+            out["adapter_batch32"] = m.art_certify(ours, x_np, n, ART_BATCH)
+    if legacy:
+        for size in sorted({*_FLOOR_BATCHES, batch_size} - {batch_size}):
+            out[f"floor_reused_batch{size}"] = m.floor_reused(runner, x, sigma, total, size)
+    return out
+
+
+def _ratios(seconds: dict[str, dict[str, Any]]) -> dict[str, float]:
+    med = {name: s["median"] for name, s in seconds.items()}
+    pairs = {
+        "engine_over_floor": ("engine", "floor_fresh"),
+        "engine_over_floor_reused": ("engine", "floor_reused"),
+        "reference_over_engine": ("reference", "engine"),
+        "art_over_engine": ("art", "engine"),
+        "art_over_engine_batch32": ("art_batch32", "engine_batch32"),
+        "adapter_over_engine": ("adapter", "engine"),
+        "art_over_adapter": ("art", "adapter"),
+    }
+    return {key: med[a] / med[b] for key, (a, b) in pairs.items() if a in med and b in med}
+
+
+def _bench_model(
+    spec: BenchModel,
+    *,
+    device: torch.device,
+    inputs: int | None,
+    n0: int,
+    n: int | None,
+    batch_size: int | None,
+    sigma: float,
+    repeats: int,
+    threads: list[int],
+    under_load: bool,
+    art: bool,
+    legacy: bool,
+    runner_options: dict[str, Any],
+) -> dict[str, Any]:
+    k = inputs if inputs is not None else spec.inputs
+    size = n if n is not None else spec.n
+    batch = batch_size if batch_size is not None else spec.batch_size
+    model = spec.build(device, 0)
+    x = bench_inputs(spec, k, device)
+    smoothed = SmoothedClassifier(
+        model, Gaussian(sigma), spec.num_classes, clip_values=(0.0, 1.0), **runner_options
+    )
+    methods = _methods(
+        spec, smoothed, x, sigma=sigma, n0=n0, n=size, batch_size=batch, art=art, legacy=legacy
+    )
+    conditions: dict[str, dict[str, Any]] = {}
+    for loaded in (False, True) if under_load else (False,):
+        for count in threads:
+            first = not conditions
+            chosen = {k_: f for k_, f in methods.items() if first or not _legacy_only(k_)}
+            with busy_loop(loaded), torch_threads(count):
+                times = interleaved(chosen, repeats, device=device, warm_up=first)
+            seconds = {name: summary(runs) for name, runs in times.items()}
+            conditions[f"{'loaded' if loaded else 'idle'}_{count}_thread{'s' * (count > 1)}"] = {
+                "threads": count,
+                "under_load": loaded,
+                "seconds": seconds,
+                "ratios": _ratios(seconds),
+                "engine_samples_per_second": k * (n0 + size) / seconds["engine"]["median"],
+                "engine_seconds_per_input": seconds["engine"]["median"] / k,
+            }
+    result: dict[str, Any] = {
+        "model": spec.description,
+        "input_shape": list(spec.input_shape),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "weights": spec.weights,
+        "inputs": k,
+        "n0": n0,
+        "n": size,
+        "batch_size": batch,
+        "samples": k * (n0 + size),
+        "conditions": conditions,
+        "slowdown_under_load": _slowdowns(conditions),
+    }
+    if art and legacy:
+        certified = smoothed.certify(x, n0=n0, n=size, batch_size=batch)
+        prediction, _ = methods["art"]()
+        confident = certified.prediction >= 0
+        agree = torch.from_numpy(prediction)[confident] == certified.prediction[confident]
+        result["agreement_with_art_on_certified"] = (
+            float(agree.double().mean()) if bool(confident.any()) else None
+        )
+    result["targets"], result["notes"] = notes_and_targets(spec.name, result)
+    return result
+
+
+def _legacy_only(name: str) -> bool:
+    return name.startswith(("adapter", "floor_reused_batch"))
+
+
+def _slowdowns(conditions: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Loaded median / idle median of every method, per thread count."""
+    out: dict[str, dict[str, float]] = {}
+    for key, loaded in conditions.items():
+        if not loaded["under_load"]:
+            continue
+        idle = conditions[key.replace("loaded", "idle", 1)]["seconds"]
+        out[key.replace("loaded_", "", 1)] = {
+            name: s["median"] / idle[name]["median"]
+            for name, s in loaded["seconds"].items()
+            if name in idle
+        }
+    return out
+
+
+def _legacy_keys(first: dict[str, Any], art: bool) -> dict[str, Any]:
+    """The first bench's keys, from the first model's first condition."""
+    condition = next(iter(first["conditions"].values()))
+    seconds = {name: s["median"] for name, s in condition["seconds"].items()}
+    by_batch = {str(first["batch_size"]): seconds["floor_reused"]}
+    by_batch.update(
+        {
+            name.removeprefix("floor_reused_batch"): value
+            for name, value in seconds.items()
+            if name.startswith("floor_reused_batch")
+        }
+    )
+    best = min(by_batch, key=lambda key: by_batch[key])
+    out: dict[str, Any] = {
+        "samples": first["samples"],
+        "engine_seconds": seconds["engine"],
+        "forward_seconds": by_batch[best],
+        "forward_seconds_by_batch": by_batch,
+        "forward_best_batch": int(best),
+        "engine_over_forward": seconds["engine"] / by_batch[best],
+        "engine_samples_per_second": first["samples"] / seconds["engine"],
+    }
+    if art:
+        out["art_seconds"] = seconds["art"]
+        out["art_over_engine"] = seconds["art"] / seconds["engine"]
+        out["agreement_with_art_on_certified"] = first.get("agreement_with_art_on_certified")
+        out["swap_in"] = {
+            "art_seconds": seconds["art"],
+            "adapter_seconds": seconds["adapter"],
+            "art_over_adapter": seconds["art"] / seconds["adapter"],
+            "art_seconds_batch32": seconds["art_batch32"],
+            "adapter_seconds_batch32": seconds["adapter_batch32"],
+            "art_over_adapter_batch32": seconds["art_batch32"] / seconds["adapter_batch32"],
+        }
+    return out
 
 
 def run_bench(
     *,
-    inputs: int = 20,
+    models: tuple[str, ...] | list[str] = ("digits",),
+    inputs: int | None = None,
     n0: int = 100,
-    n: int = 10_000,
-    batch_size: int = 1000,
+    n: int | None = None,
+    batch_size: int | None = None,
     sigma: float = 0.25,
     repeats: int = 3,
+    threads: tuple[int, ...] | list[int] | None = None,
+    under_load: bool = False,
     art: bool = True,
     memory_n: int = 200_000,
+    device: str = "cpu",
+    precision: str = "float32",
+    channels_last: bool = False,
     compile: bool = False,
 ) -> dict[str, Any]:
-    """Time engine, floor and (optionally) ART on the demo model; return figures and ratios."""
-    from rs_plugin.data import load_demo_model, load_digits
+    """Time every method on every model in every condition; return figures, ratios, targets.
 
-    inputs = check_int("--inputs", inputs, 1)
+    ``inputs``, ``n`` and ``batch_size`` default to each model's own workload
+    (:data:`~rs_plugin.bench.models.BENCH_MODELS`); ``threads`` to torch's current count.
+    """
+    unknown = [name for name in models if name not in BENCH_MODELS]
+    if not models or unknown:
+        raise RSValueError("--models", f"names from {sorted(BENCH_MODELS)}", list(models))
+    for flag, value in (("--inputs", inputs), ("-n", n), ("--batch-size", batch_size)):
+        if value is not None:
+            check_int(flag, value, 1)
+    check_int("--n0", n0, 1)
     repeats = check_int("--repeats", repeats, 1)
     memory_n = check_int("--memory-n", memory_n, 1)
     check_positive("--sigma", sigma)
-    model = load_demo_model()
-    x, y = load_digits("test")
-    x, y = x[:inputs], y[:inputs]
-    smoothed = SmoothedClassifier(model, Gaussian(sigma), 10, clip_values=(0.0, 1.0))
-    total = inputs * (n0 + n)
-
-    smoothed.certify(x[:1], n0=n0, n=n0, batch_size=batch_size)  # warm-up
-    certificates = smoothed.certify(x, n0=n0, n=n, batch_size=batch_size)
-    engine = _best_time(lambda: smoothed.certify(x, n0=n0, n=n, batch_size=batch_size), repeats)
-
-    floor = {
-        str(size): _floor_seconds(model, x, sigma, size, total, repeats)
-        for size in sorted({*_FLOOR_BATCHES, batch_size})
+    counts = list(threads) if threads is not None else [torch.get_num_threads()]
+    if not counts or any(int(c) < 1 for c in counts):
+        raise RSValueError("--threads", "one or more thread counts >= 1", threads)
+    torch_device = torch.device(device)
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise RSValueError("--device", "cpu, or cuda on a machine with a CUDA device", device)
+    runner_options = {"precision": precision, "channels_last": channels_last, "compile": compile}
+    result: dict[str, Any] = {"machine": _machine(torch_device)}
+    per_model = {
+        name: _bench_model(
+            BENCH_MODELS[name],
+            device=torch_device,
+            inputs=inputs,
+            n0=n0,
+            n=n,
+            batch_size=batch_size,
+            sigma=sigma,
+            repeats=repeats,
+            threads=counts,
+            under_load=under_load,
+            art=art,
+            legacy=index == 0,
+            runner_options=runner_options,
+        )
+        for index, name in enumerate(models)
     }
-    best_size = min(floor, key=lambda k: floor[k])
-
-    result: dict[str, Any] = {
-        "machine": _machine(),
-        "settings": {
-            "model": "demo",
-            "inputs": inputs,
-            "n0": n0,
-            "n": n,
-            "batch_size": batch_size,
-            "sigma": sigma,
-            "repeats": repeats,
-            "memory_n": memory_n,
-        },
-        "samples": total,
-        "engine_seconds": engine,
-        "forward_seconds": floor[best_size],
-        "forward_seconds_by_batch": floor,
-        "forward_best_batch": int(best_size),
-        "engine_over_forward": engine / floor[best_size],
-        "engine_samples_per_second": total / engine,
+    first = per_model[models[0]]
+    result["settings"] = {
+        "model": models[0],
+        "inputs": first["inputs"],
+        "n0": n0,
+        "n": first["n"],
+        "batch_size": first["batch_size"],
+        "sigma": sigma,
+        "repeats": repeats,
+        "memory_n": memory_n,
+        "models": list(models),
+        "threads": counts,
+        "under_load": under_load,
+        **runner_options,
     }
+    result.update(_legacy_keys(first, art))
     if compile:
-        result["compiled"] = _compiled(model, x, sigma, n0, n, batch_size, repeats, total)
-    # Memory as n grows: the engine's certify of one input in a fresh process per n.
-    peaks = {m: peak_mb("engine", m, batch_size, sigma, n0) for m in memory_sizes(memory_n)}
-    result["peak_memory_mb"] = {str(m): peak for m, (peak, _) in peaks.items()}
-    result["peak_memory_growth_mb"] = {str(m): growth for m, (_, growth) in peaks.items()}
+        result["compiled"] = {
+            "engine_seconds": result["engine_seconds"],
+            "forward_seconds": first["conditions"][next(iter(first["conditions"]))]["seconds"][
+                "floor_reused"
+            ]["median"],
+            "forward_batch": first["batch_size"],
+            "engine_over_forward": result["engine_over_forward"],
+            "engine_samples_per_second": result["engine_samples_per_second"],
+        }
+    # Memory as n grows: the engine's certify of one digits input in a fresh process per n.
+    batch = first["batch_size"]
+    peaks = {size: peak_mb("engine", size, batch, sigma, n0) for size in memory_sizes(memory_n)}
+    result["peak_memory_mb"] = {str(size): peak for size, (peak, _) in peaks.items()}
+    result["peak_memory_growth_mb"] = {str(size): grow for size, (_, grow) in peaks.items()}
     if art:
-        art_seconds, art_prediction = _time_art(model, x, sigma, n0, n, batch_size, repeats)
-        confident = certificates.prediction >= 0
-        result["art_seconds"] = art_seconds
-        result["art_over_engine"] = art_seconds / engine
-        if compile:
-            result["compiled"]["art_over_engine"] = (
-                art_seconds / result["compiled"]["engine_seconds"]
-            )
-        result["agreement_with_art_on_certified"] = (
-            float(
-                (torch.from_numpy(art_prediction)[confident] == certificates.prediction[confident])
-                .double()
-                .mean()
-            )
-            if bool(confident.any())
-            else None
-        )
-        result["swap_in"] = _swap_in(
-            model, x, sigma, n0, n, batch_size, repeats, memory_n, art_seconds
-        )
+        result["swap_in"]["art_peak_increase_mb"] = peak_mb("art", memory_n, batch, sigma, n0)[1]
+        result["swap_in"]["adapter_peak_increase_mb"] = peak_mb(
+            "rs_plugin", memory_n, batch, sigma, n0
+        )[1]
+    result["models"] = per_model
+    result["machine"]["load_average_at_end"] = list(os.getloadavg())
     return result
 
 
-def _estimator(
-    kind: str, model: torch.nn.Module, shape: tuple[int, ...], sigma: float, n0: int
-) -> Any:
-    """ART's class or ours, built with identical arguments (the one-line swap)."""
-    if kind == "art":
-        from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing
-    else:
-        from rs_plugin.adapters.art import PyTorchRandomizedSmoothing
-    return PyTorchRandomizedSmoothing(
-        model=model,
-        loss=torch.nn.CrossEntropyLoss(),
-        input_shape=shape,
-        nb_classes=10,
-        clip_values=(0.0, 1.0),
-        device_type="cpu",
-        sample_size=n0,
-        scale=sigma,
-        alpha=0.001,
-    )
-
-
-def _swap_in(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    sigma: float,
-    n0: int,
-    n: int,
-    batch_size: int,
-    repeats: int,
-    memory_n: int,
-    art_seconds: float,
-) -> dict[str, Any]:
-    """ART's class vs ours; ART at ``batch_size`` was already timed (``art_seconds``)."""
-    shape = tuple(x.shape[1:])
-    x_np = x.numpy()
-    theirs = _estimator("art", model, shape, sigma, n0)
-    ours = _estimator("rs_plugin", model, shape, sigma, n0)
-    out: dict[str, Any] = {}
-    for label, size in (("", batch_size), ("_batch32", 32)):
-        ours.certify(x_np[:1], n=n0, batch_size=size)  # warm-up
-        art_s = (
-            art_seconds
-            if not label
-            else _best_time(partial(theirs.certify, x_np, n=n, batch_size=size), repeats)
-        )
-        ours_s = _best_time(partial(ours.certify, x_np, n=n, batch_size=size), repeats)
-        out[f"art_seconds{label}"] = art_s
-        out[f"adapter_seconds{label}"] = ours_s
-        out[f"art_over_adapter{label}"] = art_s / ours_s
-    out["art_peak_increase_mb"] = peak_mb("art", memory_n, batch_size, sigma, n0)[1]
-    out["adapter_peak_increase_mb"] = peak_mb("rs_plugin", memory_n, batch_size, sigma, n0)[1]
-    return out
-
-
-def _time_art(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    sigma: float,
-    n0: int,
-    n: int,
-    batch_size: int,
-    repeats: int,
-) -> tuple[float, np.ndarray]:
-    art_model = _estimator("art", model, tuple(x.shape[1:]), sigma, n0)
-    x_np = x.numpy()
-    prediction, _ = art_model.certify(x_np, n=n, batch_size=batch_size)
-    seconds = _best_time(partial(art_model.certify, x_np, n=n, batch_size=batch_size), repeats)
-    return seconds, np.asarray(prediction)
-
-
-def _format(result: dict[str, Any]) -> str:
-    s = result["settings"]
-    lines = [
-        f"machine: {result['machine']['cpu']} ({result['machine']['torch_threads']} threads), "
-        f"torch {result['machine']['torch']}",
-        f"demo CNN, {s['inputs']} inputs x (n0={s['n0']} + n={s['n']}) = {result['samples']} "
-        f"samples, batch {s['batch_size']}, best of {s['repeats']}",
-        f"{'engine certify':<36}{result['engine_seconds']:>9.3f} s",
-        f"{'bare forward (batch ' + str(result['forward_best_batch']) + ')':<36}"
-        f"{result['forward_seconds']:>9.3f} s",
-        f"{'engine / forward':<36}{result['engine_over_forward']:>9.3f} x",
-        "engine peak RSS after certify of one input (growth during it): "
-        + ", ".join(
-            f"n={m}: {peak:.0f} MB ({result['peak_memory_growth_mb'][m]:.1f})"
-            for m, peak in result["peak_memory_mb"].items()
-        ),
-    ]
-    if "compiled" in result:
-        c = result["compiled"]
-        lines += [
-            f"{'engine certify, torch.compile':<36}{c['engine_seconds']:>9.3f} s",
-            f"{'compiled forward (batch ' + str(c['forward_batch']) + ')':<36}"
-            f"{c['forward_seconds']:>9.3f} s",
-            f"{'compiled engine / compiled forward':<36}{c['engine_over_forward']:>9.3f} x",
-        ]
-        if "art_over_engine" in c:
-            lines.append(f"{'ART / compiled engine':<36}{c['art_over_engine']:>9.3f} x")
-    if "art_seconds" in result:
-        lines += [
-            f"{'ART PyTorchRandomizedSmoothing':<36}{result['art_seconds']:>9.3f} s",
-            f"{'ART / engine':<36}{result['art_over_engine']:>9.3f} x",
-        ]
-    if "swap_in" in result:
-        w = result["swap_in"]
-        lines += [
-            "swap-in: ART's PyTorchRandomizedSmoothing vs rs_plugin.adapters.art's, same call",
-            f"{'  certify, batch ' + str(s['batch_size']):<36}{w['art_seconds']:>9.3f} s vs "
-            f"{w['adapter_seconds']:.3f} s = {w['art_over_adapter']:.2f} x",
-            f"{'  certify, batch 32 (ART default)':<36}{w['art_seconds_batch32']:>9.3f} s vs "
-            f"{w['adapter_seconds_batch32']:.3f} s = {w['art_over_adapter_batch32']:.2f} x",
-            f"{'  peak RSS growth, n=' + str(s['memory_n']):<36}"
-            f"{w['art_peak_increase_mb']:>9.1f} MB vs {w['adapter_peak_increase_mb']:.1f} MB",
-        ]
-    for name, seq in result.get("sequential", {}).items():
-        e, acc = seq["evaluations_per_input"], seq["certified_accuracy_at_radius"]
-        lines += [
-            f"sequential vs fixed n={seq['n']} on {name} ({seq['inputs']} inputs), "
-            "model evaluations per input:",
-            f"  decision at r={seq['radius']:g}: {e['fixed']:.0f} vs {e['decision']:.0f} = "
-            f"{seq['sample_reduction_decision']:.1f} x fewer; certified accuracy at r "
-            f"{acc['fixed']:.1%} vs {acc['decision']:.1%}",
-            f"  radius mode, tolerance {seq['tolerance']:g}: {e['radius']:.0f} = "
-            f"{seq['sample_reduction_radius']:.1f} x fewer; mean radius lost "
-            f"{seq['radius_loss_over_sigma']:.3f} σ",
-        ]
-    return "\n".join(lines)
+def _names(text: str, flag: str) -> list[str]:
+    names = [item.strip() for item in text.split(",") if item.strip()]
+    if not names:
+        raise RSValueError(flag, "a comma-separated list", text)
+    return names
 
 
 def bench_command(args: argparse.Namespace) -> int:
+    try:
+        threads = [int(t) for t in _names(args.threads, "--threads")]
+    except ValueError as error:
+        raise RSValueError("--threads", "comma-separated integers >= 1", args.threads) from error
     result = run_bench(
+        models=_names(args.models, "--models"),
         inputs=args.inputs,
         n0=args.n0,
         n=args.n,
         batch_size=args.batch_size,
         sigma=args.sigma,
         repeats=args.repeats,
+        threads=threads,
+        under_load=args.under_load,
         art=not args.no_art,
         memory_n=args.memory_n,
+        device=args.device,
+        precision=args.precision,
+        channels_last=args.channels_last,
         compile=args.compile,
     )
     if args.sequential:
@@ -340,15 +373,15 @@ def bench_command(args: argparse.Namespace) -> int:
 
         result.update(
             run_sequential_bench(
-                inputs=args.inputs,
+                inputs=args.inputs if args.inputs is not None else 20,
                 fashion_inputs=args.fashion_inputs,
                 n0=args.n0,
                 n=args.sequential_n,
                 sigma=args.sigma,
                 radius_sigmas=args.radius_sigmas,
                 tolerance_sigmas=args.tolerance_sigmas,
-                batch_size=args.batch_size,
+                batch_size=args.batch_size if args.batch_size is not None else 1000,
             )
         )
-    print(json.dumps(result, indent=2) if args.json else _format(result))
+    print(json.dumps(result, indent=2) if args.json else format_result(result))
     return 0

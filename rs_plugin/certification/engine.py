@@ -1,17 +1,30 @@
 """The Monte-Carlo engine: stream perturbed batches through the model and count votes per class.
 
 Noise is defined per *block* of ``NOISE_BLOCK`` consecutive samples of one input: block ``b`` of
-sample stream ``s`` of the input with key ``k`` is drawn from a generator on the model's device
-seeded with :func:`block_seed(seed, s, k, b) <block_seed>`. The engine packs blocks (and pieces
-of blocks) into batches of ``batch_size`` samples that mix several inputs when each needs few
-samples. Because the noise of a sample depends only on (seed, stream, key, position) and never
-on how samples are batched, the same seed gives the same counts whatever the batch size, and an
-input certified alone gets the same counts as inside a larger run (up to floating-point ties in
-the model's logits, which batch-size-dependent kernels could in principle break differently).
+sample stream ``s`` of the input with key ``k`` is ``smoothing.perturb`` of that many copies of
+the input, drawn from a generator on the model's device seeded with
+:func:`block_seed(seed, s, k, b) <block_seed>` (the last block of a stream may be shorter). The
+engine packs blocks (and pieces of blocks) into batches of ``batch_size`` samples that mix
+several inputs when each needs few samples. Because the noise of a sample depends only on
+(seed, stream, key, position) and never on how samples are batched, the same seed gives the same
+counts whatever the batch size, and an input certified alone gets the same counts as inside a
+larger run (up to floating-point ties in the model's logits, which batch-size-dependent kernels
+could in principle break differently).
 
-Memory is O(batch_size + NOISE_BLOCK) samples: nothing of size n is ever materialised. Inside the
-loop there is no host synchronisation except when inputs complete, whose counts are copied to the
-host once.
+Shape of the work, chosen so that a batch costs a handful of large operations (each small
+multi-threaded operation is a synchronisation point that a busy machine makes slow):
+
+* every block is written in place into one reused buffer on the model's device
+  (:meth:`~rs_plugin.Smoothing.perturb_`), a block that straddles two batches stays where it is
+  and its tail is moved to the front once; nothing is allocated or concatenated per block;
+* for additive noise (:class:`~rs_plugin.AdditiveNoise`) a block is one in-place draw and the
+  input is added once per run of one input's samples in the batch, not once per block;
+* votes are counted on the device with one ``index_add_`` per batch. A sample whose logits are
+  not all finite votes for an extra "non-finite" column; when an input completes, its counts are
+  copied to the host (the only synchronisation) and a non-finite vote stops the run with an
+  :class:`~rs_plugin.RSValueError` naming the input: NaN logits must never become votes.
+
+Memory is O(batch_size + NOISE_BLOCK) samples: nothing of size n is ever materialised.
 """
 
 from __future__ import annotations
@@ -22,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from rs_plugin._validation import RSValueError
-from rs_plugin.smoothings.base import Smoothing
+from rs_plugin.smoothings.base import AdditiveNoise, Smoothing
 
 __all__ = ["NOISE_BLOCK", "block_seed", "stream_counts"]
 
@@ -47,6 +60,98 @@ def block_seed(seed: int, stream: int, key: int, block: int) -> int:
     for value in (stream, key, block):
         h = _splitmix64(h ^ (value & _MASK64))
     return h >> 1
+
+
+class _Batches:
+    """The reused sample buffer and the device-side vote counts of one :func:`stream_counts` call.
+
+    Samples are appended block by block at ``end``; ``start`` is the first sample not yet run
+    through the model. ``runs`` lists, in buffer order from ``start``, the pieces
+    ``[row, owner, length]`` (owner = the row's stream slot whose counts the votes go to).
+    """
+
+    def __init__(
+        self,
+        model: Callable[[torch.Tensor], torch.Tensor],
+        x: torch.Tensor,
+        *,
+        owners: int,
+        num_classes: int,
+        batch_size: int,
+        additive: bool,
+    ) -> None:
+        self.model = model
+        self.x = x
+        self.num_classes = num_classes
+        self.batch_size = batch_size
+        self.additive = additive
+        device = x.device
+        # One column more than classes: samples whose logits were not all finite.
+        self.width = num_classes + 1
+        self.counts = torch.zeros(owners * self.width, dtype=torch.int64, device=device)
+        # A block that does not fit in what is left of a batch is written whole past its end.
+        self.buffer = torch.empty(
+            (batch_size + NOISE_BLOCK - 1, *x.shape[1:]), dtype=x.dtype, device=device
+        )
+        self.slot_base = torch.empty(batch_size, dtype=torch.int64, device=device)
+        self.ones = torch.ones(batch_size, dtype=torch.int64, device=device)
+        self.runs: deque[list[int]] = deque()
+        self.start = 0
+        self.end = 0
+
+    @property
+    def pending(self) -> int:
+        return self.end - self.start
+
+    def block(self, length: int, row: int, owner: int) -> torch.Tensor:
+        """Room for the next ``length`` samples of ``owner`` (the caller fills it)."""
+        if self.end + length > self.buffer.shape[0]:
+            # Move the unrun tail (shorter than a batch, and than ``start``) to the front.
+            tail = self.pending
+            self.buffer[:tail].copy_(self.buffer[self.start : self.end])
+            self.start, self.end = 0, tail
+        if self.runs and self.runs[-1][1] == owner:
+            self.runs[-1][2] += length
+        else:
+            self.runs.append([row, owner, length])
+        out = self.buffer[self.end : self.end + length]
+        self.end += length
+        return out
+
+    def run(self, size: int) -> None:
+        """Run the next ``size`` pending samples through the model and count their votes."""
+        batch = self.buffer[self.start : self.start + size]
+        position = 0
+        added_row, added_from = -1, 0
+        while position < size:
+            piece = self.runs[0]
+            row, owner, length = piece
+            take = min(length, size - position)
+            if take == length:
+                self.runs.popleft()
+            else:
+                piece[2] -= take
+            self.slot_base[position : position + take].fill_(owner * self.width)
+            if self.additive and row != added_row:
+                self._add_input(batch, added_row, added_from, position)
+                added_row, added_from = row, position
+            position += take
+        if self.additive:
+            self._add_input(batch, added_row, added_from, size)
+        logits = self.model(batch)
+        finite = torch.isfinite(logits).all(dim=1)
+        votes = torch.where(finite, logits.argmax(dim=1), self.num_classes)
+        self.counts.index_add_(0, votes.add_(self.slot_base[:size]), self.ones[:size])
+        self.start += size
+
+    def _add_input(self, batch: torch.Tensor, row: int, begin: int, stop: int) -> None:
+        if row >= 0 and stop > begin:
+            batch[begin:stop].add_(self.x[row])
+
+    def finished(self, rows: list[int], num_streams: int) -> torch.Tensor:
+        """Host copy of the counts of ``rows``, (len(rows), num_streams, num_classes + 1)."""
+        index = torch.tensor(rows, device=self.counts.device)
+        return self.counts.view(-1, num_streams, self.width)[index].cpu()
 
 
 def stream_counts(
@@ -81,68 +186,78 @@ def stream_counts(
     Yields:
         ``(rows, counts)``: row positions in ``x`` that just completed, and their vote counts,
         an int64 CPU tensor of shape (len(rows), len(streams), num_classes).
+
+    Raises:
+        RSValueError: when the model returned a non-finite logit (NaN or ±inf) on a noisy sample
+            of an input; raised when that input completes, after the inputs completed before it
+            were yielded.
     """
     if offset % NOISE_BLOCK or offset < 0:
         raise RSValueError("offset", f"a non-negative multiple of {NOISE_BLOCK}", offset)
-    device = x.device
     num_streams = len(streams)
-    counts = torch.zeros(x.shape[0] * num_streams, num_classes, dtype=torch.int64, device=device)
-    flat_counts = counts.view(-1)
-    ones = torch.ones(batch_size, dtype=torch.int64, device=device)
-    generator = torch.Generator(device=device)
-    pending: deque[tuple[torch.Tensor, int]] = deque()  # (perturbed samples, owner slot)
-    pending_len = 0
+    total = x.shape[0] * sum(size for _, size in streams)
+    batches = _Batches(
+        model,
+        x,
+        owners=x.shape[0] * num_streams,
+        num_classes=num_classes,
+        batch_size=max(1, min(batch_size, total)),
+        additive=isinstance(smoothing, AdditiveNoise),
+    )
+    additive = smoothing if isinstance(smoothing, AdditiveNoise) else None
+    generator = torch.Generator(device=x.device)
     open_rows: deque[tuple[int, int]] = deque()  # (row, samples enqueued when it was complete)
     enqueued = 0
     processed = 0
-
-    def run_batch(size: int) -> None:
-        nonlocal pending_len, processed
-        pieces: list[torch.Tensor] = []
-        owners: list[int] = []
-        lengths: list[int] = []
-        need = size
-        while need > 0:
-            samples, owner = pending.popleft()
-            take = min(need, samples.shape[0])
-            if take < samples.shape[0]:
-                pending.appendleft((samples[take:], owner))
-                samples = samples[:take]
-            pieces.append(samples)
-            owners.append(owner)
-            lengths.append(take)
-            need -= take
-        batch = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
-        owner_index = torch.repeat_interleave(torch.tensor(owners), torch.tensor(lengths))
-        votes = model(batch).argmax(dim=1)
-        slots = owner_index.to(device, non_blocking=True) * num_classes + votes
-        flat_counts.index_add_(0, slots, ones[:size])
-        pending_len -= size
-        processed += size
 
     def completed() -> Iterator[tuple[list[int], torch.Tensor]]:
         rows: list[int] = []
         while open_rows and open_rows[0][1] <= processed:
             rows.append(open_rows.popleft()[0])
         if rows:
-            index = torch.tensor(rows, device=device)
-            yield rows, counts.view(-1, num_streams, num_classes)[index].cpu()
+            done = batches.finished(rows, num_streams)
+            _check_finite(done[:, :, num_classes], rows, keys, streams)
+            yield rows, done[:, :, :num_classes].contiguous()
 
     with torch.inference_mode():
         for row in range(x.shape[0]):
             single = x[row : row + 1]
             for slot, (stream, size) in enumerate(streams):
+                owner = row * num_streams + slot
                 for block, start in enumerate(range(0, size, NOISE_BLOCK), offset // NOISE_BLOCK):
                     length = min(NOISE_BLOCK, size - start)
+                    out = batches.block(length, row, owner)
                     generator.manual_seed(block_seed(seed, stream, int(keys[row]), block))
-                    samples = smoothing.perturb(single.expand(length, *x.shape[1:]), generator)
-                    pending.append((samples, row * num_streams + slot))
-                    pending_len += length
+                    if additive is not None:
+                        additive.noise_(out, generator)
+                    else:
+                        smoothing.perturb_(out, single, generator)
                     enqueued += length
-                    while pending_len >= batch_size:
-                        run_batch(batch_size)
+                    while batches.pending >= batches.batch_size:
+                        batches.run(batches.batch_size)
+                        processed += batches.batch_size
                         yield from completed()
             open_rows.append((row, enqueued))
-        if pending_len:
-            run_batch(pending_len)
+        if batches.pending:
+            processed += batches.pending
+            batches.run(batches.pending)
         yield from completed()
+
+
+def _check_finite(
+    non_finite: torch.Tensor,
+    rows: list[int],
+    keys: Sequence[int],
+    streams: Sequence[tuple[int, int]],
+) -> None:
+    """Stop at the first completed input with a sample whose logits were not all finite."""
+    bad = non_finite.sum(dim=1)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0, 0])
+        samples = sum(size for _, size in streams)
+        raise RSValueError(
+            "model",
+            "a model returning finite logits on every noisy sample (no NaN or infinity)",
+            f"non-finite logits on {int(bad[i])} of {samples} samples of key {int(keys[rows[i]])} "
+            f"(row {rows[i]})",
+        )

@@ -1,5 +1,7 @@
 """How the engine runs the base model on noisy batches: precision, memory format, compilation.
 
+How many threads torch runs on is the other lever (:func:`threads_for_load`, :func:`torch_threads`).
+
 These options change only how the votes of CERTIFY and PREDICT are computed. With a reduced
 ``precision`` the smoothed classifier being certified is the one whose base classifier is the
 model run under autocast in that precision (its votes can differ from float32's on inputs near a
@@ -10,6 +12,8 @@ decision boundary); the certificate is exact for that classifier. ``channels_las
 from __future__ import annotations
 
 import contextlib
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -17,7 +21,7 @@ from torch import nn
 
 from rs_plugin._validation import RSValueError
 
-__all__ = ["PRECISIONS", "VoteRunner"]
+__all__ = ["PRECISIONS", "VoteRunner", "threads_for_load", "torch_threads"]
 
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -75,3 +79,31 @@ class VoteRunner:
     def is_plain(self) -> bool:
         """True when the runner is the model itself (float32, default layout, not compiled)."""
         return self.precision == "float32" and not self.channels_last and not self.compile_model
+
+
+def threads_for_load(*, cores: int | None = None, load: float | None = None) -> int:
+    """torch intra-op threads that fit beside the machine's other work.
+
+    torch starts one thread per core, and every parallel operation waits for all of them. When
+    another process keeps a core busy, the thread that shares it runs only in the scheduler's
+    time slices, so each operation waits milliseconds for it: small operations (a digits CNN,
+    attack steps on a few inputs) become many times slower than on one thread. This returns the
+    number of cores not busy over the last minute (``os.getloadavg``, rounded), at least 1 and at
+    most torch's current setting.
+    """
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if load is None:
+        load = os.getloadavg()[0]
+    return max(1, min(torch.get_num_threads(), round((cores or 1) - load)))
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``count`` for the block, then restored."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

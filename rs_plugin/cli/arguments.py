@@ -266,22 +266,51 @@ def add_audit_parser(commands: Any) -> None:
     p.add_argument("--batch-size", type=int, default=1000, help="samples per forward pass")
     p.add_argument("--seed", type=int, default=0, help="seed of certification, attacks and checks")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument(
+        "--threads",
+        default="auto",
+        help="torch threads: a number, or auto (default): the cores not busy with other work "
+        "over the last minute, so a busy machine does not stall every parallel operation",
+    )
     p.add_argument("--out", default="out/audit", help="report folder (default out/audit)")
 
 
 def add_bench_parser(commands: Any) -> None:
     p = commands.add_parser(
         "bench",
-        help="time certify against the bare forward and ART",
-        description="Time certification against the bare forward pass and ART.",
+        help="time certify against the floor, ART and the papers' loop, idle and under load",
+        description="Time certification on real model sizes (the digits CNN, a LeNet, a CIFAR "
+        "ResNet-20; random weights where none ship: speed does not depend on them) against the "
+        "floor (fresh noise + forward + argmax), a reused-batch forward, the papers' per-input "
+        "loop and ART's certify, in interleaved repeats (median, min-max) at each thread count, "
+        "and beside a busy-loop process with --under-load.",
     )
-    p.add_argument("--inputs", type=int, default=20, help="digits test inputs (default 20)")
+    p.add_argument(
+        "--models",
+        default="digits,lenet,resnet20",
+        help="comma-separated: digits, lenet, resnet20, resnet50 (default %(default)s)",
+    )
+    p.add_argument(
+        "--inputs", type=int, default=None, help="inputs per model (default: per model, 1-10)"
+    )
     p.add_argument("--n0", type=int, default=100, help="selection samples per input")
-    p.add_argument("-n", "--n", type=int, default=10_000, help="estimation samples per input")
-    p.add_argument("--batch-size", type=int, default=1000, help="samples per forward pass")
+    p.add_argument(
+        "-n", "--n", type=int, default=None, help="samples per input (default: per model)"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="samples per forward (default: per model)"
+    )
     p.add_argument("--sigma", type=float, default=0.25, help="Gaussian noise level")
     p.add_argument(
         "--repeats", type=int, default=3, help="interleaved repeats of every timed method"
+    )
+    p.add_argument(
+        "--threads", default="1,2", help="torch thread counts to time at (default %(default)s)"
+    )
+    p.add_argument(
+        "--under-load",
+        action="store_true",
+        help="also time every method beside a busy-loop process of the bench's own",
     )
     p.add_argument("--no-art", action="store_true", help="skip ART's certify and the swap-in")
     p.add_argument(
@@ -290,10 +319,20 @@ def add_bench_parser(commands: Any) -> None:
         default=200_000,
         help="samples for the swap-in peak-memory comparison (default 200000)",
     )
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="autocast precision of the engine's and the floors' forwards (default float32)",
+    )
+    p.add_argument(
+        "--channels-last", action="store_true", help="run the forwards in channels-last layout"
+    )
     p.add_argument(
         "--compile",
         action="store_true",
-        help="also time the engine and the floor with torch.compile (compiles first)",
+        help="run the engine's and the floors' forwards through torch.compile (compiled first)",
     )
     p.add_argument(
         "--sequential",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,10 @@ from typing import Any
 import torch
 
 from rs_plugin._validation import RSValueError
+from rs_plugin.auditing.progress import Progress
 from rs_plugin.auditing.results import CertificateSet
 from rs_plugin.auditing.runner import Audit
+from rs_plugin.certification.model_runner import threads_for_load, torch_threads
 from rs_plugin.cli.arguments import AUDIT_DEFAULTS
 from rs_plugin.cli.job import (
     CertifyJob,
@@ -190,6 +193,30 @@ def _job(args: argparse.Namespace, records: list[dict[str, Any]] | None) -> Cert
 
 
 def audit_command(args: argparse.Namespace) -> int:
+    threads = _threads(args.threads)
+    print(
+        f"audit: {threads} torch thread(s) on {os.cpu_count()} cores "
+        f"(load average {os.getloadavg()[0]:.2f})",
+        file=sys.stderr,
+        flush=True,
+    )
+    with torch_threads(threads):
+        return _audit(args)
+
+
+def _threads(value: str) -> int:
+    if value == "auto":
+        return threads_for_load()
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise RSValueError("--threads", "auto or an integer >= 1", value)
+    return count
+
+
+def _audit(args: argparse.Namespace) -> int:
     records = None if args.certificates is None else _read_records(args.certificates)
     if records is not None and args.limit is not None:
         records = [r for r in records if int(r.get("index", 0)) < args.limit]
@@ -216,7 +243,7 @@ def audit_command(args: argparse.Namespace) -> int:
         num_noise_samples=args.noise_samples,
         batch_size=args.batch_size,
         seed=args.seed,
-        progress=sys.stderr.isatty(),
+        progress=True,
     )
     out = Path(args.out)
     if records is None:
@@ -271,8 +298,6 @@ def _certify(
     path: Path,
 ) -> list[dict[str, Any]]:
     """Certify into ``path`` (resuming a file of the same configuration, never overwriting)."""
-    from tqdm import tqdm
-
     config = job.config(certifier, data_sha256)
     mismatch = (
         "--out",
@@ -284,10 +309,8 @@ def _certify(
     ) as store:
         done = store.done()
         todo = [i for i in range(len(y)) if i not in done]
-        with tqdm(
-            total=len(todo), unit="input", desc="certify", disable=not sys.stderr.isatty()
-        ) as bar:
+        with Progress("certify", len(todo), "input") as progress:
             for record in iter_records(job, certifier, x, y, todo):
                 store.append(record)
-                bar.update(1)
+                progress.update(1)
         return [store.records[i] for i in sorted(store.records)]

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 
 from rs_plugin._validation import RSValueError
-from rs_plugin.smoothings.base import Smoothing
+from rs_plugin.smoothings.base import AdditiveNoise
 
 __all__ = ["AnisotropicGaussian", "ellipsoid_summary"]
 
@@ -44,7 +44,7 @@ def ellipsoid_summary(whitened: torch.Tensor, sigma: torch.Tensor) -> dict[str, 
     }
 
 
-class AnisotropicGaussian(Smoothing):
+class AnisotropicGaussian(AdditiveNoise):
     """Gaussian noise with per-coordinate standard deviations σ (a scalar or one per coordinate).
 
     Certificates (see :func:`ellipsoid_summary`): the ellipsoid ‖δ/σ‖₂ < Φ⁻¹(p_lower), reported
@@ -75,10 +75,10 @@ class AnisotropicGaussian(Smoothing):
             )
         return self.sigma.reshape(dim)
 
-    def perturb(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        scale = self._vector(x[0].numel()).to(device=x.device, dtype=x.dtype).view(x.shape[1:])
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return x + scale * noise
+    def noise_(self, out: torch.Tensor, generator: torch.Generator) -> None:
+        shape = out.shape[1:]
+        scale = self._vector(shape.numel()).to(device=out.device, dtype=out.dtype).view(shape)
+        out.normal_(generator=generator).mul_(scale)
 
     def _summary(self, p_lower: torch.Tensor, dim: int) -> dict[str, torch.Tensor]:
         p = p_lower.to(torch.float64)

@@ -3,15 +3,18 @@
 A smoothing knows two things, and the engine asks nothing else of it:
 
 * how to perturb a batch of inputs on their device with a given ``torch.Generator``
-  (:meth:`Smoothing.perturb`), and
+  (:meth:`Smoothing.perturb`, and its in-place form :meth:`Smoothing.perturb_`, which the engine
+  calls on slices of its reused batch buffer), and
 * how to turn a lower confidence bound ``p_lower`` on the top-class probability into a certified
   radius, tagged with the norm (or parameter space) it is measured in (:meth:`Smoothing.radius`;
   a smoothing that certifies several norms directly also overrides
   :meth:`Smoothing.certified_radii`).
 
 New noise families and semantic transforms subclass :class:`Smoothing` and override these
-hooks; batching, seeding, counting, statistics, abstention and the conversion of radii between
-ℓp norms (:mod:`rs_plugin.smoothings.norms`) live elsewhere and never change for a new smoothing.
+hooks; additive noises subclass :class:`AdditiveNoise` and implement only its ``noise_``, which
+lets the engine add the input once per batch instead of once per noise block. Batching, seeding,
+counting, statistics, abstention and the conversion of radii between ℓp norms
+(:mod:`rs_plugin.smoothings.norms`) live elsewhere and never change for a new smoothing.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 
 from rs_plugin.smoothings.norms import complete_radii
 
-__all__ = ["Smoothing"]
+__all__ = ["AdditiveNoise", "Smoothing"]
 
 
 class Smoothing(abc.ABC):
@@ -44,6 +47,18 @@ class Smoothing(abc.ABC):
         All randomness must come from ``generator``, which lives on ``x.device``; the result
         must be differentiable with respect to ``x`` where the perturbation allows it.
         """
+
+    def perturb_(self, out: torch.Tensor, x: torch.Tensor, generator: torch.Generator) -> None:
+        """Overwrite ``out`` (B, ...) with B perturbations of the one input ``x`` (1, ...).
+
+        The engine's hook: it calls it once per noise block on a slice of its reused batch
+        buffer, so a smoothing that writes in place costs no allocation per block. It must draw
+        from ``generator`` exactly what ``perturb(x.expand(out.shape), generator)`` draws and
+        write the same values (the engine's noise is defined by :meth:`perturb`). This fallback,
+        for smoothings that implement only :meth:`perturb`, does exactly that through one
+        temporary tensor.
+        """
+        out.copy_(self.perturb(x.expand(out.shape), generator))
 
     @abc.abstractmethod
     def radius(self, p_lower: torch.Tensor, dim: int) -> torch.Tensor:
@@ -95,3 +110,27 @@ class Smoothing(abc.ABC):
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
         return f"{type(self).__name__}({params})"
+
+
+class AdditiveNoise(Smoothing):
+    """A smoothing that adds noise drawn independently of the input: perturb(x) = x + ε.
+
+    Subclasses implement :meth:`noise_` (and :meth:`radius`); :meth:`perturb` and
+    :meth:`perturb_` follow from it. Knowing the noise is additive lets the engine fill a noise
+    block with one in-place draw and add the input once per batch, so a batch costs a handful
+    of large operations whatever the number of noise blocks in it.
+    """
+
+    @abc.abstractmethod
+    def noise_(self, out: torch.Tensor, generator: torch.Generator) -> None:
+        """Overwrite the contiguous tensor ``out`` (B, ...) with B noise draws ε from
+        ``generator`` (which lives on ``out.device``), in ``out``'s dtype."""
+
+    def perturb(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        noise = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        self.noise_(noise, generator)
+        return x + noise
+
+    def perturb_(self, out: torch.Tensor, x: torch.Tensor, generator: torch.Generator) -> None:
+        self.noise_(out, generator)
+        out.add_(x)

@@ -7,12 +7,12 @@ from typing import Any, ClassVar
 import torch
 
 from rs_plugin._validation import check_positive
-from rs_plugin.smoothings.base import Smoothing
+from rs_plugin.smoothings.base import AdditiveNoise
 
 __all__ = ["Gaussian"]
 
 
-class Gaussian(Smoothing):
+class Gaussian(AdditiveNoise):
     """Isotropic Gaussian noise ε ~ N(0, σ² I), certifying an ℓ2 ball (Cohen et al. 2019).
 
     If the smoothed classifier g(x) = argmax_c P[f(x + ε) = c] has top-class probability
@@ -33,9 +33,9 @@ class Gaussian(Smoothing):
     def __init__(self, sigma: float) -> None:
         self.sigma = check_positive("sigma", sigma)
 
-    def perturb(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return x + self.sigma * noise
+    def noise_(self, out: torch.Tensor, generator: torch.Generator) -> None:
+        # One draw scaled inside the generator's transform: σ·z, as σ * randn rounds it.
+        out.normal_(0.0, self.sigma, generator=generator)
 
     def radius(self, p_lower: torch.Tensor, dim: int) -> torch.Tensor:
         p = p_lower.to(torch.float64)

@@ -115,6 +115,16 @@ class _Interpolating(_Resampled):
         params = self.sample_parameters(x.shape[0], generator, x.device, x.dtype)
         return self.apply(x + self.additive_sigma * noise, params)
 
+    def perturb_(self, out: torch.Tensor, x: torch.Tensor, generator: torch.Generator) -> None:
+        if not self.on_grid:
+            super().perturb_(out, x, generator)
+            return
+        check_image_batch(out)
+        # The same draws as perturb: pixel noise, then the parameters.
+        out.normal_(generator=generator).mul_(self.additive_sigma).add_(x)
+        params = self.sample_parameters(out.shape[0], generator, out.device, out.dtype)
+        out.copy_(self.apply(out, params))
+
     def grid(self) -> torch.Tensor:
         """The K parameter values certified (odd K, symmetric, 0 included), float64."""
         half = math.ceil(self.input_range / self.grid_step - 1e-9)

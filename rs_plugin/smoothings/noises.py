@@ -29,7 +29,7 @@ import torch
 from scipy import stats
 
 from rs_plugin._validation import check_positive
-from rs_plugin.smoothings.base import Smoothing
+from rs_plugin.smoothings.base import AdditiveNoise
 
 __all__ = ["ExpInf", "Laplace", "Uniform"]
 
@@ -39,7 +39,7 @@ def _above_half(p: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
     return torch.where(p > 0.5, radius, torch.zeros_like(radius)).clamp(min=0.0)
 
 
-class Laplace(Smoothing):
+class Laplace(AdditiveNoise):
     """I.i.d. Laplace noise with scale b = σ/√2 (standard deviation σ), certifying ℓ1.
 
     Radius ‖δ‖₁ < −b · log(2(1 − p_lower)) for p_lower > 1/2 (Teng et al. 2020, Theorem 1 with
@@ -62,10 +62,11 @@ class Laplace(Smoothing):
         """The Laplace scale b = σ/√2."""
         return self.sigma / math.sqrt(2.0)
 
-    def perturb(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        # Inverse CDF of a uniform on (−1/2, 1/2): sign(u) · (−b log(1 − 2|u|)).
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 0.5
-        return x - self.scale * torch.sign(u) * torch.log1p(-2.0 * u.abs())
+    def noise_(self, out: torch.Tensor, generator: torch.Generator) -> None:
+        # Inverse CDF of a uniform u on (−1/2, 1/2): sign(u) · (−b log(1 − 2|u|)).
+        u = out.uniform_(generator=generator).sub_(0.5)
+        sign = torch.sign(u)
+        u.abs_().mul_(-2.0).log1p_().mul_(sign).mul_(-self.scale)
 
     def radius(self, p_lower: torch.Tensor, dim: int) -> torch.Tensor:
         p = p_lower.to(torch.float64)
@@ -75,7 +76,7 @@ class Laplace(Smoothing):
         return {"name": self.name, "sigma": self.sigma}
 
 
-class Uniform(Smoothing):
+class Uniform(AdditiveNoise):
     """Uniform noise on the cube [−λ, λ]^d with λ = σ√3, certifying ℓ1 and ℓ∞ directly.
 
     With TV(ε, ε + δ) = 1 − ∏ᵢ (1 − |δᵢ|/2λ)₊ (the cubes' non-overlap):
@@ -101,9 +102,8 @@ class Uniform(Smoothing):
         """λ = σ√3, the half-width of the cube."""
         return self.sigma * math.sqrt(3.0)
 
-    def perturb(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return x + self.half_width * (2.0 * u - 1.0)
+    def noise_(self, out: torch.Tensor, generator: torch.Generator) -> None:
+        out.uniform_(generator=generator).mul_(2.0).sub_(1.0).mul_(self.half_width)
 
     def radius(self, p_lower: torch.Tensor, dim: int) -> torch.Tensor:
         p = p_lower.to(torch.float64)
@@ -144,7 +144,7 @@ def _exp_inf_linf_table(dim: int) -> tuple[np.ndarray, np.ndarray]:
     return grid, tv_upper
 
 
-class ExpInf(Smoothing):
+class ExpInf(AdditiveNoise):
     """ℓ∞-exponential noise, density ∝ exp(−‖ε‖∞/λ): level sets are cubes, certifying ℓ1 and ℓ∞.
 
     Yang et al. 2020 show the optimal smoothing distributions for a norm have the level sets of
@@ -175,16 +175,15 @@ class ExpInf(Smoothing):
         """λ for inputs of ``dim`` coordinates."""
         return self.sigma * math.sqrt(3.0 / ((dim + 1.0) * (dim + 2.0)))
 
-    def perturb(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        flat = x.flatten(1)
+    def noise_(self, out: torch.Tensor, generator: torch.Generator) -> None:
+        flat = out.view(out.shape[0], -1)
         dim = flat.shape[1]
         # Gamma(d + 1, λ) as a sum of d + 1 standard exponentials (−log of uniforms).
         u = torch.rand(
-            (flat.shape[0], dim + 1), generator=generator, device=x.device, dtype=torch.float64
+            (flat.shape[0], dim + 1), generator=generator, device=out.device, dtype=torch.float64
         )
         half_width = -self.scale(dim) * torch.log1p(-u).sum(dim=1, keepdim=True)
-        cube = 2.0 * torch.rand(flat.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return x + (half_width.to(x.dtype) * (cube - 1.0)).view(x.shape)
+        flat.uniform_(generator=generator).mul_(2.0).sub_(1.0).mul_(half_width.to(out.dtype))
 
     def radius(self, p_lower: torch.Tensor, dim: int) -> torch.Tensor:
         p = p_lower.to(torch.float64)

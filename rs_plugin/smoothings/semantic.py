@@ -99,6 +99,14 @@ class SemanticSmoothing(Smoothing):
     def apply(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """T(x, params) for a batch x (B, C, H, W) and params (B, k); params = 0 is identity."""
 
+    def apply_(self, out: torch.Tensor, x: torch.Tensor, params: torch.Tensor) -> None:
+        """Write T(x, params) into ``out`` (B, C, H, W) for one image ``x`` (1, C, H, W).
+
+        Transforms that can compute into ``out`` override this; resampling transforms compute
+        a fresh batch and copy it.
+        """
+        out.copy_(self.apply(x.expand(out.shape), params))
+
     @property
     def semantics_label(self) -> str:
         """What records say: ``parametric``, ``input`` or ``parametric=input`` (exact)."""
@@ -124,6 +132,11 @@ class SemanticSmoothing(Smoothing):
         check_image_batch(x)
         params = self.sample_parameters(x.shape[0], generator, x.device, x.dtype)
         return self.apply(x, params)
+
+    def perturb_(self, out: torch.Tensor, x: torch.Tensor, generator: torch.Generator) -> None:
+        check_image_batch(out)
+        params = self.sample_parameters(out.shape[0], generator, out.device, out.dtype)
+        self.apply_(out, x, params)
 
     def _parameter_radii(self, p_lower: torch.Tensor) -> dict[str, torch.Tensor]:
         k = self.num_parameters
@@ -174,6 +187,9 @@ class Brightness(SemanticSmoothing):
     def apply(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         return brightness(x, params[:, 0])
 
+    def apply_(self, out: torch.Tensor, x: torch.Tensor, params: torch.Tensor) -> None:
+        brightness(x, params[:, 0], out=out)
+
 
 class Contrast(SemanticSmoothing):
     """Contrast x · e^ε, ε the natural log of the factor (so factors compose exactly: the
@@ -191,6 +207,9 @@ class Contrast(SemanticSmoothing):
 
     def apply(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         return contrast(x, params[:, 0])
+
+    def apply_(self, out: torch.Tensor, x: torch.Tensor, params: torch.Tensor) -> None:
+        contrast(x, params[:, 0], out=out)
 
 
 class Blur(SemanticSmoothing):

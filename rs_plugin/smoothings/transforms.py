@@ -164,14 +164,20 @@ def fourier_translate(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return torch.fft.ifft2(spectrum * phase).real.to(x.dtype)
 
 
-def brightness(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """x + b per sample (no clipping, so shifts compose exactly: b₁ then b₂ is b₁ + b₂)."""
-    return x + shift.to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
+def brightness(
+    x: torch.Tensor, shift: torch.Tensor, *, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x + b per sample (no clipping, so shifts compose exactly: b₁ then b₂ is b₁ + b₂);
+    written into ``out`` when given (x may then be one image broadcast over the batch)."""
+    return torch.add(x, shift.to(x.dtype).view(-1, *([1] * (x.ndim - 1))), out=out)
 
 
-def contrast(x: torch.Tensor, log_factor: torch.Tensor) -> torch.Tensor:
-    """x · e^c per sample: c is the natural log of the contrast factor (composes as c₁ + c₂)."""
-    return x * torch.exp(log_factor.to(x.dtype)).view(-1, *([1] * (x.ndim - 1)))
+def contrast(
+    x: torch.Tensor, log_factor: torch.Tensor, *, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x · e^c per sample: c is the natural log of the contrast factor (composes as c₁ + c₂);
+    written into ``out`` when given (x may then be one image broadcast over the batch)."""
+    return torch.mul(x, torch.exp(log_factor.to(x.dtype)).view(-1, *([1] * (x.ndim - 1))), out=out)
 
 
 _TORCH_PAD = {

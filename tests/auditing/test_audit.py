@@ -357,3 +357,13 @@ def test_converted_certificates_without_configuration_are_audited(digits, tmp_pa
     assert main([*args, "--out", str(tmp_path / "o")]) == 0
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["verdict"]["certified_inputs"] == int((certificates.prediction >= 0).sum())
+
+
+def test_report_labels_the_sampling_cap(honest_run):
+    """No radius can exceed σΦ⁻¹(α^{1/n}) (all n votes for one class); the report says where."""
+    _, _, out = honest_run
+    data = json.loads((out / "report.json").read_text())
+    cap = 0.25 * stats.norm.ppf(0.001 ** (1 / 2000))
+    assert data["curves"]["sampling_cap"] == pytest.approx(cap, rel=1e-9)
+    assert max(r["radius"] for r in data["inputs"]) <= cap * (1 + 1e-9)
+    assert f"**sampling cap** σΦ⁻¹(α^{{1/n}}) = {cap:.3f}" in (out / "report.md").read_text()

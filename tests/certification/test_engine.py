@@ -10,11 +10,15 @@ import textwrap
 from pathlib import Path
 from statistics import NormalDist
 
+import pytest
 import torch
 
-from rs_plugin import NOISE_BLOCK, Gaussian, SmoothedClassifier, block_seed
+from rs_plugin import NOISE_BLOCK, Gaussian, RSValueError, SmoothedClassifier, block_seed
+from rs_plugin.certification.engine import stream_counts
 from rs_plugin.data import load_demo_model, load_digits
 from tests.analytic import LinearModel, binomial_upper_tail
+from tests.smoothings.test_inplace import IDS as INPLACE_IDS
+from tests.smoothings.test_inplace import INSTANCES as INPLACE_INSTANCES
 
 
 class BatchRecorder(torch.nn.Module):
@@ -184,3 +188,137 @@ def test_peak_memory_does_not_grow_with_n(tmp_path):
     report = json.dumps({f"{m} {n}": v for (m, n), v in peaks.items()})
     assert peaks["materialise", 200_000] - peaks["materialise", 10_000] > 500, report
     assert peaks["engine", 200_000] - peaks["engine", 10_000] < 64, report
+
+
+# -- the engine's noise against references computed without it -----------------------------------
+
+
+class _Linear3(torch.nn.Module):
+    """A fixed three-class linear classifier of 3×6×5 images (votes change with the noise)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(
+            torch.randn(3 * 6 * 5, 3, generator=torch.Generator().manual_seed(0)),
+            requires_grad=False,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.weight
+
+
+STREAMS = [(0, 37), (1, 600)]
+
+
+def _reference_counts(model, perturb, x, keys, seed):
+    """Counts from the documented definition, one block and one sample at a time."""
+    counts = torch.zeros(x.shape[0], len(STREAMS), 3, dtype=torch.int64)
+    with torch.no_grad():
+        for row, key in enumerate(keys):
+            for slot, (stream, size) in enumerate(STREAMS):
+                for block, start in enumerate(range(0, size, NOISE_BLOCK)):
+                    length = min(NOISE_BLOCK, size - start)
+                    generator = torch.Generator().manual_seed(block_seed(seed, stream, key, block))
+                    noisy = perturb(x[row : row + 1].expand(length, *x.shape[1:]), generator)
+                    for sample in noisy:
+                        counts[row, slot, int(model(sample[None]).argmax())] += 1
+    return counts
+
+
+def _engine_counts(model, smoothing, x, keys, seed, batch_size):
+    counts = torch.zeros(x.shape[0], len(STREAMS), 3, dtype=torch.int64)
+    for rows, done in stream_counts(
+        model, smoothing, x, STREAMS, num_classes=3, batch_size=batch_size, seed=seed, keys=keys
+    ):
+        counts[rows] = done
+    return counts
+
+
+def test_gaussian_noise_is_the_documented_draw():
+    """The reference draws x + σ·z with torch.randn, without the smoothing's code."""
+    model = _Linear3().eval()
+    x = torch.rand(3, 3, 6, 5)
+    keys = [4, 0, 9]
+
+    def gaussian(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return batch + 0.5 * torch.randn(batch.shape, generator=generator)
+
+    expected = _reference_counts(model, gaussian, x, keys, seed=3)
+    for batch_size in (1, 300, 5000):
+        got = _engine_counts(model, Gaussian(0.5), x, keys, 3, batch_size)
+        assert torch.equal(got, expected), batch_size
+    assert int(expected[..., 1:].sum()) > 0 and int(expected[..., 0].sum()) > 0
+
+
+@pytest.mark.parametrize(("name", "smoothing"), INPLACE_INSTANCES, ids=INPLACE_IDS)
+def test_every_smoothing_takes_the_engine_path_to_the_documented_noise(name, smoothing):
+    """In-place blocks in a reused buffer, input added per run of samples, blocks straddling
+    batches: the counts equal the per-block ``perturb`` reference at every batch size."""
+    model = _Linear3().eval()
+    x = torch.rand(2, 3, 6, 5)
+    keys = [7, 2]
+    expected = _reference_counts(model, smoothing.perturb, x, keys, seed=1)
+    for batch_size in (7, 256, 1000):
+        assert torch.equal(_engine_counts(model, smoothing, x, keys, 1, batch_size), expected)
+
+
+# -- non-finite logits are an error, never a vote -------------------------------------------------
+
+
+class _NaNWhereBright(torch.nn.Module):
+    """Logits of a linear model, NaN (or +inf) for samples whose mean exceeds ``threshold``."""
+
+    def __init__(
+        self, threshold: float, value: float = float("nan"), noisy_only: bool = False
+    ) -> None:
+        super().__init__()
+        self.inner = _Linear3()
+        self.threshold = threshold
+        self.value = value
+        self.noisy_only = noisy_only
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.inner(x)
+        bright = x.flatten(1).mean(dim=1) > self.threshold
+        if self.noisy_only:  # constant clean inputs pass the classifier's clean probe
+            bright &= x.flatten(1).std(dim=1) > 0.01
+        return torch.where(bright[:, None], torch.full_like(logits, self.value), logits)
+
+
+def test_an_all_nan_model_gets_no_certificate_and_no_prediction():
+    smoothed = SmoothedClassifier(_NaNWhereBright(-1.0).eval(), Gaussian(0.25), 3)
+    x = torch.rand(2, 3, 6, 5)
+    # The clean probe before any sampling already sees it.
+    with pytest.raises(RSValueError, match=r"model: .*finite logits.*clean inputs \(0, 1\)"):
+        smoothed.certify(x, n0=10, n=100, keys=[5, 6])
+    with pytest.raises(RSValueError, match=r"model: .*finite logits.*clean inputs \(0, 1\)"):
+        smoothed.predict(x, n=100, keys=[5, 6])
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_logits_on_some_inputs_name_the_first_such_input(value):
+    """Dark inputs get finite logits, the bright one (key 12) NaN or inf: the inputs before it
+    are certified and yielded, then the run stops naming it."""
+    model = _NaNWhereBright(0.5, value, noisy_only=True).eval()
+    x = torch.cat([torch.full((2, 3, 6, 5), 0.2), torch.full((1, 3, 6, 5), 0.8)])
+    smoothed = SmoothedClassifier(model, Gaussian(0.1), 3)
+    done = []
+    with pytest.raises(RSValueError, match=r"on 110 of 110 samples of key 12 \(row 2\)"):
+        for certificates in smoothed.iter_certify(
+            x, n0=10, n=100, batch_size=64, keys=[10, 11, 12]
+        ):
+            done += certificates.index.tolist()
+    assert done == [10, 11]
+    with pytest.raises(RSValueError, match=r"on 100 of 100 samples of key 12 \(row 2\)"):
+        smoothed.predict(x, n=100, keys=[10, 11, 12])
+    # Without the bright input nothing is wrong.
+    assert smoothed.predict(x[:2], n=100).counts.sum() == 200
+
+
+def test_a_few_non_finite_samples_are_enough_to_stop():
+    """Only noisy samples that land above the threshold get NaN (about 3 % of them)."""
+    model = _NaNWhereBright(0.5).eval()
+    x = torch.full((1, 3, 6, 5), 0.48)
+    smoothed = SmoothedClassifier(model, Gaussian(0.1), 3)
+    with pytest.raises(RSValueError, match=r"non-finite logits on \d+ of 1100 samples of key 0"):
+        smoothed.certify(x, n0=100, n=1000)

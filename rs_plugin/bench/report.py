@@ -1,0 +1,179 @@
+"""What ``rs-plugin bench`` concludes from its timings: the targets met or missed, notes where
+figures that should agree do not, and the text a person reads (the JSON holds the same)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["TARGETS", "format_result", "notes_and_targets"]
+
+# (ratio, bound, "max" or "min", models it applies to or None for all): the project's speed
+# targets, stated on medians from interleaved repeats.
+TARGETS: tuple[tuple[str, float, str, tuple[str, ...] | None], ...] = (
+    ("engine_over_floor", 1.10, "max", ("digits",)),
+    ("engine_over_floor", 1.05, "max", ("lenet", "resnet20", "resnet50")),
+    ("art_over_engine", 1.0, "min", None),
+    ("reference_over_engine", 1.0, "min", None),
+    ("art_over_engine_batch32", 1.0, "min", None),
+    ("art_over_engine_batch32", 1.2, "min", ("lenet",)),
+)
+# A method whose slowest repeat took this much longer than its fastest ran while the machine's
+# speed changed; ratios involving it are less certain than the medians suggest.
+_SPREAD = 1.25
+
+
+def notes_and_targets(model: str, result: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each target checked in each condition, and the notes on figures that disagree."""
+    targets: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for key, condition in result["conditions"].items():
+        ratios, seconds = condition["ratios"], condition["seconds"]
+        for ratio, bound, side, models in TARGETS:
+            if ratio not in ratios or (models is not None and model not in models):
+                continue
+            value = ratios[ratio]
+            met = value <= bound if side == "max" else value >= bound
+            targets.append(
+                {"condition": key, "ratio": ratio, "value": value, side: bound, "met": met}
+            )
+        for name, s in seconds.items():
+            if s["max"] > _SPREAD * s["min"]:
+                notes.append(
+                    f"{key}: {name} ranged {s['min']:.3g}-{s['max']:.3g} s over its repeats "
+                    "(the machine's speed changed during the run); ratios with it are uncertain"
+                )
+        adapter = ratios.get("adapter_over_engine")
+        if adapter is not None and abs(adapter - 1.0) > 0.1:
+            notes.append(
+                f"{key}: the adapter (which calls the engine on the same samples, plus NumPy "
+                f"conversions) took {adapter:.2f}x the engine's time; they should agree within "
+                "~10%: the difference is the machine's, see the ranges"
+            )
+        for method in ("art", "engine"):
+            small, large = seconds.get(f"{method}_batch32"), seconds.get(method)
+            if small and large and small["median"] < large["median"] / 1.5:
+                notes.append(
+                    f"{key}: {method} at batch 32 took {small['median']:.3g} s, under 2/3 of its "
+                    f"{large['median']:.3g} s at batch {result['batch_size']}; a smaller batch "
+                    "should not be this much faster: the machine's speed changed, see the ranges"
+                )
+        fresh, reused = seconds["floor_fresh"]["median"], seconds["floor_reused"]["median"]
+        if reused > 1.1 * fresh:
+            notes.append(
+                f"{key}: the reused-batch floor ({reused:.3g} s) took longer than the floor with "
+                f"fresh noise ({fresh:.3g} s), which does more work: the machine's speed changed"
+            )
+    return targets, notes
+
+
+_COLUMNS = (
+    ("floor_fresh", "floor"),
+    ("floor_reused", "floor reused"),
+    ("engine", "engine"),
+    ("reference", "ref. loop"),
+    ("art", "ART"),
+    ("engine_batch32", "engine b32"),
+    ("art_batch32", "ART b32"),
+)
+_RATIOS = (
+    ("engine_over_floor", "engine/floor"),
+    ("art_over_engine", "ART/engine"),
+    ("reference_over_engine", "ref/engine"),
+    ("art_over_engine_batch32", "ART/engine b32"),
+)
+
+
+def _model_lines(name: str, r: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"{name}: {r['model']}, input {'x'.join(map(str, r['input_shape']))}, "
+        f"{r['parameters']:,} parameters, weights {r['weights']}",
+        f"  {r['inputs']} inputs x (n0 {r['n0']} + n {r['n']}) = {r['samples']:,} samples, "
+        f"batch {r['batch_size']}; seconds: median [min-max] of interleaved repeats",
+    ]
+    present = [(key, label) for key, label in _COLUMNS if key in _first(r)["seconds"]]
+    lines.append(f"  {'condition':<18}" + "".join(f"{label:>25}" for _, label in present))
+    for key, c in r["conditions"].items():
+        cells = "".join(f"{_cell(c['seconds'][k]):>25}" for k, _ in present if k in c["seconds"])
+        lines.append(f"  {key:<18}{cells}")
+    lines.append(f"  {'ratios (medians)':<18}" + "".join(f"{label:>16}" for _, label in _RATIOS))
+    for key, c in r["conditions"].items():
+        cells = "".join(
+            f"{c['ratios'][k]:>16.3f}" if k in c["ratios"] else f"{'-':>16}" for k, _ in _RATIOS
+        )
+        lines.append(f"  {key:<18}{cells}")
+    for threads, slow in r["slowdown_under_load"].items():
+        lines.append(
+            f"  slowdown under load, {threads}: "
+            + ", ".join(f"{k} {v:.2f}x" for k, v in slow.items() if not k.startswith("floor_r"))
+        )
+    missed = [t for t in r["targets"] if not t["met"]]
+    lines.append(
+        f"  targets: {len(r['targets']) - len(missed)} of {len(r['targets'])} met"
+        + "".join(
+            f"; missed {t['ratio']} {t['value']:.3f} ({t['condition']}, target "
+            f"{'<=' if 'max' in t else '>='} {t.get('max', t.get('min'))})"
+            for t in missed
+        )
+    )
+    lines += [f"  note: {note}" for note in r["notes"]]
+    return lines
+
+
+def _first(r: dict[str, Any]) -> dict[str, Any]:
+    return next(iter(r["conditions"].values()))
+
+
+def _cell(s: dict[str, Any]) -> str:
+    return f"{s['median']:.3g} [{s['min']:.3g}-{s['max']:.3g}]"
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """The bench's findings as text: machine, per-model tables, memory, swap-in, sequential."""
+    machine, s = result["machine"], result["settings"]
+    lines = [
+        f"machine: {machine['cpu']} ({machine['cores']} cores), device {machine['device']}, "
+        f"torch {machine['torch']}; load average {machine['load_average_at_start'][0]:.2f} at "
+        f"start, {machine['load_average_at_end'][0]:.2f} at end",
+        f"sigma {s['sigma']}, threads {s['threads']}, {s['repeats']} interleaved repeats"
+        + (", also beside a busy-loop process (--under-load)" if s["under_load"] else ""),
+        "floor = fresh noise + forward + argmax per batch; floor reused = the same forwards on "
+        "one pre-made batch; ref. loop = the papers' per-input loop; b32 = batch size 32",
+    ]
+    for name, model in result["models"].items():
+        lines += _model_lines(name, model)
+    lines += [
+        "",
+        f"{'engine / forward (first model, reused batch)':<48}"
+        f"{result['engine_over_forward']:>9.3f} x",
+        "engine peak RSS after certify of one digits input (growth during it): "
+        + ", ".join(
+            f"n={m}: {peak:.0f} MB ({result['peak_memory_growth_mb'][m]:.1f})"
+            for m, peak in result["peak_memory_mb"].items()
+        ),
+    ]
+    if "swap_in" in result:
+        w = result["swap_in"]
+        lines += [
+            "swap-in: ART's PyTorchRandomizedSmoothing vs rs_plugin.adapters.art's, same call, "
+            "timed in the same interleaved rounds",
+            f"{'  certify, batch ' + str(s['batch_size']):<36}{w['art_seconds']:>9.3f} s vs "
+            f"{w['adapter_seconds']:.3f} s = {w['art_over_adapter']:.2f} x",
+            f"{'  certify, batch 32 (ART default)':<36}{w['art_seconds_batch32']:>9.3f} s vs "
+            f"{w['adapter_seconds_batch32']:.3f} s = {w['art_over_adapter_batch32']:.2f} x",
+            f"{'  peak RSS growth, n=' + str(s['memory_n']):<36}"
+            f"{w['art_peak_increase_mb']:>9.1f} MB vs {w['adapter_peak_increase_mb']:.1f} MB",
+        ]
+    for name, seq in result.get("sequential", {}).items():
+        e, acc = seq["evaluations_per_input"], seq["certified_accuracy_at_radius"]
+        lines += [
+            f"sequential vs fixed n={seq['n']} on {name} ({seq['inputs']} inputs), "
+            "model evaluations per input:",
+            f"  decision at r={seq['radius']:g}: {e['fixed']:.0f} vs {e['decision']:.0f} = "
+            f"{seq['sample_reduction_decision']:.1f} x fewer; certified accuracy at r "
+            f"{acc['fixed']:.1%} vs {acc['decision']:.1%}",
+            f"  radius mode, tolerance {seq['tolerance']:g}: {e['radius']:.0f} = "
+            f"{seq['sample_reduction_radius']:.1f} x fewer; mean radius lost "
+            f"{seq['radius_loss_over_sigma']:.3f} σ",
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,50 @@
+"""What a long audit tells a log while it runs, and the thread count it picks on a busy machine."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import torch
+
+from rs_plugin.auditing.progress import Progress
+from rs_plugin.certification.model_runner import threads_for_load, torch_threads
+from rs_plugin.cli import main
+
+
+def test_a_log_gets_lines_with_elapsed_time_and_what_is_left():
+    log = io.StringIO()  # not a terminal: plain lines, no bar
+    with Progress("certify", 3, "input", stream=log) as progress:
+        progress.update(1, "key 0")
+        progress.update(2)
+    lines = log.getvalue().splitlines()
+    # The first step and the last are always reported; fast steps in between are not.
+    assert len(lines) == 2
+    assert re.fullmatch(
+        r"certify: 1/3 inputs \(key 0\); \d+ s elapsed, 2 inputs left, about \d+ s left",
+        lines[0],
+    )
+    assert re.fullmatch(r"certify: 3/3 inputs; \d+ s elapsed, 0 inputs left", lines[1])
+
+
+def test_disabled_progress_prints_nothing():
+    log = io.StringIO()
+    with Progress("audit", 2, "step", enabled=False, stream=log) as progress:
+        progress.update(2)
+    assert log.getvalue() == ""
+
+
+def test_threads_fit_beside_the_other_work():
+    most = torch.get_num_threads()
+    assert threads_for_load(cores=2, load=1.05) == 1  # one busy process on two cores
+    assert threads_for_load(cores=2, load=7.0) == 1
+    assert threads_for_load(cores=2, load=0.1) == min(most, 2)
+    assert threads_for_load(cores=64, load=0.0) == most  # never more than torch's setting
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == most
+
+
+def test_audit_refuses_a_bad_thread_count(capsys):
+    assert main(["audit", "--threads", "0"]) == 2
+    assert "--threads: expected auto or an integer >= 1" in capsys.readouterr().err
