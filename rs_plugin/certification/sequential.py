@@ -1,24 +1,27 @@
 """Sequential CERTIFY: the same 1 − α guarantee with fewer samples, valid under optional stopping.
 
-Estimation samples are drawn in stages of doubling size, n_1 = 256, n_2 = 512, …, n_K = n (the
-last stage capped at the budget n). After stage k the one-sided Clopper–Pearson bounds on p_A
-are computed at level α_k = α · 2^{k − K} (so Σ α_k < α; the last stage gets α/2, the one before
-α/4, …). By the union bound, with probability at least 1 − α *every* stage's lower bound is below
-p_A at once, so whatever rule decides when to stop — it may look at all the counts so far — the
-lower bound reported at the stopping stage is a valid 1 − α bound, and the radius computed from it
-holds with probability at least 1 − α (a properly alpha-spent staged test; the selection samples
-n0 are independent of all of them, as in CERTIFY).
+Estimation samples are drawn check by check for the inputs still undecided; after each check the
+stopping rule looks at all the counts so far (:mod:`rs_plugin.certification.stopping`). Because
+the bounds hold at every check at once with probability at least 1 − α, the lower bound reported
+when an input stops is a valid 1 − α bound whatever the rule, and the radius computed from it
+holds with probability at least 1 − α (the selection samples n0 are independent of all of them,
+as in CERTIFY).
 
-Two stopping rules:
+* :class:`SequentialCertifier` (``sequential``): doubling stages 256, 512, …, n with
+  Clopper–Pearson bounds at α spent geometrically over the stages (a union bound).
+* :class:`AnytimeCertifier` (``anytime``): a check after every batch with an anytime-valid
+  confidence sequence (a one-sided mixture martingale, no union bound), and, in decision mode,
+  an early "not certified" where the budget could no longer certify.
+
+Two stopping rules, one per mode:
 
 * **decision mode** (``radius=r``): "is this input certified at radius r?" Stop as soon as the
-  lower bound certifies r, or the upper bound (same α_k) shows the radius cannot reach r.
-* **radius mode** (``tolerance=t``): stop once the radius the last stage would give if p_A were
-  at its current upper bound exceeds the current radius by at most t (more samples are unlikely
-  to raise the radius by more than t).
+  lower bound certifies r, or the upper bound shows the radius cannot reach r.
+* **radius mode** (``tolerance=t``): stop once the radius the budget would give, were the
+  frequency so far to continue, exceeds the current radius by at most t.
 
 Samples come from the same noise stream and positions as fixed-n CERTIFY with the same seed, so
-an input that runs all stages sees exactly the fixed-n run's samples.
+an input that runs to the budget sees exactly the fixed-n run's samples.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rs_plugin._validation import RSValueError, check_int, check_open_unit, check_positive
+from rs_plugin._validation import RSValueError, check_int, check_positive
 from rs_plugin.certification.certificates import Certificates
 from rs_plugin.certification.classifier import (
     STREAM_ESTIMATION,
@@ -37,78 +40,18 @@ from rs_plugin.certification.classifier import (
     SmoothedClassifier,
     pack_certificates,
 )
-from rs_plugin.certification.engine import NOISE_BLOCK, stream_counts
-from rs_plugin.certification.stats import clopper_pearson_lower, clopper_pearson_upper
+from rs_plugin.certification.engine import stream_counts
+from rs_plugin.certification.stopping import (
+    AnytimeBounds,
+    Bounds,
+    DecisionRule,
+    RadiusRule,
+    StagedBounds,
+    run_checks,
+)
 from rs_plugin.smoothings.base import Smoothing
 
-__all__ = ["SequentialCertifier", "StagedBounds"]
-
-
-class StagedBounds:
-    """Stage sizes n_k and their levels α_k (Σ α_k < α), with the bounds after each stage.
-
-    Args:
-        n: the budget, the size of the last stage (≥ 1).
-        alpha: total failure probability, shared by all stages.
-        first: size of the first stage (a multiple of NOISE_BLOCK for the engine).
-    """
-
-    def __init__(self, n: int, alpha: float, first: int = NOISE_BLOCK) -> None:
-        self.n = check_int("n", n, 1)
-        self.alpha = check_open_unit("alpha", alpha)
-        sizes = [first]
-        while sizes[-1] < n:
-            sizes.append(sizes[-1] * 2)
-        sizes[-1] = n
-        self.sizes = sizes
-        stages = len(sizes)
-        # Geometric spending: α/2 for the last stage, α/4 for the one before, … (measured on the
-        # digits model: giving the last stage 0.9 α instead cost the early stages more than the
-        # last one gained, in both modes).
-        self.alphas = [alpha * 2.0 ** (k - stages) for k in range(stages)]
-
-    def __len__(self) -> int:
-        return len(self.sizes)
-
-    def bounds(self, successes: np.ndarray, stage: int) -> tuple[np.ndarray, np.ndarray]:
-        """(lower, upper) Clopper–Pearson bounds at level α_stage after ``sizes[stage]`` trials."""
-        trials, level = self.sizes[stage], self.alphas[stage]
-        return (
-            clopper_pearson_lower(successes, trials, level),
-            clopper_pearson_upper(successes, trials, level),
-        )
-
-
-def stop_decision(
-    smoothing: Smoothing, lower: np.ndarray, upper: np.ndarray, radius: float, dim: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(stop, certified) for decision mode at radius ``radius``."""
-    low = smoothing.radius(torch.from_numpy(lower), dim).numpy()
-    high = smoothing.radius(torch.from_numpy(upper), dim).numpy()
-    certified = low >= radius
-    return certified | (high < radius), certified
-
-
-def stop_radius(
-    smoothing: Smoothing,
-    bounds: StagedBounds,
-    lower: np.ndarray,
-    upper: np.ndarray,
-    estimate: np.ndarray,
-    tolerance: float,
-    dim: int,
-) -> np.ndarray:
-    """Stop where the last stage is expected to add at most ``tolerance`` to the radius.
-
-    "Expected": the radius the last stage gives if its frequency equals the current estimate
-    ``estimate`` (successes / trials so far). Any rule is valid here; this one trades samples
-    against the radius the full budget would give.
-    """
-    current = smoothing.radius(torch.from_numpy(lower), dim).numpy()
-    expected = np.floor(estimate * bounds.n)
-    best = clopper_pearson_lower(expected, bounds.n, bounds.alphas[-1])
-    attainable = smoothing.radius(torch.from_numpy(best), dim).numpy()
-    return (attainable - current <= tolerance) | (upper < 0.5)
+__all__ = ["AnytimeCertifier", "SequentialCertifier"]
 
 
 class SequentialCertifier:
@@ -196,6 +139,16 @@ class SequentialCertifier:
         ):
             yield part
 
+    def _bounds(self, n: int, alpha: float) -> Bounds:
+        """The schedule of checks and its bounds (the hook :class:`AnytimeCertifier` changes)."""
+        return StagedBounds(n, alpha)
+
+    def _rule(self, dim: int) -> DecisionRule | RadiusRule:
+        if self.radius is not None:
+            return DecisionRule(self.smoothing, dim, self.radius, futility=False)
+        assert self.tolerance is not None
+        return RadiusRule(self.smoothing, dim, self.tolerance)
+
     def _stages(
         self,
         x: torch.Tensor | np.ndarray,
@@ -208,61 +161,43 @@ class SequentialCertifier:
         keys: Sequence[int] | None,
     ) -> Iterator[tuple[np.ndarray, Certificates]]:
         n0 = check_int("n0", n0, 1)
-        bounds = StagedBounds(n, alpha)
+        bounds = self._bounds(n, alpha)
         x_t, key_list = self._classifier.prepare(x, batch_size=batch_size, seed=seed, keys=keys)
         dim = x_t[0].numel()
-        rows = x_t.shape[0]
         selection = self._counts(x_t, key_list, STREAM_SELECTION, n0, 0, batch_size, seed)
         top = selection.argmax(dim=1)
-        estimation = torch.zeros(rows, self.num_classes, dtype=torch.int64)
-        active = np.arange(rows)
-        done = 0
-        for stage, size in enumerate(bounds.sizes):
+        estimation = torch.zeros(x_t.shape[0], self.num_classes, dtype=torch.int64)
+
+        def draw(active: np.ndarray, done: int, size: int) -> np.ndarray:
             counts = self._counts(
                 x_t[active],
                 [key_list[a] for a in active],
                 STREAM_ESTIMATION,
-                size - done,
+                size,
                 done,
                 batch_size,
                 seed,
             )
             estimation[active] += counts
-            done = size
-            successes = estimation[active].gather(1, top[active][:, None])[:, 0].numpy()
-            lower, upper = bounds.bounds(successes, stage)
-            decision = np.zeros(len(active), dtype=bool)
-            if stage == len(bounds) - 1:
-                stop = np.ones(len(active), dtype=bool)
-                if self.radius is not None:
-                    decision = stop_decision(self.smoothing, lower, upper, self.radius, dim)[1]
-            elif self.radius is not None:
-                stop, decision = stop_decision(self.smoothing, lower, upper, self.radius, dim)
-            else:
-                assert self.tolerance is not None
-                stop = stop_radius(
-                    self.smoothing, bounds, lower, upper, successes / size, self.tolerance, dim
-                )
-            if stop.any():
-                yield (
-                    active[stop],
-                    self._pack(
-                        active[stop],
-                        key_list,
-                        top,
-                        selection,
-                        estimation,
-                        lower[stop],
-                        size,
-                        decision[stop],
-                        n0,
-                        bounds,
-                        dim,
-                    ),
-                )
-            active = active[~stop]
-            if not len(active):
-                return
+            return counts.gather(1, top[active][:, None])[:, 0].numpy()
+
+        for stop in run_checks(bounds, self._rule(dim), draw, x_t.shape[0]):
+            yield (
+                stop.rows,
+                self._pack(
+                    stop.rows,
+                    key_list,
+                    top,
+                    selection,
+                    estimation,
+                    stop.lower,
+                    stop.samples,
+                    stop.certified,
+                    n0,
+                    bounds,
+                    dim,
+                ),
+            )
 
     def _counts(
         self,
@@ -300,7 +235,7 @@ class SequentialCertifier:
         samples: int,
         decision: np.ndarray,
         n0: int,
-        bounds: StagedBounds,
+        bounds: Bounds,
         dim: int,
     ) -> Certificates:
         index = torch.from_numpy(rows)
@@ -320,3 +255,33 @@ class SequentialCertifier:
             dim=dim,
             extra=extra,
         )
+
+
+class AnytimeCertifier(SequentialCertifier):
+    """Sequential CERTIFY checked after every batch with an anytime-valid confidence sequence.
+
+    Registered as the certifier ``anytime``. The same interface, modes and records as
+    :class:`SequentialCertifier`; the bounds come from the one-sided mixture martingale of
+    :mod:`rs_plugin.certification.confidence_sequence`, valid at every check at once with
+    probability at least 1 − α (no union bound over checks), checked after every batch of
+    samples (:func:`~rs_plugin.certification.stopping.anytime_sizes`). In decision mode an input
+    also stops, not certified, as soon as the budget n could no longer certify it even if every
+    remaining sample voted for its class — before its first sample when n votes out of n would
+    not do (a "not certified" answer is always sound).
+
+    Args:
+        model: base classifier returning logits.
+        smoothing: the smoothing (any whose radius follows from p_lower).
+        num_classes: the model's output width.
+        radius: decision mode: the radius to decide (> 0, in the smoothing's norm).
+        tolerance: radius mode: the radius gain below which sampling stops (> 0).
+        clip_values: as for :class:`~rs_plugin.SmoothedClassifier`.
+    """
+
+    def _bounds(self, n: int, alpha: float) -> Bounds:
+        return AnytimeBounds(n, alpha)
+
+    def _rule(self, dim: int) -> DecisionRule | RadiusRule:
+        if self.radius is not None:
+            return DecisionRule(self.smoothing, dim, self.radius, futility=True)
+        return super()._rule(dim)

@@ -44,21 +44,21 @@ def add_certify_parser(commands: Any) -> None:
     p.add_argument(
         "--certifier",
         default="cohen",
-        help="registered certifier: cohen (fixed n), sequential (staged n, needs --radius or "
-        "--tolerance), ddrs or ancer (sigma chosen per input, certified through a memory; inputs "
-        "in index order) (default: cohen)",
+        help="registered certifier: cohen (fixed n), sequential (staged n) or anytime (checked "
+        "every batch), both needing --radius or --tolerance, ddrs or ancer (sigma chosen per "
+        "input, certified through a memory; inputs in index order) (default: cohen)",
     )
     p.add_argument(
         "--radius",
         type=float,
         default=None,
-        help="sequential decision mode: stop as soon as 'certified at this radius?' is decided",
+        help="sequential/anytime decision mode: stop once 'certified at this radius?' is decided",
     )
     p.add_argument(
         "--tolerance",
         type=float,
         default=None,
-        help="sequential radius mode: stop when more samples would add at most this radius",
+        help="sequential/anytime radius mode: stop when more samples would add at most this radius",
     )
     p.add_argument(
         "--sigma",
