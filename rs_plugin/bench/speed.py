@@ -308,18 +308,14 @@ def _format(result: dict[str, Any]) -> str:
             f"{'  peak RSS growth, n=' + str(s['memory_n']):<36}"
             f"{w['art_peak_increase_mb']:>9.1f} MB vs {w['adapter_peak_increase_mb']:.1f} MB",
         ]
-    for name, seq in result.get("sequential", {}).items():
-        e, acc = seq["evaluations_per_input"], seq["certified_accuracy_at_radius"]
-        lines += [
-            f"sequential vs fixed n={seq['n']} on {name} ({seq['inputs']} inputs), "
-            "model evaluations per input:",
-            f"  decision at r={seq['radius']:g}: {e['fixed']:.0f} vs {e['decision']:.0f} = "
-            f"{seq['sample_reduction_decision']:.1f} x fewer; certified accuracy at r "
-            f"{acc['fixed']:.1%} vs {acc['decision']:.1%}",
-            f"  radius mode, tolerance {seq['tolerance']:g}: {e['radius']:.0f} = "
-            f"{seq['sample_reduction_radius']:.1f} x fewer; mean radius lost "
-            f"{seq['radius_loss_over_sigma']:.3f} σ",
-        ]
+    if "sequential" in result:
+        from rs_plugin.bench.sequential import format_sequential
+
+        lines += format_sequential(result)
+    if "radius_ratio" in result:
+        from rs_plugin.bench.radii import format_radii
+
+        lines += format_radii(result)
     return "\n".join(lines)
 
 
@@ -340,15 +336,20 @@ def bench_command(args: argparse.Namespace) -> int:
 
         result.update(
             run_sequential_bench(
-                inputs=args.inputs,
+                inputs=args.sequential_inputs,
                 fashion_inputs=args.fashion_inputs,
                 n0=args.n0,
                 n=args.sequential_n,
                 sigma=args.sigma,
-                radius_sigmas=args.radius_sigmas,
+                radii=tuple(args.sequential_radii),
                 tolerance_sigmas=args.tolerance_sigmas,
                 batch_size=args.batch_size,
+                plot=args.sequential_plot,
             )
         )
+    if args.radii:
+        from rs_plugin.bench.radii import run_radii_bench
+
+        result.update(run_radii_bench())
     print(json.dumps(result, indent=2) if args.json else _format(result))
     return 0

@@ -13,17 +13,19 @@ at all its checks at once with probability at least 1 − α:
 * :class:`AnytimeBounds`: a check after every batch of samples (256, then 1/16 of those drawn so
   far, rounded to blocks of 256), with the mixture confidence sequence of
   :mod:`rs_plugin.certification.confidence_sequence` at level α: valid at every check at once
-  without splitting α, so checks are nearly free. A part of α (``budget_share``) may go to a
-  Clopper–Pearson bound at the budget n, used only when an input gets there (union bound).
+  without splitting α, so checks are nearly free.
 
 Two rules:
 
 * :class:`DecisionRule` ("certified at radius r?"): stop when the lower bound certifies r, or the
-  upper bound shows it cannot; with ``futility``, also when the lower bound at the budget could
-  not reach r even if every remaining sample voted for the top class (decided before the first
-  sample where even n votes out of n would not do). Answers "not certified" are always sound.
+  upper bound shows it cannot; with ``futility``, also when the budget is not expected to
+  certify r (decided before the first sample where even n votes out of n would not do).
+  Answers "not certified" are always sound.
 * :class:`RadiusRule` (tolerance t): stop when the radius the budget would give, were the
   frequency so far to continue, exceeds the current radius by at most t.
+
+And one procedure without checks, :func:`run_pilot` (the anytime certifier's radius mode): a
+pilot fixes each input's sample size, and the bound uses the samples after the pilot only.
 """
 
 from __future__ import annotations
@@ -34,20 +36,24 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import torch
 
-from rs_plugin._validation import RSValueError, check_int, check_open_unit
+from rs_plugin._validation import check_int, check_open_unit
 from rs_plugin.certification.confidence_sequence import mixture_lower, mixture_upper
 from rs_plugin.certification.engine import NOISE_BLOCK
 from rs_plugin.certification.stats import clopper_pearson_lower, clopper_pearson_upper
 from rs_plugin.smoothings.base import Smoothing
 
 __all__ = [
+    "PILOT",
     "AnytimeBounds",
     "Bounds",
     "DecisionRule",
     "RadiusRule",
     "StagedBounds",
     "Stop",
+    "pilot_plan",
+    "pilot_size",
     "run_checks",
+    "run_pilot",
 ]
 
 
@@ -118,39 +124,30 @@ def anytime_sizes(n: int) -> list[int]:
 
 
 class AnytimeBounds:
-    """The mixture confidence sequence at every check, and optionally a Clopper–Pearson bound at
-    the budget: α − a at every check, a = ``budget_share`` · α at n only (union bound).
+    """The mixture confidence sequence at level α at every check of :func:`anytime_sizes`.
 
     Args:
         n: the budget (≥ 1).
-        alpha: total failure probability.
-        budget_share: the part of α spent on Clopper–Pearson at n, in [0, 1).
+        alpha: failure probability, for all checks at once.
     """
 
-    def __init__(self, n: int, alpha: float, budget_share: float = 0.0) -> None:
+    def __init__(self, n: int, alpha: float) -> None:
         self.n = check_int("n", n, 1)
         self.alpha = check_open_unit("alpha", alpha)
-        if not 0.0 <= budget_share < 1.0:
-            raise RSValueError("budget_share", "a fraction in [0, 1)", budget_share)
-        self.budget_share = budget_share
         self.sizes = anytime_sizes(n)
-        self._sequence_alpha = alpha * (1.0 - budget_share)
 
     def __len__(self) -> int:
         return len(self.sizes)
 
     def bounds(self, successes: np.ndarray, stage: int) -> tuple[np.ndarray, np.ndarray]:
         trials = self.sizes[stage]
-        lower = mixture_lower(successes, trials, self._sequence_alpha)
-        upper = mixture_upper(successes, trials, self._sequence_alpha)
-        if trials == self.n and self.budget_share > 0:
-            level = self.alpha * self.budget_share
-            lower = np.maximum(lower, clopper_pearson_lower(successes, trials, level))
-            upper = np.minimum(upper, clopper_pearson_upper(successes, trials, level))
-        return lower, upper
+        return (
+            mixture_lower(successes, trials, self.alpha),
+            mixture_upper(successes, trials, self.alpha),
+        )
 
     def final_lower(self, successes: np.ndarray) -> np.ndarray:
-        return self.bounds(successes, len(self.sizes) - 1)[0]
+        return mixture_lower(successes, self.n, self.alpha)
 
 
 def _radius(smoothing: Smoothing, p: np.ndarray, dim: int) -> np.ndarray:
@@ -158,17 +155,31 @@ def _radius(smoothing: Smoothing, p: np.ndarray, dim: int) -> np.ndarray:
 
 
 class DecisionRule:
-    """Decision mode: is the input certified at ``radius`` (in the smoothing's norm)?"""
+    """Decision mode: is the input certified at ``radius`` (in the smoothing's norm)?
 
-    def __init__(self, smoothing: Smoothing, dim: int, radius: float, *, futility: bool) -> None:
+    Stops when the lower bound certifies ``radius`` or the upper bound shows it cannot. With
+    ``futility`` = β it also stops, not certified, where the budget's lower bound would miss
+    ``radius`` even if the remaining samples voted for the top class at the rate of a level-β
+    upper confidence bound on p_A (the mixture bound; before the first sample, at rate 1: the
+    budget could not certify even with every vote). A "not certified" answer is always sound;
+    β trades samples against the chance (about β) of giving up on an input the budget would
+    have certified.
+    """
+
+    def __init__(
+        self, smoothing: Smoothing, dim: int, radius: float, *, futility: float | None
+    ) -> None:
+        if futility is not None:
+            check_open_unit("futility", futility)
         self.smoothing, self.dim, self.radius, self.futility = smoothing, dim, radius, futility
 
     def hopeless(self, bounds: Bounds, successes: np.ndarray, trials: int) -> np.ndarray:
-        """Where even all of the remaining n − trials samples voting for the top class would
-        leave the budget's lower bound short of the radius (only with ``futility``)."""
-        if not self.futility:
+        """Where the budget is not expected to certify (only with ``futility``)."""
+        if self.futility is None:
             return np.zeros(successes.shape, dtype=bool)
-        best = bounds.final_lower(successes + (bounds.n - trials))
+        rate = mixture_upper(successes, trials, self.futility) if trials else 1.0
+        expected = successes + np.floor((bounds.n - trials) * rate)
+        best = bounds.final_lower(np.minimum(expected, bounds.n))
         return _radius(self.smoothing, best, self.dim) < self.radius
 
     def __call__(
@@ -255,4 +266,85 @@ def run_checks(
             stop = np.ones(len(active), dtype=bool)
         if stop.any():
             yield Stop(active[stop], lower[stop], size, certified[stop])
+        active = active[~stop]
+
+
+PILOT = 1024
+
+
+def pilot_size(n: int) -> int:
+    """Samples of the pilot: 1024, or a quarter of a small budget in whole noise blocks (0 when
+    n < 1024: then every input gets all n samples)."""
+    return min(PILOT, NOISE_BLOCK * (n // (4 * NOISE_BLOCK)))
+
+
+def pilot_plan(
+    pilot_successes: np.ndarray,
+    *,
+    pilot: int,
+    n: int,
+    alpha: float,
+    smoothing: Smoothing,
+    dim: int,
+    tolerance: float,
+) -> np.ndarray:
+    """Further samples T per input: the fewest (on the checks of :func:`anytime_sizes`) whose
+    expected radius is within ``tolerance`` of the expected radius with all n − pilot, the top
+    class's frequency taken as the pilot's (S + 1/2)/(pilot + 1)."""
+    sizes = np.array(anytime_sizes(n - pilot))
+    unique, inverse = np.unique(pilot_successes, return_inverse=True)
+    rate = (unique + 0.5) / (pilot + 1.0)
+    expected = np.stack(
+        [
+            _radius(smoothing, clopper_pearson_lower(np.floor(rate * t), t, alpha), dim)
+            for t in sizes
+        ],
+        axis=1,
+    )
+    close = expected >= expected[:, -1:] - tolerance
+    return sizes[np.argmax(close, axis=1)][inverse.ravel()]
+
+
+def run_pilot(
+    *,
+    n: int,
+    alpha: float,
+    smoothing: Smoothing,
+    dim: int,
+    tolerance: float,
+    draw: Draw,
+    rows: int,
+) -> Iterator[Stop]:
+    """Radius mode with the sample size fixed by a pilot (:class:`AnytimeCertifier`).
+
+    A pilot of :func:`pilot_size` samples estimates p_A; :func:`pilot_plan` fixes the number T
+    of further samples; the lower bound is one-sided Clopper–Pearson at level α on those T
+    samples alone. Valid at level α with no union bound: T is a function of the pilot, which is
+    independent of the T fresh samples, so given T they are T i.i.d. votes with the same p_A.
+    """
+    pilot = pilot_size(n)
+    active = np.arange(rows)
+    first = draw(active, 0, pilot) if pilot else np.zeros(rows, dtype=np.int64)
+    plan = (
+        pilot_plan(
+            first,
+            pilot=pilot,
+            n=n,
+            alpha=alpha,
+            smoothing=smoothing,
+            dim=dim,
+            tolerance=tolerance,
+        )
+        if pilot
+        else np.full(rows, n)
+    )
+    fresh = np.zeros(rows, dtype=np.int64)
+    done = 0
+    for size in np.unique(plan):
+        fresh[active] += draw(active, pilot + done, int(size) - done)
+        done = int(size)
+        stop = plan[active] == size
+        stopped = active[stop]
+        lower = clopper_pearson_lower(fresh[stopped], done, alpha)
+        yield Stop(stopped, lower, pilot + done, np.zeros(len(stopped), dtype=bool))
         active = active[~stop]

@@ -7,6 +7,7 @@ P[Binomial(M, α) >= F] < 1e-4 (false-alarm rate at most 1e-4 per test).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 
@@ -28,20 +29,25 @@ from rs_plugin import (
 )
 from rs_plugin.certification.confidence_sequence import mixture_lower, mixture_upper
 from rs_plugin.certification.engine import stream_counts
+from rs_plugin.certification.sequential import FUTILITY
 from rs_plugin.certification.stats import clopper_pearson_lower, clopper_pearson_upper
-from rs_plugin.certification.stopping import DecisionRule, RadiusRule, anytime_sizes, run_checks
+from rs_plugin.certification.stopping import DecisionRule, anytime_sizes, run_checks
 from rs_plugin.cli import main
 from tests.analytic import LinearModel, binomial_upper_tail
 
 FALSE_ALARM = 1e-4
 UNIT = Gaussian(1.0)  # radius(p) = Φ⁻¹(p): radii in units of σ
-SCHEDULES = {"staged": StagedBounds, "anytime": AnytimeBounds}
 CERTIFIERS = {"staged": SequentialCertifier, "anytime": AnytimeCertifier}
 
 
-def _simulate(p_true: float, trials: int, bounds, rule, seed: int):
-    """Run the certifiers' own check loop on Bernoulli(p_true) votes; return (lower bound at the
-    stop, samples drawn, certified flag) per trial."""
+def _certifier(kind: str, **mode):
+    """The certifier ``kind`` on one-coordinate inputs, radii in units of σ."""
+    return CERTIFIERS[kind](LinearModel(torch.ones(1), 0.0), UNIT, 2, **mode)
+
+
+def _simulate(p_true: float, trials: int, stops, seed: int):
+    """Run a stopping procedure on Bernoulli(p_true) votes; return (lower bound at the stop,
+    samples drawn, certified flag) per trial. ``stops(draw, rows)`` yields the stops."""
     rng = np.random.default_rng(seed)
     lower = np.zeros(trials)
     samples = np.zeros(trials, dtype=np.int64)
@@ -50,13 +56,18 @@ def _simulate(p_true: float, trials: int, bounds, rule, seed: int):
     def draw(active: np.ndarray, done: int, size: int) -> np.ndarray:
         return rng.binomial(size, p_true, len(active))
 
-    for stop in run_checks(bounds, rule, draw, trials):
+    for stop in stops(draw, trials):
         lower[stop.rows], samples[stop.rows], certified[stop.rows] = (
             stop.lower,
             stop.samples,
             stop.certified,
         )
     return lower, samples, certified
+
+
+def _used(certifier, budget: int, alpha: float):
+    """The certifier's own stopping procedure (what it runs on the model's votes)."""
+    return functools.partial(certifier.stops, n=budget, alpha=alpha, dim=1)
 
 
 class _Peeking(AnytimeBounds):
@@ -102,34 +113,37 @@ def test_confidence_sequence_covers_at_a_fixed_time_exactly(trials):
         assert pmf[lower > p].sum() <= alpha and pmf[upper < p].sum() <= alpha, p
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("kind", CERTIFIERS)
 @pytest.mark.parametrize("p_true", [0.8, 0.95])
-def test_decision_mode_false_certification_rate_under_optional_stopping(schedule, p_true):
+def test_decision_mode_false_certification_rate_under_optional_stopping(kind, p_true):
     """p_A sits just below the threshold Φ(r): certifying r is always false. Over 10 000 runs of
-    the certifier's own loop and rule, the false-certification rate stays below α."""
-    alpha, trials = 0.05, 10_000
-    r = float(norm.ppf(p_true)) + 1e-9
-    rule = DecisionRule(UNIT, 1, r, futility=schedule == "anytime")
-    _, samples, certified = _simulate(p_true, trials, SCHEDULES[schedule](16_384, alpha), rule, 1)
+    the certifier's own stopping procedure, the false-certification rate stays below α."""
+    alpha, trials, budget = 0.05, 10_000, 16_384
+    certifier = _certifier(kind, radius=float(norm.ppf(p_true)) + 1e-9)
+    _, samples, certified = _simulate(p_true, trials, _used(certifier, budget, alpha), seed=1)
     assert binomial_upper_tail(int(certified.sum()), trials, alpha) >= FALSE_ALARM
-    assert samples.mean() < 16_384  # undecided runs are stopped early too
+    assert samples.mean() < budget  # undecided runs are stopped early too
 
 
 def test_the_rate_check_has_power_against_peeking():
-    """Clopper–Pearson at level α re-tested at every check with the same stopping rule
+    """Clopper–Pearson at level α re-tested at every check with the anytime decision rule
     certifies falsely far more often than α, and the same check catches it."""
     alpha, trials, p_true = 0.05, 10_000, 0.8
-    rule = DecisionRule(UNIT, 1, float(norm.ppf(p_true)) + 1e-9, futility=True)
-    _, _, fooled = _simulate(p_true, trials, _Peeking(16_384, alpha), rule, seed=2)
+    rule = DecisionRule(UNIT, 1, float(norm.ppf(p_true)) + 1e-9, futility=FUTILITY)
+
+    def peeking(draw, rows):
+        return run_checks(_Peeking(16_384, alpha), rule, draw, rows)
+
+    _, _, fooled = _simulate(p_true, trials, peeking, seed=2)
     assert binomial_upper_tail(int(fooled.sum()), trials, alpha) < FALSE_ALARM, fooled.sum()
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("kind", CERTIFIERS)
 @pytest.mark.parametrize("p_true", [0.6, 0.9, 0.999])
-def test_radius_mode_lower_bound_covers_under_optional_stopping(schedule, p_true):
+def test_radius_mode_lower_bound_covers_under_optional_stopping(kind, p_true):
     alpha, trials, budget = 0.05, 10_000, 16_384
-    bounds = SCHEDULES[schedule](budget, alpha)
-    lower, samples, _ = _simulate(p_true, trials, bounds, RadiusRule(UNIT, 1, 0.1), seed=3)
+    stops = _used(_certifier(kind, tolerance=0.1), budget, alpha)
+    lower, samples, _ = _simulate(p_true, trials, stops, seed=3)
     failures = int((lower > p_true).sum())
     assert binomial_upper_tail(failures, trials, alpha) >= FALSE_ALARM, failures
     assert samples.mean() < budget  # it does stop early
