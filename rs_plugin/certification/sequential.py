@@ -289,9 +289,12 @@ class AnytimeCertifier(SequentialCertifier):
       whole budget would give); the lower bound is Clopper–Pearson at level α on those T
       samples alone, valid because T was fixed before they were drawn
       (:func:`~rs_plugin.certification.stopping.run_pilot`). Measured on the digits model, this
-      lost less radius for the same samples than any rule checking bounds as samples arrive
-      (``docs/benchmarks.md``): near p_A = 1 the radius keeps growing with n, and a bound valid at
-      every check pays for that validity at each of them.
+      lost less radius for the same samples than the rules we tried that check bounds as
+      samples arrive (staged or confidence-sequence bounds, tolerance against the budget or
+      against twice the samples; ``docs/benchmarks.md``): near p_A = 1 the radius keeps growing
+      with n, and a bound valid at every check pays for that validity at each of them.
+      Records count every vote (``count``, ``counts_estimation``, ``samples`` include the
+      pilot's); ``p_lower`` uses the votes after the pilot.
 
     Args:
         model: base classifier returning logits.

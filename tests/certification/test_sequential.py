@@ -113,6 +113,39 @@ def test_confidence_sequence_covers_at_a_fixed_time_exactly(trials):
         assert pmf[lower > p].sum() <= alpha and pmf[upper < p].sum() <= alpha, p
 
 
+def _crossing_probability(lower: dict[int, np.ndarray], horizon: int, p: float) -> float:
+    """P[∃ t ≤ horizon: lower_t(S_t) > p] for S_t a Binomial(t, p) path, exactly: the law of
+    S_t over the paths that have not crossed yet, step by step."""
+    alive = np.zeros(horizon + 2)
+    alive[0] = 1.0
+    crossed = 0.0
+    for t in range(1, horizon + 1):
+        step = np.zeros(horizon + 2)
+        step[1 : t + 1] += alive[:t] * p
+        step[: t + 1] += alive[: t + 1] * (1 - p)
+        over = np.flatnonzero(lower[t] > p)
+        crossed += step[over].sum()
+        step[over] = 0.0
+        alive = step
+    return crossed
+
+
+def test_confidence_sequence_holds_at_every_time_at_once_exactly():
+    """Up to t = 200 trials, summed exactly over all Bernoulli paths: the mixture bound is
+    above p at some time with probability ≤ α; Clopper–Pearson re-tested at every t is not."""
+    alpha, horizon = 0.05, 200
+    times = np.concatenate([np.full(t + 1, t) for t in range(1, horizon + 1)])
+    counts = np.concatenate([np.arange(t + 1) for t in range(1, horizon + 1)])
+    ends = np.cumsum([t + 1 for t in range(1, horizon + 1)])
+    mixture = np.split(mixture_lower(counts, times, alpha), ends[:-1])
+    peeking = np.split(clopper_pearson_lower(counts, times, alpha), ends[:-1])
+    by_time = {t: mixture[t - 1] for t in range(1, horizon + 1)}
+    naive = {t: peeking[t - 1] for t in range(1, horizon + 1)}
+    for p in (0.05, 0.3, 0.5, 0.8, 0.95):
+        assert _crossing_probability(by_time, horizon, p) <= alpha, p
+    assert _crossing_probability(naive, horizon, 0.5) > 3 * alpha
+
+
 @pytest.mark.parametrize("kind", CERTIFIERS)
 @pytest.mark.parametrize("p_true", [0.8, 0.95])
 def test_decision_mode_false_certification_rate_under_optional_stopping(kind, p_true):
