@@ -272,7 +272,7 @@ def _linear_violations(model, x, certs, radii) -> int:
 def test_linear_classifier_certificates_are_sound_in_every_norm(name, smoothing):
     """Symmetric noise: g = f, and the true ℓp radius is |w·x + b| / ‖w‖_q (q dual to p)."""
     alpha, total, violations, certified = 0.05, 0, 0, 0
-    for case, (model, x) in enumerate(_linear_cases(seed=21, inputs=150)):
+    for case, (model, x) in enumerate(_linear_cases(seed=21, inputs=112)):
         certs = SmoothedClassifier(model.eval(), smoothing, 2).certify(
             x.view(-1, 1, 4, 4), n0=50, n=1000, alpha=alpha, batch_size=20_000, seed=case
         )
