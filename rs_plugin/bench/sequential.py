@@ -11,14 +11,13 @@ samples):
   Clopper–Pearson, α spent over stages) and :class:`~rs_plugin.AnytimeCertifier` (confidence
   sequence checked every batch), run for real and timed: evaluations per input, certified
   accuracy at r (correct and decided "certified"), against fixed n's with its 95% interval.
-* **radius mode**: both certifiers *replayed* on the kept votes (their stopping rules are
-  functions of the votes, :func:`~rs_plugin.certification.stopping.run_checks`; the decision
-  runs check that a replay gives exactly the real run's samples and answers): evaluations per
-  input and mean radius lost (a wrong or abstaining answer counts as radius 0), in units of σ;
-  and the frontier over tolerances, beside the hindsight frontier: each input's sample count
-  chosen knowing its votes, with Clopper–Pearson at that count. No sound rule can beat that
-  frontier on inputs whose votes all go to one class (any valid bound after t such votes is at
-  most α^{1/t}).
+* **radius mode**: both certifiers *replayed* on the kept votes (:mod:`rs_plugin.bench.votes`;
+  the decision runs check that a replay gives exactly the real run's samples and answers):
+  evaluations per input and mean radius lost (a wrong or abstaining answer counts as radius
+  0), in units of σ; and the frontier over tolerances, beside the hindsight frontier: each
+  input's sample count chosen knowing its votes, with Clopper–Pearson at that count. No sound
+  rule can beat that frontier on inputs whose votes all go to one class (any valid bound
+  after t such votes is at most α^{1/t}).
 
 ``reduction`` is fixed n's evaluations per input (n0 + n) over the certifier's (n0 + samples).
 """
@@ -26,7 +25,6 @@ samples):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +34,8 @@ from scipy import stats
 from torch import nn
 
 from rs_plugin._validation import check_int, check_positive
-from rs_plugin.certification.classifier import STREAM_ESTIMATION, STREAM_SELECTION
-from rs_plugin.certification.engine import NOISE_BLOCK, stream_counts
+from rs_plugin.bench.votes import SEED, Votes, record_votes, replay
+from rs_plugin.certification.engine import NOISE_BLOCK
 from rs_plugin.certification.sequential import AnytimeCertifier, SequentialCertifier
 from rs_plugin.certification.stats import clopper_pearson_lower
 from rs_plugin.certification.stopping import anytime_sizes
@@ -46,7 +44,6 @@ from rs_plugin.smoothings.gaussian import Gaussian
 __all__ = ["fashion_model", "format_sequential", "run_sequential_bench"]
 
 ALPHA = 0.001
-SEED = 0
 CERTIFIERS = {"staged": SequentialCertifier, "anytime": AnytimeCertifier}
 TOLERANCE_GRID = (0.003, 0.01, 0.02, 0.03, 0.04, 0.05, 0.1, 0.2, 0.4)  # in σ, for the frontier
 
@@ -66,83 +63,6 @@ def fashion_model(sigma: float, epochs: int, seed: int = 0) -> tuple[nn.Module, 
         untrained, x, y, Gaussian(sigma), seed=seed, epochs=epochs, batch_size=128, lr=2e-3
     )
     return model, f"FashionCNN trained {epochs} epochs at σ = {sigma}, seed {seed}"
-
-
-@dataclass(frozen=True)
-class Votes:
-    """Fixed-n CERTIFY's votes, kept per noise block: ``selection`` (N, C) from the n0
-    selection samples, ``blocks`` (N, B, C) from the n estimation samples, block b holding
-    samples 256·b … 256·b + 255, and the seconds drawing them took."""
-
-    selection: np.ndarray
-    blocks: np.ndarray
-    n: int
-    seconds: float
-
-    @property
-    def top(self) -> np.ndarray:
-        return self.selection.argmax(axis=1)
-
-    def top_prefix(self) -> np.ndarray:
-        """(N, B + 1) votes for the selected class among the first 0, 256, 512, … samples."""
-        rows = np.arange(len(self.top))
-        per_block = self.blocks[rows, :, self.top]
-        return np.concatenate([np.zeros((len(rows), 1), np.int64), per_block.cumsum(1)], axis=1)
-
-
-def record_votes(
-    model: nn.Module, x: torch.Tensor, *, sigma: float, n0: int, n: int, batch_size: int
-) -> Votes:
-    """Draw CERTIFY's samples (seed :data:`SEED`, keys 0 … N − 1) and keep every block's votes."""
-    smoothing, keys = Gaussian(sigma), list(range(x.shape[0]))
-
-    def counts(stream: int, size: int, offset: int) -> np.ndarray:
-        out = torch.zeros(x.shape[0], 10, dtype=torch.int64)
-        for rows, part in stream_counts(
-            model,
-            smoothing,
-            x,
-            [(stream, size)],
-            num_classes=10,
-            batch_size=batch_size,
-            seed=SEED,
-            keys=keys,
-            offset=offset,
-        ):
-            out[rows] = part[:, 0]
-        return out.numpy()
-
-    started = time.perf_counter()
-    selection = counts(STREAM_SELECTION, n0, 0)
-    blocks = [
-        counts(STREAM_ESTIMATION, min(NOISE_BLOCK, n - start), start)
-        for start in range(0, n, NOISE_BLOCK)
-    ]
-    return Votes(selection, np.stack(blocks, axis=1), n, time.perf_counter() - started)
-
-
-def replay(
-    votes: Votes, certifier: SequentialCertifier, *, alpha: float, dim: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(lower bound, samples, certified) per input: the certifier's stopping procedure run on
-    the kept votes instead of the model."""
-    prefix = votes.top_prefix()
-
-    def position(t: int) -> int:
-        return -(-t // NOISE_BLOCK)  # blocks covering the first t samples
-
-    def draw(active: np.ndarray, done: int, size: int) -> np.ndarray:
-        return prefix[active, position(done + size)] - prefix[active, position(done)]
-
-    rows = prefix.shape[0]
-    lower, samples, certified = np.zeros(rows), np.zeros(rows, np.int64), np.zeros(rows, bool)
-    for stop in certifier.stops(draw, rows, n=votes.n, alpha=alpha, dim=dim):
-        lower[stop.rows], samples[stop.rows], certified[stop.rows] = (
-            stop.lower,
-            stop.samples,
-            stop.certified,
-        )
-    return lower, samples, certified
 
 
 def _interval(hits: int, total: int) -> list[float]:
