@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from rs_plugin.certification.engine import NOISE_BLOCK, block_seed
     from rs_plugin.certification.grid import GridCertifier, cohen_certifier
     from rs_plugin.certification.memory import ANCER, DDRS, MemoryCertifier
-    from rs_plugin.certification.sequential import SequentialCertifier, StagedBounds
+    from rs_plugin.certification.sequential import AnytimeCertifier, SequentialCertifier
+    from rs_plugin.certification.stopping import AnytimeBounds, StagedBounds
     from rs_plugin.smoothings.anisotropic import AnisotropicGaussian
     from rs_plugin.smoothings.base import AdditiveNoise, Smoothing
     from rs_plugin.smoothings.gaussian import Gaussian
@@ -45,6 +46,8 @@ _PUBLIC = {
     "AdditiveNoise": "rs_plugin.smoothings.base",
     "Affine": "rs_plugin.smoothings.geometric",
     "AnisotropicGaussian": "rs_plugin.smoothings.anisotropic",
+    "AnytimeBounds": "rs_plugin.certification.stopping",
+    "AnytimeCertifier": "rs_plugin.certification.sequential",
     "Attack": "rs_plugin.auditing.attack",
     "AttackTarget": "rs_plugin.auditing.attack",
     "Audit": "rs_plugin.auditing.runner",
@@ -76,7 +79,7 @@ _PUBLIC = {
     "SequentialCertifier": "rs_plugin.certification.sequential",
     "SmoothedClassifier": "rs_plugin.certification.classifier",
     "Smoothing": "rs_plugin.smoothings.base",
-    "StagedBounds": "rs_plugin.certification.sequential",
+    "StagedBounds": "rs_plugin.certification.stopping",
     "Translation": "rs_plugin.smoothings.geometric",
     "Uniform": "rs_plugin.smoothings.noises",
     "audit": "rs_plugin.auditing.runner",
@@ -96,6 +99,8 @@ __all__ = [
     "AdditiveNoise",
     "Affine",
     "AnisotropicGaussian",
+    "AnytimeBounds",
+    "AnytimeCertifier",
     "Attack",
     "AttackTarget",
     "Audit",

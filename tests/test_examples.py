@@ -65,7 +65,8 @@ def test_compare_smoothings_example_writes_its_table_and_plot(tmp_path):
     assert all(row.split("|")[2].strip() == "0.25" for row in rows[:12])
     kinds = [row.split("|")[3].strip() for row in rows[:12]]
     assert kinds[:4] == ["converted", "direct", "direct", "direct"]  # l1
-    assert kinds[8:12] == ["converted", "converted", "direct", "direct"]  # linf
+    assert kinds[4:8] == ["direct", "direct", "converted", "direct"]  # l2
+    assert kinds[8:12] == ["converted", "direct", "direct", "direct"]  # linf
     png = (tmp_path / "smoothings.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 

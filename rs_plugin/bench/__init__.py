@@ -1,6 +1,7 @@
 """Benchmarks behind ``rs-plugin bench``: speed against the bare forward pass and ART
-(:mod:`~rs_plugin.bench.speed`), peak memory per n (:mod:`~rs_plugin.bench.memory`) and
-sequential against fixed-n certification (:mod:`~rs_plugin.bench.sequential`).
+(:mod:`~rs_plugin.bench.speed`), peak memory per n (:mod:`~rs_plugin.bench.memory`),
+sequential against fixed-n certification (:mod:`~rs_plugin.bench.sequential`, on votes kept by
+:mod:`~rs_plugin.bench.votes`) and radii against the literature (:mod:`~rs_plugin.bench.radii`).
 
 May import every part of the core, the data package and (for the comparison with ART) the ART
 adapter; nothing imports it but the command line.

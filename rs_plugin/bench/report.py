@@ -129,7 +129,7 @@ def _cell(s: dict[str, Any]) -> str:
 
 
 def format_result(result: dict[str, Any]) -> str:
-    """The bench's findings as text: machine, per-model tables, memory, swap-in, sequential."""
+    """The bench's findings as text: machine, per-model tables, memory, sequential, radii."""
     machine, s = result["machine"], result["settings"]
     lines = [
         f"machine: {machine['cpu']} ({machine['cores']} cores), device {machine['device']}, "
@@ -164,16 +164,12 @@ def format_result(result: dict[str, Any]) -> str:
             f"{'  peak RSS growth, n=' + str(s['memory_n']):<36}"
             f"{w['art_peak_increase_mb']:>9.1f} MB vs {w['adapter_peak_increase_mb']:.1f} MB",
         ]
-    for name, seq in result.get("sequential", {}).items():
-        e, acc = seq["evaluations_per_input"], seq["certified_accuracy_at_radius"]
-        lines += [
-            f"sequential vs fixed n={seq['n']} on {name} ({seq['inputs']} inputs), "
-            "model evaluations per input:",
-            f"  decision at r={seq['radius']:g}: {e['fixed']:.0f} vs {e['decision']:.0f} = "
-            f"{seq['sample_reduction_decision']:.1f} x fewer; certified accuracy at r "
-            f"{acc['fixed']:.1%} vs {acc['decision']:.1%}",
-            f"  radius mode, tolerance {seq['tolerance']:g}: {e['radius']:.0f} = "
-            f"{seq['sample_reduction_radius']:.1f} x fewer; mean radius lost "
-            f"{seq['radius_loss_over_sigma']:.3f} σ",
-        ]
+    if "sequential" in result:
+        from rs_plugin.bench.sequential import format_sequential
+
+        lines += format_sequential(result)
+    if "radius_ratio" in result:
+        from rs_plugin.bench.radii import format_radii
+
+        lines += format_radii(result)
     return "\n".join(lines)

@@ -373,15 +373,20 @@ def bench_command(args: argparse.Namespace) -> int:
 
         result.update(
             run_sequential_bench(
-                inputs=args.inputs if args.inputs is not None else 20,
+                inputs=args.sequential_inputs,
                 fashion_inputs=args.fashion_inputs,
                 n0=args.n0,
                 n=args.sequential_n,
                 sigma=args.sigma,
-                radius_sigmas=args.radius_sigmas,
+                radii=tuple(args.sequential_radii),
                 tolerance_sigmas=args.tolerance_sigmas,
                 batch_size=args.batch_size if args.batch_size is not None else 1000,
+                plot=args.sequential_plot,
             )
         )
+    if args.radii:
+        from rs_plugin.bench.radii import run_radii_bench
+
+        result.update(run_radii_bench())
     print(json.dumps(result, indent=2) if args.json else format_result(result))
     return 0

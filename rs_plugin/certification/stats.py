@@ -11,7 +11,9 @@ from scipy import stats
 __all__ = ["binomial_p_value", "clopper_pearson_lower", "clopper_pearson_upper"]
 
 
-def clopper_pearson_lower(successes: np.ndarray, trials: int, alpha: float) -> np.ndarray:
+def clopper_pearson_lower(
+    successes: np.ndarray, trials: np.ndarray | int, alpha: float
+) -> np.ndarray:
     """One-sided Clopper–Pearson lower bound at level 1 − α, elementwise.
 
     Returns p_lower with P[p ≥ p_lower] ≥ 1 − α for k ~ Binomial(trials, p): the α-quantile of

@@ -94,21 +94,21 @@ def add_certify_parser(commands: Any) -> None:
     p.add_argument(
         "--certifier",
         default="cohen",
-        help="registered certifier: cohen (fixed n), sequential (staged n, needs --radius or "
-        "--tolerance), ddrs or ancer (sigma chosen per input, certified through a memory; inputs "
-        "in index order) (default: cohen)",
+        help="registered certifier: cohen (fixed n), sequential (staged n) or anytime (checked "
+        "every batch), both needing --radius or --tolerance, ddrs or ancer (sigma chosen per "
+        "input, certified through a memory; inputs in index order) (default: cohen)",
     )
     p.add_argument(
         "--radius",
         type=float,
         default=None,
-        help="sequential decision mode: stop as soon as 'certified at this radius?' is decided",
+        help="sequential/anytime decision mode: stop once 'certified at this radius?' is decided",
     )
     p.add_argument(
         "--tolerance",
         type=float,
         default=None,
-        help="sequential radius mode: stop when more samples would add at most this radius",
+        help="sequential/anytime radius mode: stop when more samples would add at most this radius",
     )
     p.add_argument(
         "--sigma",
@@ -337,16 +337,35 @@ def add_bench_parser(commands: Any) -> None:
     p.add_argument(
         "--sequential",
         action="store_true",
-        help="also compare fixed-n CERTIFY with the sequential certifier (model evaluations)",
+        help="also compare fixed-n CERTIFY with both sequential certifiers (model evaluations)",
     )
     p.add_argument("--sequential-n", type=int, default=100_000, help="fixed n / budget")
-    p.add_argument("--radius-sigmas", type=float, default=2.0, help="decision radius / σ")
-    p.add_argument("--tolerance-sigmas", type=float, default=0.05, help="radius tolerance / σ")
+    p.add_argument(
+        "--sequential-inputs", type=int, default=100, help="digits inputs for --sequential"
+    )
+    p.add_argument(
+        "--sequential-radii",
+        type=float,
+        nargs="+",
+        default=[0.25, 0.5, 1.0],
+        help="decision-mode radii for --sequential (default 0.25 0.5 1.0)",
+    )
+    p.add_argument("--tolerance-sigmas", type=float, default=0.04, help="radius tolerance / σ")
     p.add_argument(
         "--fashion-inputs",
         type=int,
-        default=10,
+        default=60,
         help="Fashion-MNIST inputs for --sequential (0 to skip; needs dataset-fashion-mnist)",
+    )
+    p.add_argument(
+        "--sequential-plot",
+        default=None,
+        help="write the radius-mode frontier (samples vs radius lost) to this PNG",
+    )
+    p.add_argument(
+        "--radii",
+        action="store_true",
+        help="also compare every family's radii with the best sound radii in the literature",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
 

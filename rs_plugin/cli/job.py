@@ -31,7 +31,7 @@ from rs_plugin.certification.classifier import SmoothedClassifier
 from rs_plugin.certification.grid import GridCertifier, cohen_certifier
 from rs_plugin.certification.memory import MemoryCertifier
 from rs_plugin.certification.model_runner import PRECISIONS
-from rs_plugin.certification.sequential import SequentialCertifier
+from rs_plugin.certification.sequential import AnytimeCertifier, SequentialCertifier
 from rs_plugin.smoothings.base import Smoothing
 
 __all__ = [
@@ -45,6 +45,8 @@ __all__ = [
 
 # Inputs handed to the engine at once: enough for batches to mix inputs, bounded in memory.
 _CHUNK = 512
+# Certifiers with a decision mode (--radius) and a radius mode (--tolerance).
+_SEQUENTIAL = ("sequential", "anytime")
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -182,11 +184,11 @@ class CertifyJob:
         for flag, value in (("--radius", self.radius), ("--tolerance", self.tolerance)):
             if value is not None:
                 check_positive(flag, value)
-                if self.certifier != "sequential":
-                    raise RSValueError(flag, "only with --certifier sequential", value)
-        if self.certifier == "sequential" and (self.radius is None) == (self.tolerance is None):
+                if self.certifier not in _SEQUENTIAL:
+                    raise RSValueError(flag, "only with --certifier sequential or anytime", value)
+        if self.certifier in _SEQUENTIAL and (self.radius is None) == (self.tolerance is None):
             raise RSValueError(
-                "--certifier sequential",
+                f"--certifier {self.certifier}",
                 "exactly one of --radius R (decision mode) and --tolerance T (radius mode)",
                 {"--radius": self.radius, "--tolerance": self.tolerance},
             )
@@ -250,8 +252,8 @@ class CertifyJob:
                 channels_last=self.channels_last,
                 compile=self.compile,
             )
-        elif factory is SequentialCertifier:
-            certifier = SequentialCertifier(
+        elif factory is SequentialCertifier or factory is AnytimeCertifier:
+            certifier = factory(
                 model,
                 smoothing,
                 num_classes,

@@ -1,5 +1,5 @@
-"""Additive noise families for ℓ1 and ℓ∞ (Yang et al. 2020, "Randomized smoothing of all shapes
-and sizes"): Laplace, uniform on a cube, and the ℓ∞-exponential family with cube level sets.
+"""Additive noise families for ℓ1, ℓ2 and ℓ∞ (Yang et al. 2020, "Randomized smoothing of all
+shapes and sizes"): Laplace, uniform on a cube, and the ℓ∞-exponential family with cube level sets.
 
 Every family is parametrised by ``sigma``, the standard deviation of one noise coordinate, so
 that families compare at equal noise power (Yang et al.'s convention). Each radius below is the
@@ -7,29 +7,33 @@ largest ‖δ‖ for which the worst-case probability of the top class after the
 1/2 given only p_A ≥ p_lower (the runner-up bounded by 1 − p_lower), i.e. the radius holds with
 probability at least 1 − α over the sampling when p_lower is a 1 − α lower confidence bound.
 
-Two facts do the work:
+Three facts do the work:
 
 * Neyman–Pearson in one coordinate: for i.i.d. noise with symmetric CDF F, a shift by r along
   one axis keeps the worst-case set's probability above 1/2 iff r < F⁻¹(p_lower). For Laplace
   and the uniform cube the axis is the worst direction of the ℓ1 ball (Teng et al. 2020;
   Yang et al. 2020, Lee et al. 2019), giving their ℓ1 radii.
-* Total variation: for any set A, P[x + δ + ε ∈ A] ≥ P[x + ε ∈ A] − TV(ε, ε + δ). For a uniform
-  cube of half-width t, TV = 1 − ∏ᵢ (1 − |δᵢ|/2t)₊ ≤ ‖δ‖₁/2t; a mixture of cubes has at most
-  the mixture of the cubes' TVs. The certificate is the largest ‖δ‖ with TV < p_lower − 1/2.
+* Total variation (uniform noise): for any set A, P[x + δ + ε ∈ A] ≥ P[x + ε ∈ A] −
+  TV(ε, ε + δ). For a uniform cube of half-width t, TV = 1 − ∏ᵢ (1 − |δᵢ|/2t)₊, which is exact
+  for the cube (its likelihood ratio is 0, 1 or ∞).
+* The differential method (Laplace and ExpInf, whose densities are Lipschitz): the radius is
+  ∫_{1/2}^{p_lower} dp/Φ(p), Φ bounding how fast a set of mass p can lose mass per unit shift;
+  :mod:`rs_plugin.smoothings.differential` derives Φ for each norm and integrates it.
+
+Every family certifies ℓ1 and ℓ∞ (and Laplace and ExpInf ℓ2) directly;
+:func:`~rs_plugin.smoothings.norms.complete_radii` adds the best conversion of the others.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
-from scipy import stats
 
 from rs_plugin._validation import check_positive
 from rs_plugin.smoothings.base import AdditiveNoise
+from rs_plugin.smoothings.differential import exp_inf_radii, laplace_radii
 
 __all__ = ["ExpInf", "Laplace", "Uniform"]
 
@@ -40,12 +44,21 @@ def _above_half(p: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
 
 
 class Laplace(AdditiveNoise):
-    """I.i.d. Laplace noise with scale b = σ/√2 (standard deviation σ), certifying ℓ1.
+    """I.i.d. Laplace noise with scale b = σ/√2 (standard deviation σ), certifying ℓ1, ℓ2, ℓ∞.
 
-    Radius ‖δ‖₁ < −b · log(2(1 − p_lower)) for p_lower > 1/2 (Teng et al. 2020, Theorem 1 with
-    p_B = 1 − p_A; Yang et al. 2020, Table 1). Derivation: the worst set for a shift r·e_i is the
-    half-space {ε_i > −a} with P = 1 − e^{−a/b}/2 = p_lower; it keeps probability above 1/2
-    while r < a = −b log(2(1 − p_lower)) = F⁻¹(p_lower).
+    * ℓ1: ‖δ‖₁ < −b · log(2(1 − p_lower)) for p_lower > 1/2 (Teng et al. 2020, Theorem 1 with
+      p_B = 1 − p_A; Yang et al. 2020, Table 1). Derivation: the worst set for a shift r·e_i is
+      the half-space {ε_i > −a} with P = 1 − e^{−a/b}/2 = p_lower; it keeps probability above 1/2
+      while r < a = −b log(2(1 − p_lower)) = F⁻¹(p_lower). Exact (tight along an axis).
+    * ℓ∞: b ∫_{1/2}^{p} ds/T_d(1 − s), T_d the top-mass mean of a sum of d random signs: Yang et
+      al.'s differential-method bound for ℓ∞, integrated numerically (their code ships the
+      approximation bΦ⁻¹(p)/√d by default; the exact integral is slightly larger).
+    * ℓ2: b ∫_{1/2}^{p} ds/min(√(s(1 − s)), √d(1 − s), T_d(1 − s)): the differential method with
+      Bessel's inequality on the signs (≈ 2b(p − 1/2) near 1/2, the rate along one axis), at
+      least as large as both conversions (ℓ1 radius/√d and the ℓ∞ radius).
+
+    ℓ2 and ℓ∞ are integrated numerically on the safe side: never above the exact integral,
+    below it by at most 5e-4 · b (see :mod:`rs_plugin.smoothings.differential`).
 
     Args:
         sigma: per-coordinate standard deviation (> 0), in input units.
@@ -63,14 +76,25 @@ class Laplace(AdditiveNoise):
         return self.sigma / math.sqrt(2.0)
 
     def noise_(self, out: torch.Tensor, generator: torch.Generator) -> None:
-        # Inverse CDF of a uniform u on (−1/2, 1/2): sign(u) · (−b log(1 − 2|u|)).
+        # Inverse CDF of a uniform u on (−1/2, 1/2): sign(u) · (−b log(1 − 2|u|)). The uniform
+        # draw can be exactly 0, i.e. u = −1/2, whose noise would be infinite: |u| stops one
+        # rounding step below 1/2 (an atom of probability 2⁻²⁴ in float32 moved to b · 16.6).
         u = out.uniform_(generator=generator).sub_(0.5)
         sign = torch.sign(u)
-        u.abs_().mul_(-2.0).log1p_().mul_(sign).mul_(-self.scale)
+        below_half = 0.5 - torch.finfo(out.dtype).eps / 2
+        u.abs_().clamp_(max=below_half).mul_(-2.0).log1p_().mul_(sign).mul_(-self.scale)
 
     def radius(self, p_lower: torch.Tensor, dim: int) -> torch.Tensor:
         p = p_lower.to(torch.float64)
         return _above_half(p, -self.scale * torch.log(2.0 * (1.0 - p)))
+
+    def certified_radii(self, p_lower: torch.Tensor, dim: int) -> dict[str, torch.Tensor]:
+        p = p_lower.to(torch.float64)
+        other = laplace_radii(p.cpu().numpy(), dim)
+        radii = {"l1": self.radius(p_lower, dim)}
+        for norm in ("l2", "linf"):
+            radii[norm] = _above_half(p, self.scale * torch.from_numpy(other[norm]).to(p.device))
+        return radii
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "sigma": self.sigma}
@@ -119,33 +143,8 @@ class Uniform(AdditiveNoise):
         return {"name": self.name, "sigma": self.sigma}
 
 
-# Quantiles of the cube half-width and grid of ℓ∞ radii for ExpInf's numerical ℓ∞ radius.
-_QUANTILES = 2048
-_GRID_STEP = 0.005  # in units of λ
-_GRID_MAX = 20.0
-
-
-@functools.lru_cache(maxsize=16)
-def _exp_inf_linf_table(dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(radius grid / λ, upper bound on TV at each radius) for ExpInf in dimension ``dim``.
-
-    TV(r) = E_t[h_r(t)] with h_r(t) = 1 − (1 − r/2t)₊^d decreasing in t, t ~ Gamma(d + 1, λ).
-    Splitting t at its K-quantiles q_0 = 0 < q_1 < … < q_{K−1} (each slice of mass 1/K) and
-    taking h at each slice's left end gives an upper bound, at most 1/K above the exact value.
-    """
-    edges = stats.gamma.ppf(np.arange(1, _QUANTILES) / _QUANTILES, dim + 1.0)
-    grid = np.arange(0.0, _GRID_MAX + _GRID_STEP / 2, _GRID_STEP)
-    tv_upper = np.empty_like(grid)
-    for start in range(0, grid.size, 256):  # bounded memory: 256 radii at a time
-        rows = grid[start : start + 256, None]
-        kept = np.clip(1.0 - rows / (2.0 * edges[None, :]), 0.0, 1.0) ** dim
-        # The first slice [0, q_1) is bounded by h(0) = 1.
-        tv_upper[start : start + 256] = (1.0 + np.sum(1.0 - kept, axis=1)) / _QUANTILES
-    return grid, tv_upper
-
-
 class ExpInf(AdditiveNoise):
-    """ℓ∞-exponential noise, density ∝ exp(−‖ε‖∞/λ): level sets are cubes, certifying ℓ1 and ℓ∞.
+    """ℓ∞-exponential noise, density ∝ exp(−‖ε‖∞/λ): level sets are cubes; certifies ℓ1, ℓ2, ℓ∞.
 
     Yang et al. 2020 show the optimal smoothing distributions for a norm have the level sets of
     its Wulff crystal — the cube for ℓ1 — and that such distributions beat Laplace (whose level
@@ -154,12 +153,14 @@ class ExpInf(AdditiveNoise):
     half-width t ~ Gamma(d + 1, λ) (how it is sampled). Per coordinate Var = E[t²]/3 =
     λ²(d + 1)(d + 2)/3, so λ = σ√3/√((d + 1)(d + 2)) for standard deviation σ.
 
-    * ℓ1: TV ≤ E[‖δ‖₁/2t] = ‖δ‖₁/(2λd), so ‖δ‖₁ < 2λd(p_lower − 1/2) (Yang et al. 2020).
-    * ℓ∞: TV ≤ E_t[1 − (1 − r/2t)₊^d] with no closed form; computed numerically as an upper
-      bound on TV (quantile slices, see ``_exp_inf_linf_table``) on a grid of radii, taking the
-      largest grid radius whose bound stays below p_lower − 1/2. Tolerance, on the safe side:
-      the result is at most one grid step (0.005 λ) below the exact radius of a TV bound
-      tightened by at most 1/2048 in probability; it is never above the exact value.
+    Closed forms from the differential method (derived in
+    :mod:`rs_plugin.smoothings.differential`), with m = 1 − p_lower:
+
+    * ℓ1: 2λd(p_lower − 1/2) while m ≥ 1/(2d) (Yang et al. 2020), then
+      (d − 1)λ + λ ln(1/(2dm)); exact along an axis.
+    * ℓ∞: λ ln(1/(2m)) (Yang et al. 2020's ExpInf ℓ∞ radius); exact along (1, …, 1), where the
+      problem reduces to one-dimensional Laplace noise of scale λ.
+    * ℓ2: a sum of asinh terms, 2√d λ(p_lower − 1/2) near 1/2; above both conversions.
 
     Args:
         sigma: per-coordinate standard deviation (> 0), in input units.
@@ -186,19 +187,15 @@ class ExpInf(AdditiveNoise):
         flat.uniform_(generator=generator).mul_(2.0).sub_(1.0).mul_(half_width.to(out.dtype))
 
     def radius(self, p_lower: torch.Tensor, dim: int) -> torch.Tensor:
-        p = p_lower.to(torch.float64)
-        return _above_half(p, 2.0 * self.scale(dim) * dim * (p - 0.5))
+        return self.certified_radii(p_lower, dim)["l1"]
 
     def certified_radii(self, p_lower: torch.Tensor, dim: int) -> dict[str, torch.Tensor]:
-        grid, tv_upper = _exp_inf_linf_table(dim)
-        budget = (p_lower.to(torch.float64) - 0.5).cpu().numpy()
-        # Largest grid radius whose TV bound is <= the budget (tv_upper is non-decreasing).
-        index = np.searchsorted(tv_upper, budget, side="right") - 1
-        linf = np.where(index >= 0, grid[np.clip(index, 0, None)], 0.0) * self.scale(dim)
-        linf_t = torch.from_numpy(linf).to(p_lower.device)
+        p = p_lower.to(torch.float64)
+        radii = exp_inf_radii(p.cpu().numpy(), dim)
+        scale = self.scale(dim)
         return {
-            "l1": self.radius(p_lower, dim),
-            "linf": _above_half(p_lower.to(torch.float64), linf_t),
+            norm: _above_half(p, scale * torch.from_numpy(radii[norm]).to(p.device))
+            for norm in ("l1", "l2", "linf")
         }
 
     def config(self) -> dict[str, Any]:

@@ -194,32 +194,43 @@ def test_bench_command_reports_bad_settings(capsys):
     assert "error: --threads:" in capsys.readouterr().err
 
 
-def test_bench_sequential_reports_reductions_computed_from_its_own_counts(capsys):
+def test_bench_sequential_reports_both_certifiers_against_fixed_n(capsys, tmp_path):
+    """Reductions are quotients of the reported evaluations, replays of the certifiers' rules
+    on the kept votes give the real runs' answers, and the frontier plot is written."""
+    plot = tmp_path / "frontier.png"
     argv = ["bench", "--inputs", "3", "--n0", "20", "-n", "100", "--repeats", "1", "--no-art"]
     argv += ["--models", "digits", "--threads", "1"]
-    argv += ["--memory-n", "1000", "--sequential", "--sequential-n", "3000"]
-    assert main([*argv, "--fashion-inputs", "2", "--json"]) == 0
+    argv += ["--memory-n", "1000", "--sequential", "--sequential-n", "1024"]
+    argv += ["--sequential-inputs", "4", "--fashion-inputs", "0", "--sequential-plot", str(plot)]
+    assert main([*argv, "--radii", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result["sequential"]) == {"digits", "fashion-mnist"}
-    for name, seq in result["sequential"].items():
-        evaluations = seq["evaluations_per_input"]
-        assert evaluations["fixed"] == 20 + 3000
-        assert 20 < evaluations["decision"] <= 3020 and 20 < evaluations["radius"] <= 3020
-        assert seq["sample_reduction_decision"] == pytest.approx(
-            evaluations["fixed"] / evaluations["decision"], rel=1e-12
-        )
-        assert seq["sample_reduction_radius"] == pytest.approx(
-            evaluations["fixed"] / evaluations["radius"], rel=1e-12
-        )
-        accuracy = seq["certified_accuracy_at_radius"]
-        assert set(accuracy) == {"fixed", "decision", "radius_mode"}
-        assert all(0.0 <= v <= 1.0 for v in accuracy.values())
-        assert seq["radius"] == pytest.approx(0.5) and seq["tolerance"] == pytest.approx(0.0125)
-        loss = seq["mean_certified_radius"]["fixed"] - seq["mean_certified_radius"]["radius_mode"]
-        assert seq["radius_loss_over_sigma"] == pytest.approx(loss / 0.25, rel=1e-9, abs=1e-12), (
-            name
-        )
-    digits = result["sequential"]["digits"]
-    for key in ("sample_reduction_decision", "sample_reduction_radius", "radius_loss_over_sigma"):
-        assert result[key] == digits[key]
-    assert result["certified_accuracy_at_radius"] == digits["certified_accuracy_at_radius"]
+    assert set(result["sequential"]) == {"digits"}
+    seq = result["sequential"]["digits"]
+    fixed = seq["fixed"]["evaluations_per_input"]
+    assert fixed == 20 + 1024 and seq["inputs"] == 4
+    assert set(seq["decision"]) == {"0.25", "0.5", "1.0"}
+    for row in seq["decision"].values():
+        assert 0.0 <= row["fixed"]["certified_accuracy"] <= 1.0
+        low, high = row["fixed_interval_95"]
+        assert low <= row["fixed"]["certified_accuracy"] <= high
+        for certifier in ("staged", "anytime"):
+            entry = row[certifier]
+            assert 20 <= entry["evaluations_per_input"] <= fixed
+            assert entry["reduction"] == pytest.approx(fixed / entry["evaluations_per_input"])
+            assert entry["replay_matches"] and 0.0 <= entry["certified_accuracy"] <= 1.0
+    # At r = 1.0 = 4σ not even 1024 votes out of 1024 certify: anytime stops before sampling.
+    assert seq["decision"]["1.0"]["anytime"]["evaluations_per_input"] == 20
+    for certifier in ("staged", "anytime"):
+        entry = seq["radius_mode"][certifier]
+        assert entry["reduction"] == pytest.approx(fixed / entry["evaluations_per_input"])
+        assert entry["radius_loss_over_sigma"] >= 0.0
+        points = seq["frontier"][certifier]
+        assert len(points) == 9 and all(20 <= e <= fixed for e, _ in points)
+    assert (
+        result["anytime_decision_reduction_digits"]
+        == seq["decision"]["0.5"]["anytime"]["reduction"]
+    )
+    assert plot.stat().st_size > 1000
+    # Every family's radius in every norm reaches 0.99 of the best sound one in the literature.
+    assert result["radius_ratio_min"] >= 0.99
+    assert set(result["radius_ratio"]) == {"gaussian", "laplace", "uniform", "exp_inf"}

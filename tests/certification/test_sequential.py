@@ -7,99 +7,179 @@ P[Binomial(M, α) >= F] < 1e-4 (false-alarm rate at most 1e-4 per test).
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 from scipy.stats import norm
 
 from rs_plugin import (
     NOISE_BLOCK,
+    AnytimeBounds,
+    AnytimeCertifier,
     Gaussian,
     RSValueError,
     SequentialCertifier,
     SmoothedClassifier,
     StagedBounds,
 )
+from rs_plugin.certification.confidence_sequence import mixture_lower, mixture_upper
 from rs_plugin.certification.engine import stream_counts
-from rs_plugin.certification.sequential import stop_decision, stop_radius
+from rs_plugin.certification.sequential import FUTILITY
+from rs_plugin.certification.stats import clopper_pearson_lower, clopper_pearson_upper
+from rs_plugin.certification.stopping import DecisionRule, anytime_sizes, run_checks
 from rs_plugin.cli import main
 from tests.analytic import LinearModel, binomial_upper_tail
 
 FALSE_ALARM = 1e-4
 UNIT = Gaussian(1.0)  # radius(p) = Φ⁻¹(p): radii in units of σ
+CERTIFIERS = {"staged": SequentialCertifier, "anytime": AnytimeCertifier}
 
 
-def _simulate(p_true: float, trials: int, bounds: StagedBounds, rule, seed: int):
-    """Run the staged procedure on Bernoulli(p_true) streams; return (lower at stop, stop stage,
-    certified flag) per trial. ``rule(lower, upper, successes, stage)`` gives (stop, certified)."""
+def _certifier(kind: str, **mode):
+    """The certifier ``kind`` on one-coordinate inputs, radii in units of σ."""
+    return CERTIFIERS[kind](LinearModel(torch.ones(1), 0.0), UNIT, 2, **mode)
+
+
+def _simulate(p_true: float, trials: int, stops, seed: int):
+    """Run a stopping procedure on Bernoulli(p_true) votes; return (lower bound at the stop,
+    samples drawn, certified flag) per trial. ``stops(draw, rows)`` yields the stops."""
     rng = np.random.default_rng(seed)
-    successes = np.zeros(trials, dtype=np.int64)
-    active = np.arange(trials)
-    lower_at_stop = np.zeros(trials)
-    stage_at_stop = np.zeros(trials, dtype=np.int64)
+    lower = np.zeros(trials)
+    samples = np.zeros(trials, dtype=np.int64)
     certified = np.zeros(trials, dtype=bool)
-    done = 0
-    for stage, size in enumerate(bounds.sizes):
-        successes[active] += rng.binomial(size - done, p_true, len(active))
-        done = size
-        lower, upper = bounds.bounds(successes[active], stage)
-        stop, cert = rule(lower, upper, successes[active], stage)
-        if stage == len(bounds) - 1:
-            stop = np.ones(len(active), dtype=bool)
-        lower_at_stop[active[stop]] = lower[stop]
-        stage_at_stop[active[stop]] = stage
-        certified[active[stop]] = cert[stop]
-        active = active[~stop]
-        if not len(active):
-            break
-    return lower_at_stop, stage_at_stop, certified
+
+    def draw(active: np.ndarray, done: int, size: int) -> np.ndarray:
+        return rng.binomial(size, p_true, len(active))
+
+    for stop in stops(draw, trials):
+        lower[stop.rows], samples[stop.rows], certified[stop.rows] = (
+            stop.lower,
+            stop.samples,
+            stop.certified,
+        )
+    return lower, samples, certified
+
+
+def _used(certifier, budget: int, alpha: float):
+    """The certifier's own stopping procedure (what it runs on the model's votes)."""
+    return functools.partial(certifier.stops, n=budget, alpha=alpha, dim=1)
+
+
+class _Peeking(AnytimeBounds):
+    """Clopper–Pearson at level α at every check: what the confidence sequence replaces."""
+
+    def bounds(self, successes, stage):
+        trials = self.sizes[stage]
+        return (
+            clopper_pearson_lower(successes, trials, self.alpha),
+            clopper_pearson_upper(successes, trials, self.alpha),
+        )
 
 
 def test_stages_double_and_spend_less_than_alpha():
     bounds = StagedBounds(100_000, 0.001)
     assert bounds.sizes[:3] == [256, 512, 1024] and bounds.sizes[-1] == 100_000
-    assert all(b > a for a, b in zip(bounds.sizes, bounds.sizes[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(bounds.sizes))
     assert sum(bounds.alphas) < 0.001 and bounds.alphas[-1] == 0.0005
     assert StagedBounds(100, 0.01).sizes == [100]
 
 
+def test_anytime_checks_come_every_batch_and_end_at_the_budget():
+    sizes = anytime_sizes(100_000)
+    assert sizes[:3] == [256, 512, 768] and sizes[-1] == 100_000
+    assert all(s % NOISE_BLOCK == 0 for s in sizes[:-1])
+    steps = np.diff(sizes)
+    assert np.all(steps > 0) and np.all(steps[:-1] <= np.maximum(256, np.array(sizes[:-2]) / 16))
+    assert len(sizes) < 120  # few checks: each one is a pass of the engine
+    assert anytime_sizes(100) == [100]
+
+
+@pytest.mark.parametrize("trials", [1, 40, 1000])
+def test_confidence_sequence_covers_at_a_fixed_time_exactly(trials):
+    """Exact binomial sums: P[L_t > p] and P[U_t < p] ≤ α at every p of a grid (a time-uniform
+    bound is in particular valid at each fixed time), and L_t sits below the frequency."""
+    alpha = 0.05
+    k = np.arange(trials + 1)
+    lower, upper = mixture_lower(k, trials, alpha), mixture_upper(k, trials, alpha)
+    assert np.all(lower <= k / trials) and np.all(upper >= k / trials)
+    assert np.all(np.diff(lower) > 0) and lower[0] == 0 and upper[-1] == 1
+    for p in np.linspace(0.01, 0.99, 99):
+        pmf = stats.binom.pmf(k, trials, p)
+        assert pmf[lower > p].sum() <= alpha and pmf[upper < p].sum() <= alpha, p
+
+
+def _crossing_probability(lower: dict[int, np.ndarray], horizon: int, p: float) -> float:
+    """P[∃ t ≤ horizon: lower_t(S_t) > p] for S_t a Binomial(t, p) path, exactly: the law of
+    S_t over the paths that have not crossed yet, step by step."""
+    alive = np.zeros(horizon + 2)
+    alive[0] = 1.0
+    crossed = 0.0
+    for t in range(1, horizon + 1):
+        step = np.zeros(horizon + 2)
+        step[1 : t + 1] += alive[:t] * p
+        step[: t + 1] += alive[: t + 1] * (1 - p)
+        over = np.flatnonzero(lower[t] > p)
+        crossed += step[over].sum()
+        step[over] = 0.0
+        alive = step
+    return crossed
+
+
+def test_confidence_sequence_holds_at_every_time_at_once_exactly():
+    """Up to t = 200 trials, summed exactly over all Bernoulli paths: the mixture bound is
+    above p at some time with probability ≤ α; Clopper–Pearson re-tested at every t is not."""
+    alpha, horizon = 0.05, 200
+    times = np.concatenate([np.full(t + 1, t) for t in range(1, horizon + 1)])
+    counts = np.concatenate([np.arange(t + 1) for t in range(1, horizon + 1)])
+    ends = np.cumsum([t + 1 for t in range(1, horizon + 1)])
+    mixture = np.split(mixture_lower(counts, times, alpha), ends[:-1])
+    peeking = np.split(clopper_pearson_lower(counts, times, alpha), ends[:-1])
+    by_time = {t: mixture[t - 1] for t in range(1, horizon + 1)}
+    naive = {t: peeking[t - 1] for t in range(1, horizon + 1)}
+    for p in (0.05, 0.3, 0.5, 0.8, 0.95):
+        assert _crossing_probability(by_time, horizon, p) <= alpha, p
+    assert _crossing_probability(naive, horizon, 0.5) > 3 * alpha
+
+
+@pytest.mark.parametrize("kind", CERTIFIERS)
 @pytest.mark.parametrize("p_true", [0.8, 0.95])
-def test_decision_mode_false_certification_rate_under_optional_stopping(p_true):
-    """p_A sits just below the threshold Φ(r): certifying r is always false. The staged test's
-    false-certification rate stays below α; naive repeated testing at level α at every stage,
-    with the same stopping, exceeds it (the check has power)."""
-    alpha, trials = 0.05, 20_000
-    r = float(norm.ppf(p_true)) + 1e-9
-    bounds = StagedBounds(16_384, alpha)
-
-    def staged(lower, upper, successes, stage):
-        return stop_decision(UNIT, lower, upper, r, dim=1)
-
-    _, _, certified = _simulate(p_true, trials, bounds, staged, seed=1)
+def test_decision_mode_false_certification_rate_under_optional_stopping(kind, p_true):
+    """p_A sits just below the threshold Φ(r): certifying r is always false. Over 10 000 runs of
+    the certifier's own stopping procedure, the false-certification rate stays below α."""
+    alpha, trials, budget = 0.05, 10_000, 16_384
+    certifier = _certifier(kind, radius=float(norm.ppf(p_true)) + 1e-9)
+    _, samples, certified = _simulate(p_true, trials, _used(certifier, budget, alpha), seed=1)
     assert binomial_upper_tail(int(certified.sum()), trials, alpha) >= FALSE_ALARM
+    assert samples.mean() < budget  # undecided runs are stopped early too
 
-    naive = StagedBounds(16_384, alpha)
-    naive.alphas = [alpha] * len(naive)  # no spending: every look at level α
-    _, _, fooled = _simulate(p_true, trials, naive, staged, seed=2)
+
+def test_the_rate_check_has_power_against_peeking():
+    """Clopper–Pearson at level α re-tested at every check with the anytime decision rule
+    certifies falsely far more often than α, and the same check catches it."""
+    alpha, trials, p_true = 0.05, 10_000, 0.8
+    rule = DecisionRule(UNIT, 1, float(norm.ppf(p_true)) + 1e-9, futility=FUTILITY)
+
+    def peeking(draw, rows):
+        return run_checks(_Peeking(16_384, alpha), rule, draw, rows)
+
+    _, _, fooled = _simulate(p_true, trials, peeking, seed=2)
     assert binomial_upper_tail(int(fooled.sum()), trials, alpha) < FALSE_ALARM, fooled.sum()
 
 
+@pytest.mark.parametrize("kind", CERTIFIERS)
 @pytest.mark.parametrize("p_true", [0.6, 0.9, 0.999])
-def test_radius_mode_lower_bound_covers_under_optional_stopping(p_true):
-    alpha, trials = 0.05, 20_000
-    bounds = StagedBounds(16_384, alpha)
-
-    def rule(lower, upper, successes, stage):
-        estimate = successes / bounds.sizes[stage]
-        stop = stop_radius(UNIT, bounds, lower, upper, estimate, 0.1, dim=1)
-        return stop, np.zeros_like(stop)
-
-    lower, stage, _ = _simulate(p_true, trials, bounds, rule, seed=3)
+def test_radius_mode_lower_bound_covers_under_optional_stopping(kind, p_true):
+    alpha, trials, budget = 0.05, 10_000, 16_384
+    stops = _used(_certifier(kind, tolerance=0.1), budget, alpha)
+    lower, samples, _ = _simulate(p_true, trials, stops, seed=3)
     failures = int((lower > p_true).sum())
     assert binomial_upper_tail(failures, trials, alpha) >= FALSE_ALARM, failures
-    assert stage.mean() < len(bounds) - 1  # it does stop early
+    assert samples.mean() < budget  # it does stop early
 
 
 def _linear(seed: int, inputs: int):
@@ -109,11 +189,12 @@ def _linear(seed: int, inputs: int):
     return LinearModel(w, float(torch.randn((), generator=generator))).eval(), x
 
 
+@pytest.mark.parametrize("kind", CERTIFIERS)
 @pytest.mark.parametrize("mode", [{"radius": 0.25}, {"tolerance": 0.05}])
-def test_sequential_certificates_are_sound_on_the_linear_model(mode):
+def test_sequential_certificates_are_sound_on_the_linear_model(kind, mode):
     alpha, inputs, sigma = 0.05, 300, 0.5
     model, x = _linear(seed=10, inputs=inputs)
-    certifier = SequentialCertifier(model, Gaussian(sigma), 2, **mode)
+    certifier = CERTIFIERS[kind](model, Gaussian(sigma), 2, **mode)
     certs = certifier.certify(x, n0=50, n=4096, alpha=alpha, batch_size=20_000, seed=4)
     assert torch.equal(certs.index, torch.arange(inputs))  # the order of x
     certified = certs.prediction >= 0
@@ -127,14 +208,15 @@ def test_sequential_certificates_are_sound_on_the_linear_model(mode):
     assert float(certs.extra["samples"].mean()) < 4096  # stopped early on average
 
 
-def test_full_run_draws_fixed_n_certifys_samples_and_batch_size_does_not_matter():
+@pytest.mark.parametrize("kind", CERTIFIERS)
+def test_full_run_draws_fixed_n_certifys_samples_and_batch_size_does_not_matter(kind):
     model, x = _linear(seed=11, inputs=200)
     p_true = torch.special.ndtr(model.true_radius(x) / 0.5)
     x = x[(p_true > 0.7) & (p_true < 0.999)][:12]  # clear of ½ and of saturation
     fixed = SmoothedClassifier(model, Gaussian(0.5), 2).certify(x, n0=40, n=3000, seed=7)
     # A tolerance no radius gain can beat: every input runs every stage, up to n.
     runs = [
-        SequentialCertifier(model, Gaussian(0.5), 2, tolerance=1e-12).certify(
+        CERTIFIERS[kind](model, Gaussian(0.5), 2, tolerance=1e-12).certify(
             x, n0=40, n=3000, seed=7, batch_size=size
         )
         for size in (1000, 333)
@@ -188,17 +270,18 @@ def test_bad_modes_are_refused():
         SequentialCertifier(model, Gaussian(0.5), 2, tolerance=-1.0)
 
 
-def test_sequential_certifier_from_the_command_line(tmp_path, capsys):
+@pytest.mark.parametrize("name", ["sequential", "anytime"])
+def test_sequential_certifier_from_the_command_line(name, tmp_path, capsys):
     out = tmp_path / "seq.jsonl"
-    args = ["certify", "--certifier", "sequential", "--radius", "0.25", "--limit", "6"]
+    args = ["certify", "--certifier", name, "--radius", "0.25", "--limit", "6"]
     assert main([*args, "-n", "5000", "--out", str(out)]) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["index"] for r in records) == list(range(6))
-    assert all(r["certifier"] == "sequential" and r["decision_radius"] == 0.25 for r in records)
+    assert all(r["certifier"] == name and r["decision_radius"] == 0.25 for r in records)
     assert all(r["samples"] <= 5000 and r["decision"] in (0.0, 1.0) for r in records)
     assert any(r["samples"] < 5000 for r in records)
-    assert main(["certify", "--certifier", "sequential", "--out", str(tmp_path / "x.jsonl")]) == 2
+    assert main(["certify", "--certifier", name, "--out", str(tmp_path / "x.jsonl")]) == 2
     assert main(["certify", "--tolerance", "0.1", "--out", str(tmp_path / "y.jsonl")]) == 2
     err = capsys.readouterr().err
-    assert "--certifier sequential: expected exactly one of --radius" in err
-    assert "--tolerance: expected only with --certifier sequential" in err
+    assert f"--certifier {name}: expected exactly one of --radius" in err
+    assert "--tolerance: expected only with --certifier sequential or anytime" in err
