@@ -169,10 +169,10 @@ class CertifyJob:
 
     def load(self) -> tuple[Certifier, torch.Tensor, torch.Tensor]:
         """Load model and data once; return the certifier, inputs and labels."""
-        from rs_plugin.data import load_dataset, load_model
+        from rs_plugin.data import load_dataset, load_model_for
 
         smoothing = self.build_smoothing()
-        model = load_model(self.model).to(self.device)
+        model = load_model_for(self.model, self.data).to(self.device)
         x, y = load_dataset(self.data, "test")
         if self.limit is not None:
             x, y = x[: self.limit], y[: self.limit]
