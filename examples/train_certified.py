@@ -30,7 +30,13 @@ import torch
 from rs_plugin import Gaussian, SmoothedClassifier
 from rs_plugin.certification.stats import clopper_pearson_lower, clopper_pearson_upper
 from rs_plugin.data import FASHION_MNIST_DIR, load_idx
-from rs_plugin.data.train_fashion import TRAINERS, fashion_objective, train_fashion_model
+from rs_plugin.data.train_fashion import (
+    FASHION_EPOCHS,
+    FASHION_TRAIN_SIZE,
+    TRAINERS,
+    fashion_objective,
+    train_fashion_model,
+)
 
 NAMES = {
     "gaussian": "Gaussian augmentation",
@@ -94,8 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sigmas", default="0.25,0.5")
     parser.add_argument("--trainers", default=",".join(TRAINERS))
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--train-size", type=int, default=12_000)
+    parser.add_argument("--epochs", type=int, default=FASHION_EPOCHS)
+    parser.add_argument("--train-size", type=int, default=FASHION_TRAIN_SIZE)
     parser.add_argument("--inputs", type=int, default=200, help="first K test images")
     parser.add_argument("--n0", type=int, default=100)
     parser.add_argument("-n", type=int, default=10_000)

@@ -8,7 +8,15 @@ from torch import nn
 
 from rs_plugin import Gaussian, RSValueError
 from rs_plugin.data import load_digits
-from rs_plugin.training import Consistency, NoiseAugmentation, TrainingGenerators, train
+from rs_plugin.training import (
+    MACER,
+    Consistency,
+    NoiseAugmentation,
+    SmoothAdv,
+    SmoothMix,
+    TrainingGenerators,
+    train,
+)
 
 
 def _model() -> nn.Module:
@@ -138,3 +146,26 @@ def test_training_lowers_the_loss_on_noisy_inputs():
         trained = nn.functional.cross_entropy(model(noisy), y)
         untrained = nn.functional.cross_entropy(_model()(noisy), y)
     assert float(trained) < 0.5 * float(untrained)
+
+
+@pytest.mark.parametrize(
+    "objective",
+    [
+        SmoothAdv(Gaussian(0.25), epsilon=0.5, num_noise_vec=2, num_steps=2),
+        MACER(Gaussian(0.25), num_noise_samples=4),
+        Consistency(Gaussian(0.25)),
+        SmoothMix(Gaussian(0.25), num_noise_vec=2, num_steps=2),
+    ],
+    ids=lambda objective: objective.name,
+)
+def test_every_objective_trains_reproducibly_from_the_seed(objective):
+    x, y = _data(48)
+
+    def run(seed: int) -> nn.Module:
+        model = _model()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        return train(model, objective, x, y, optimizer=optimizer, batch_size=16, generators=seed)
+
+    first = run(0)
+    assert _same(first, run(0))
+    assert not _same(first, run(1))
