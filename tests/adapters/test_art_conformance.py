@@ -33,6 +33,7 @@ from rs_plugin.adapters.art import (
     PyTorchSmoothMix,
 )
 from rs_plugin.data import load_demo_model, load_digits
+from rs_plugin.training import MACER, Consistency, NoiseAugmentation, SmoothAdv, SmoothMix
 
 # Each class with the extra arguments ART's test file passes to it (ours: built like ART's).
 CLASSES = {
@@ -341,3 +342,24 @@ def test_smoothmix_steps_by_its_own_step_size_not_the_failure_probability():
     )
     moved = np.linalg.norm((adversarial.numpy() - x).reshape(4, -1), axis=1)
     assert (moved > 0.3).all() and (moved <= 1.0 + 1e-5).all()
+
+
+@pytest.mark.parametrize(
+    ("name", "objective", "settings"),
+    [
+        ("randomized_smoothing", NoiseAugmentation, {}),
+        ("smoothadv", SmoothAdv, {"epsilon": 1.0, "num_noise_vec": 1, "num_steps": 10}),
+        ("macer", MACER, {"beta": 16.0, "gamma": 8.0, "lmbda": 12.0, "num_noise_samples": 16}),
+        ("smoothmix", SmoothMix, {"eta": 5.0, "num_noise_vec": 2, "num_steps": 8, "warmup": 10}),
+        ("consistency", Consistency, {"num_noise_vec": 2, "lmbda": 10.0, "eta": 0.5}),
+    ],
+)
+def test_fit_minimises_the_core_objective_with_the_estimators_settings(name, objective, settings):
+    estimator, _ = _build(name, scale=0.25)
+    built = estimator.training_objective()
+    assert type(built) is objective and built.smoothing is estimator.smoothing
+    assert {key: getattr(built, key) for key in settings} == settings
+    if hasattr(built, "clip_values"):
+        assert built.clip_values == (0.0, 1.0)
+    estimator.set_params(scale=0.5)
+    assert estimator.training_objective().smoothing.sigma == 0.5
