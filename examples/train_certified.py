@@ -56,7 +56,9 @@ def interval(successes: int, trials: int) -> tuple[float, float]:
     )
 
 
-def evaluate(model: torch.nn.Module, sigma: float, x: torch.Tensor, y: torch.Tensor, args: Any):
+def evaluate(
+    model: torch.nn.Module, sigma: float, x: torch.Tensor, y: torch.Tensor, args: Any
+) -> dict[str, Any]:
     """CERTIFY the inputs; the table's figures with their intervals."""
     smoothed = SmoothedClassifier(model, Gaussian(sigma), 10, clip_values=(0.0, 1.0))
     certificates = smoothed.certify(

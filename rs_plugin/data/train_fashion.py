@@ -96,7 +96,7 @@ def train_fashion_model(
         model = FashionCNN()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    return train(
+    train(
         model,
         objective,
         x,
@@ -107,6 +107,7 @@ def train_fashion_model(
         generators=seed,
         scheduler=schedule,
     )
+    return model
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+from typing import Any
 
 import numpy as np
 import pytest
@@ -36,7 +37,7 @@ from rs_plugin.data import load_demo_model, load_digits
 from rs_plugin.training import MACER, Consistency, NoiseAugmentation, SmoothAdv, SmoothMix
 
 # Each class with the extra arguments ART's test file passes to it (ours: built like ART's).
-CLASSES = {
+CLASSES: dict[str, tuple[type[PyTorchRandomizedSmoothing], dict[str, Any]]] = {
     "randomized_smoothing": (PyTorchRandomizedSmoothing, {}),
     "smoothadv": (
         PyTorchSmoothAdv,
@@ -57,7 +58,7 @@ CLASSES = {
     ),
     "consistency": (PyTorchConsistency, {"num_noise_vec": 2, "lmbda": 10.0, "eta": 0.5}),
 }
-ART_CLASSES = {
+ART_CLASSES: dict[str, type] = {
     "randomized_smoothing": art_rs.PyTorchRandomizedSmoothing,
     "smoothadv": art_rs.PyTorchSmoothAdv,
     "macer": art_rs.PyTorchMACER,
@@ -107,8 +108,8 @@ def _base(model: nn.Module) -> PyTorchClassifier:
 def test_constructor_is_arts_argument_for_argument(name):
     """Same names, order and defaults as ART 1.20's constructor; ours only adds keyword-only
     arguments after them."""
-    theirs = inspect.signature(ART_CLASSES[name].__init__).parameters
-    ours = inspect.signature(CLASSES[name][0].__init__).parameters
+    theirs = inspect.signature(ART_CLASSES[name]).parameters
+    ours = inspect.signature(CLASSES[name][0]).parameters
     shared = list(ours)[: len(theirs)]
     assert shared == list(theirs)
     for parameter in theirs:

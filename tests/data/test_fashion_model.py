@@ -31,7 +31,7 @@ def few_images() -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("trainer", TRAINERS)
 def test_every_objective_of_the_table_trains_the_fashion_cnn(trainer, few_images):
     objective = fashion_objective(trainer, 0.5, epochs=3)
-    assert objective.smoothing.sigma == 0.5
+    assert objective.smoothing.config()["sigma"] == 0.5
     model = FashionCNN()
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     train(model, objective, *few_images, optimizer=optimizer, batch_size=24, generators=0)

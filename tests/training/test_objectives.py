@@ -3,6 +3,8 @@ objective with every input-space noise."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -42,6 +44,13 @@ class Recorder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.seen.append(x.detach().clone())
         return self.model(x)
+
+
+def _linear() -> nn.Linear:
+    """A 64 → 10 linear layer initialised from a fixed seed (the global RNG left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return nn.Linear(64, 10)
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -101,15 +110,20 @@ def test_macer_hinge_and_margin_reduce_to_the_gaussian_formula():
 def test_macer_gradient_stays_finite_when_the_runner_up_underflows():
     """With β = 16 and confident logits the runner-up's soft score is exactly 0 and Φ⁻¹ is
     −∞: such inputs are left out without turning the gradient into NaN (0 · ∞)."""
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    linear = _linear()
     with torch.no_grad():
-        model[1].weight.mul_(200.0)
+        linear.weight.mul_(200.0)
+    model = nn.Sequential(nn.Flatten(), linear)
     x, y = _digits(16)
     objective = MACER(Gaussian(SIGMA), num_noise_samples=4)
+    noisy = Gaussian(SIGMA).perturb(x.repeat_interleave(4, dim=0), _generator(0))
+    with torch.no_grad():
+        scores = torch.softmax(16.0 * model(noisy), dim=1).view(16, 4, 10).mean(dim=1)
+    assert int((scores.topk(2, dim=1).values[:, 1] == 0).sum()) > 0, "the test needs underflow"
     loss = objective.loss(model, x, y, generator=_generator(0), epoch=0)
     loss.backward()
     assert torch.isfinite(loss)
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    assert linear.weight.grad is not None and torch.isfinite(linear.weight.grad).all()
 
 
 def test_macer_deferred_epochs_train_on_cross_entropy_only():
@@ -196,7 +210,12 @@ def test_smoothadv_trains_on_the_attacks_own_noise_and_warms_up():
 def test_smoothmix_sides_follow_mix_step_and_norm_bounds():
     model = load_demo_model()
     x, y = _digits(12)
-    base = {"num_noise_vec": 2, "num_steps": 3, "step_size": 0.5, "clip_values": (0.0, 1.0)}
+    base: dict[str, Any] = {
+        "num_noise_vec": 2,
+        "num_steps": 3,
+        "step_size": 0.5,
+        "clip_values": (0.0, 1.0),
+    }
     clean, adversarial = SmoothMix(Gaussian(SIGMA), **base).attack(model, x, y, seed=1, epoch=0)
     torch.testing.assert_close(clean, x)
     moved = torch.linalg.vector_norm((adversarial - x).flatten(1), dim=1)
@@ -257,11 +276,10 @@ NOISES = {"gaussian": Gaussian(0.25), "laplace": Laplace(0.25), "uniform": Unifo
 def _input_blind_linear() -> nn.Module:
     """Logits = bias: zero weights, so attacks do not move the input (zero input gradient),
     while every parameter still gets a gradient."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    linear = _linear()
     with torch.no_grad():
-        model[1].weight.zero_()
-    return model
+        linear.weight.zero_()
+    return nn.Sequential(nn.Flatten(), linear)
 
 
 @pytest.mark.parametrize("noise", sorted(NOISES))
