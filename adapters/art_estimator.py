@@ -371,8 +371,8 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
 
     def _check_inputs(self, x: np.ndarray | torch.Tensor) -> None:
         """The core's input check (finite, inside clip_values), on what the caller passed."""
-        tensor = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
-        check_finite_inputs("x", tensor, self._smoothed.clip_values)
+        values = x.detach().float() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
+        check_finite_inputs("x", torch.as_tensor(values), self._smoothed.clip_values)
 
     def certify(self, x: np.ndarray, n: int, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
         """CERTIFY (Cohen et al. 2019): ART's ``(prediction, radius)`` arrays, shape (N,) each.
@@ -507,7 +507,7 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
 
     def _training_tensors(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y) as the training loop takes them, checked before any defence runs."""
-        check_finite_inputs("x", torch.as_tensor(np.asarray(x)), None)
+        check_finite_inputs("x", torch.from_numpy(np.asarray(x, dtype=np.float32)), None)
         y = check_and_transform_label_format(y, nb_classes=self.nb_classes)
         x_defended, y_defended = self._apply_preprocessing(x, y, fit=True)
         labels = self.reduce_labels(y_defended)
