@@ -312,7 +312,7 @@ def test_predict_checks_inputs_whatever_the_outputs(outputs, value, message):
 
 @pytest.mark.parametrize("name", ["smoothadv", "macer", "smoothmix", "consistency"])
 def test_trainers_take_any_input_space_smoothing(name):
-    fewer_steps = {"num_steps": 2} if name in ("smoothadv", "smoothmix") else {}
+    fewer_steps: dict[str, Any] = {"num_steps": 2} if name in ("smoothadv", "smoothmix") else {}
     estimator, _ = _build(name, smoothing=Laplace(0.25), **fewer_steps)
     assert estimator.training_objective().smoothing is estimator.smoothing
     x, y = _test_data(8)
