@@ -19,12 +19,13 @@ ALLOWED = {
     "smoothings": {"_validation"},
     "certification": {"_validation", "smoothings"},
     "auditing": {"_validation", "_registry", "smoothings", "certification"},
-    "data": {"_validation", "smoothings"},
+    "training": {"_validation", "smoothings", "certification"},
+    "data": {"_validation", "smoothings", "training"},
     "cli": {
         *("_validation", "_registry", "smoothings", "certification", "auditing", "data"),
-        *("bench", "adapters"),
+        *("bench", "adapters", "training"),
     },
-    "bench": {"_validation", "smoothings", "certification", "data", "adapters"},
+    "bench": {"_validation", "smoothings", "certification", "data", "adapters", "training"},
     "_registry": {"_validation", "smoothings"},
     "_validation": set(),
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,24 @@ def test_audit_digits_example_runs(tmp_path):
     assert lines[1] == "index radius smallest_adversarial_distance"
     assert 2 <= len(lines) <= 2 + 6
     assert (tmp_path / "report.md").read_text().startswith("# Certificate audit")
+
+
+def test_train_certified_example_writes_the_trainer_table(tmp_path):
+    args = ["--sigmas", "0.5", "--trainers", "gaussian,macer", "--epochs", "1"]
+    args += ["--train-size", "64", "--inputs", "3", "-n", "100", "--n0", "20", "--threads", "1"]
+    subprocess.run(
+        [sys.executable, str(EXAMPLES / "train_certified.py"), *args, "--out-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = (tmp_path / "trainer_table.md").read_text(encoding="utf-8").splitlines()
+    assert rows[0].startswith("| σ | trainer | clean acc. % | cert. acc. r=0.25 %")
+    assert [row.split("|")[2].strip() for row in rows[2:]] == ["Gaussian augmentation", "MACER"]
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["trainer"] for r in records] == ["gaussian", "macer"]
+    for record in records:
+        assert 0.0 <= record["clean_ci"][0] <= record["clean"] <= record["clean_ci"][1] <= 1.0
+        assert record["certified_1"] <= record["certified_0.25"] <= record["clean"]
+        assert record["objective"]["smoothing"] == {"name": "gaussian", "sigma": 0.5}
+    assert (tmp_path / "fashion_macer_0.5.pt").is_file()

@@ -7,7 +7,7 @@ import sys
 
 _CHECK = """
 import sys
-import rs_plugin, rs_plugin.cli, rs_plugin.data
+import rs_plugin, rs_plugin.cli, rs_plugin.data, rs_plugin.training
 from rs_plugin.cli import main
 assert main(["certify", "--limit", "1", "-n", "50", "--n0", "5", "--out", sys.argv[1]]) == 0
 loaded = sorted({name.split(".")[0] for name in sys.modules} & {"art", "ray"})

@@ -213,10 +213,10 @@ class CertifyJob:
 
         Everything a run could trip over is checked here, before a record is written.
         """
-        from rs_plugin.data import load_dataset, load_model
+        from rs_plugin.data import load_dataset, load_model_for
 
         smoothing = self.build_smoothing()
-        model = load_model(self.model).to(self.device)
+        model = load_model_for(self.model, self.data).to(self.device)
         x, y = load_dataset(self.data, "test")
         data_sha256 = data_fingerprint(x, y)
         if self.limit is not None:

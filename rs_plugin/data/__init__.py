@@ -10,22 +10,30 @@ from rs_plugin.data._datasets import (
 from rs_plugin.data._models import (
     DEMO_SIGMA,
     DEMO_WEIGHTS,
+    FASHION_SIGMA,
+    FASHION_WEIGHTS,
     DemoCNN,
     FashionCNN,
     load_demo_model,
+    load_fashion_model,
     load_model,
+    load_model_for,
 )
 
 __all__ = [
     "DEMO_SIGMA",
     "DEMO_WEIGHTS",
     "FASHION_MNIST_DIR",
+    "FASHION_SIGMA",
+    "FASHION_WEIGHTS",
     "DemoCNN",
     "FashionCNN",
     "load_dataset",
     "load_demo_model",
     "load_digits",
+    "load_fashion_model",
     "load_idx",
     "load_model",
+    "load_model_for",
     "load_npz",
 ]

@@ -1,4 +1,5 @@
-"""Reference models: the embedded digits CNN, and loading a user's model from a path or factory."""
+"""Reference models: the embedded digits CNN, the shipped Fashion-MNIST CNN, and loading a
+user's model from a path or factory."""
 
 from __future__ import annotations
 
@@ -17,14 +18,22 @@ from rs_plugin._validation import RSValueError
 __all__ = [
     "DEMO_SIGMA",
     "DEMO_WEIGHTS",
+    "FASHION_SIGMA",
+    "FASHION_WEIGHTS",
     "DemoCNN",
     "FashionCNN",
     "load_demo_model",
+    "load_fashion_model",
     "load_model",
+    "load_model_for",
 ]
 
 DEMO_WEIGHTS = Path(__file__).with_name("demo_cnn.pt")
 DEMO_SIGMA = 0.25
+FASHION_WEIGHTS = Path(__file__).with_name("fashion_cnn.pt")
+FASHION_SIGMA = 0.25
+# `--model demo` means the model shipped for the data: these --data values get their own.
+_DEMO_BY_DATA = {"fashion-mnist": "fashion"}
 
 
 class DemoCNN(nn.Module):
@@ -73,6 +82,22 @@ def load_demo_model(weights: str | Path = DEMO_WEIGHTS) -> DemoCNN:
     model = DemoCNN()
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return model.eval()
+
+
+def load_fashion_model(weights: str | Path = FASHION_WEIGHTS) -> FashionCNN:
+    """The shipped Fashion-MNIST CNN (trained by :mod:`rs_plugin.data.train_fashion` for
+    σ = ``FASHION_SIGMA``), in eval mode."""
+    model = FashionCNN()
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def load_model_for(spec: str, data: str) -> nn.Module:
+    """:func:`load_model`, except that ``demo`` is the model shipped for ``data``: the
+    Fashion-MNIST CNN for ``fashion-mnist``, the digits CNN otherwise."""
+    if spec == "demo" and _DEMO_BY_DATA.get(data) == "fashion":
+        return load_fashion_model()
+    return load_model(spec)
 
 
 def load_model(spec: str) -> nn.Module:

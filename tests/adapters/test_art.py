@@ -27,20 +27,21 @@ SIGMA = 0.25
 def _art_style(model, cls=PyTorchRandomizedSmoothing, **extra):
     """Built the way ART's randomized-smoothing notebook builds its estimator."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    return cls(
-        model=model,
-        loss=torch.nn.CrossEntropyLoss(),
-        optimizer=optimizer,
-        input_shape=(1, 8, 8),
-        nb_classes=10,
-        channels_first=True,
-        clip_values=(0.0, 1.0),
-        sample_size=100,
-        scale=SIGMA,
-        alpha=0.001,
-        device_type="cpu",
+    arguments = {
+        "model": model,
+        "loss": torch.nn.CrossEntropyLoss(),
+        "optimizer": optimizer,
+        "input_shape": (1, 8, 8),
+        "nb_classes": 10,
+        "channels_first": True,
+        "clip_values": (0.0, 1.0),
+        "sample_size": 100,
+        "scale": SIGMA,
+        "alpha": 0.001,
+        "device_type": "cpu",
         **extra,
-    )
+    }
+    return cls(**arguments)
 
 
 def _count_from_radius(radius: float, n: int, alpha: float) -> int:
@@ -230,7 +231,14 @@ def test_gradient_matches_finite_differences_within_monte_carlo_error():
     m, big_m, seeds = 2000, 40000, 10
 
     def estimator(seed: int, samples: int):
-        return _art_style(model, outputs="log_probabilities", num_noise_samples=samples, seed=seed)
+        # No clip range: the finite difference steps just outside [0, 1] at dark pixels.
+        return _art_style(
+            model,
+            outputs="log_probabilities",
+            num_noise_samples=samples,
+            seed=seed,
+            clip_values=None,
+        )
 
     # The runner-up class: its log-probability moves fast, so the gradient is far from 0.
     label = int(np.argsort(estimator(0, m).predict(x)[0])[-2])
@@ -287,34 +295,6 @@ def test_clone_for_refitting_keeps_the_smoothing_and_resets_weights():
     )
     est.set_params(scale=0.5)
     assert est.smoothing.sigma == 0.5
-
-
-def _smoothed_loss(model, smoothing, x, y, m, noise_seed):
-    """−log (1/m) Σ softmax(f(x + δ_i))_y with the m noise vectors ``noise_seed`` draws."""
-    generator = torch.Generator().manual_seed(noise_seed)
-    noisy = smoothing.perturb(x.repeat_interleave(m, dim=0), generator)
-    with torch.no_grad():
-        probs = torch.softmax(model(noisy), dim=1).view(len(x), m, -1).mean(dim=1)
-    return -torch.log(probs.gather(1, y[:, None])[:, 0])
-
-
-def test_smoothadv_attack_is_l2_pgd_on_the_smoothed_classifier_and_raises_its_loss():
-    model = load_demo_model()
-    trainer = _art_style(model, cls=PyTorchSmoothAdv, epsilon=0.5, num_noise_vec=4, num_steps=5)
-    assert trainer.attack.norm == 2
-    assert isinstance(trainer.attack.estimator, PyTorchSmoothedClassifier)
-    assert isinstance(trainer.attack.estimator.model, SmoothedLogProbabilities)
-    assert trainer.attack.estimator.num_noise_samples == 4
-    assert trainer.attack.estimator.base_model is model
-
-    x, y = load_digits("test")
-    x, y = x[:20], y[:20]
-    x_adv = trainer.adversarial_examples(x, y, eps=0.5, noise_seed=42)
-    assert (torch.linalg.vector_norm((x_adv - x).flatten(1), dim=1) <= 0.5 + 1e-5).all()
-    before = _smoothed_loss(model, trainer.smoothing, x, y, 4, 42)
-    after = _smoothed_loss(model, trainer.smoothing, x_adv, y, 4, 42)
-    assert float(after.mean()) > float(before.mean()) + 0.1
-    assert float((after > before).double().mean()) >= 0.9
 
 
 def test_smoothadv_fit_trains_the_base_model():

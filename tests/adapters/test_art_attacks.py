@@ -27,6 +27,7 @@ from art.attacks.evasion.projected_gradient_descent.projected_gradient_descent_p
     ProjectedGradientDescentPyTorch,
 )
 
+from rs_plugin import RSValueError
 from rs_plugin.adapters.art import PyTorchRandomizedSmoothing
 from rs_plugin.data import load_demo_model, load_digits
 
@@ -97,10 +98,12 @@ ATTACKS = {
         None,
     ),
     "deepfool": (lambda e: DeepFool(e, max_iter=20, verbose=False), None, None),
-    "square_l2": (
-        lambda e: SquareAttack(e, norm=2, eps=EPS2, max_iter=100, nb_restarts=1, verbose=False),
-        2,
-        EPS2,
+    "square_linf": (
+        lambda e: SquareAttack(
+            e, norm=np.inf, eps=EPSINF, max_iter=100, nb_restarts=1, verbose=False
+        ),
+        np.inf,
+        EPSINF,
     ),
     "hopskipjump": (
         lambda e: HopSkipJump(e, max_iter=5, max_eval=200, init_eval=20, verbose=False),
@@ -131,6 +134,16 @@ def test_attack_runs_in_budget_and_never_breaks_a_certificate(setting, name):
     covered = (certificates.prediction >= 0) & (certificates.radius > distance)
     kept = (fresh.prediction == certificates.prediction) | (fresh.prediction == -1)
     assert bool(kept[covered].all()), (name, distance, certificates.radius, fresh.prediction)
+
+
+def test_square_l2_on_images_under_ten_pixels_queries_nan_and_is_refused(setting):
+    """ART's ℓ2 SquareAttack cuts the image into 5×5 tiles; on 8×8 inputs a tile is 1 pixel,
+    its initial perturbation is 0/0 = NaN, and it queries predict with NaN inputs. predict
+    refuses non-finite inputs on every path (ART's plain classifier would return NaN scores)."""
+    estimator, x, y, _ = setting
+    attack = SquareAttack(estimator, norm=2, eps=EPS2, max_iter=2, nb_restarts=1, verbose=False)
+    with pytest.raises(RSValueError, match=r"^x: expected finite values"):
+        attack.generate(x, y=np.eye(10, dtype=np.float32)[y])
 
 
 def test_art_picks_the_pytorch_pgd_on_the_adapter(setting):

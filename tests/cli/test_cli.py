@@ -168,7 +168,7 @@ BAD_INPUTS = [
     (["--device", "tpu"], "--device"),
     (["--data", "/nonexistent"], "data"),
     (["--model", "no_colon_here"], "model"),
-    (["--data", "fashion-mnist", "--model", "demo"], "--data"),  # 28×28 into an 8×8 model
+    (["--data", "fashion-mnist", "--model", "rs_plugin.data:DemoCNN"], "--data"),  # 28×28 → 8×8
     (["--data", "LABELS_TOO_LARGE"], "--data"),  # labels beyond the model's 10 classes
 ]
 
