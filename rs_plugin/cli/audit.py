@@ -194,14 +194,18 @@ def _job(args: argparse.Namespace, records: list[dict[str, Any]] | None) -> Cert
 
 def audit_command(args: argparse.Namespace) -> int:
     threads = _threads(args.threads)
+    with torch_threads(threads):
+        return _audit(args, threads)
+
+
+def _announce(threads: int) -> None:
+    """Once every input is checked, before the work: the thread count --threads chose."""
     print(
         f"audit: {threads} torch thread(s) on {os.cpu_count()} cores "
         f"(load average {os.getloadavg()[0]:.2f})",
         file=sys.stderr,
         flush=True,
     )
-    with torch_threads(threads):
-        return _audit(args)
 
 
 def _threads(value: str) -> int:
@@ -216,7 +220,7 @@ def _threads(value: str) -> int:
     return count
 
 
-def _audit(args: argparse.Namespace) -> int:
+def _audit(args: argparse.Namespace, threads: int) -> int:
     records = None if args.certificates is None else _read_records(args.certificates)
     if records is not None and args.limit is not None:
         records = [r for r in records if int(r.get("index", 0)) < args.limit]
@@ -247,6 +251,7 @@ def _audit(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     if records is None:
+        _announce(threads)
         records = _certify(job, certifier, x, y, data_sha256, out / "certificates.jsonl")
         source = str(out / "certificates.jsonl")
     else:
@@ -260,6 +265,8 @@ def _audit(args: argparse.Namespace) -> int:
             f"indices of inputs of --data {job.data} within --limit ({len(y)} inputs)",
             f"indices up to {int(index.max())}",
         )
+    if args.certificates is not None:
+        _announce(threads)
     report = runner.run(x[index], y[index], certificates)
     report.settings.update(model=job.model, data=job.data, certificates=source)
     paths = report.write(out)

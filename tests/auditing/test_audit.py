@@ -158,8 +158,12 @@ def test_cli_audit_passes_honest_certificates_and_fails_tampered_ones(honest_run
             record["radii"] = {k: 3 * v for k, v in record["radii"].items()}
             handle.write(json.dumps(record) + "\n")
     args = ["audit", "--certificates", str(tampered), "--attacks", "pgd,deepfool"]
+    capsys.readouterr()
     assert main([*args, "--out", str(tmp_path / "tampered")]) == 1
-    assert "VIOLATED" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "VIOLATED" in captured.out
+    # Once the inputs are checked, the first line on standard error is the thread count chosen.
+    assert re.match(r"audit: \d+ torch thread\(s\) on \d+ cores", captured.err)
     report = json.loads((tmp_path / "tampered" / "report.json").read_text())
     assert report["verdict"]["significantly_violated"]
     assert report["verdict"]["violations"] >= 12
