@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+import os
 import re
+import subprocess
+import sys
+import time
 
 import torch
 
 from rs_plugin.auditing.progress import Progress
-from rs_plugin.certification.model_runner import threads_for_load, torch_threads
+from rs_plugin.certification.model_runner import busy_cores, threads_for_load, torch_threads
 from rs_plugin.cli import main
 
 
@@ -48,3 +52,20 @@ def test_threads_fit_beside_the_other_work():
 def test_audit_refuses_a_bad_thread_count(capsys):
     assert main(["audit", "--threads", "0"]) == 2
     assert "--threads: expected auto or an integer >= 1" in capsys.readouterr().err
+
+
+def test_busy_cores_sees_a_busy_process_now():
+    """Measured over a quarter second from /proc/stat, not the one-minute load average: a
+    spinning child process shows up at once as (about) one busy core."""
+    cores = len(os.sched_getaffinity(0))
+    quiet = busy_cores(cores)
+    assert 0.0 <= quiet <= cores + 1e-9
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert busy_cores(cores) >= 0.5
+        if cores == 2:
+            assert threads_for_load(cores=2) == 1
+    finally:
+        spin.kill()
+        spin.wait()
