@@ -270,7 +270,7 @@ def add_audit_parser(commands: Any) -> None:
         "--threads",
         default="auto",
         help="torch threads: a number, or auto (default): the cores not busy with other work "
-        "now (CPU use over a quarter second), so a busy machine does not stall every parallel operation",
+        "now (CPU use over a quarter second), so a busy machine does not stall parallel operations",
     )
     p.add_argument("--out", default="out/audit", help="report folder (default out/audit)")
 
