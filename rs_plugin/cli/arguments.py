@@ -69,6 +69,15 @@ class Parser(argparse.ArgumentParser):
         return parsed, extras
 
 
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        default="auto",
+        help="torch threads: a number, or auto (default): the cores not busy with other work "
+        "now (CPU use over a quarter second), so a busy machine does not stall parallel operations",
+    )
+
+
 def add_certify_parser(commands: Any) -> None:
     p = commands.add_parser(
         "certify",
@@ -140,6 +149,7 @@ def add_certify_parser(commands: Any) -> None:
     p.add_argument("--limit", type=int, default=None, help="certify only the first K inputs")
     p.add_argument("--seed", type=int, default=0, help="seed of all noise (default 0)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    _add_threads(p)
     p.add_argument(
         "--precision",
         default="float32",
@@ -266,12 +276,7 @@ def add_audit_parser(commands: Any) -> None:
     p.add_argument("--batch-size", type=int, default=1000, help="samples per forward pass")
     p.add_argument("--seed", type=int, default=0, help="seed of certification, attacks and checks")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument(
-        "--threads",
-        default="auto",
-        help="torch threads: a number, or auto (default): the cores not busy with other work "
-        "now (CPU use over a quarter second), so a busy machine does not stall parallel operations",
-    )
+    _add_threads(p)
     p.add_argument("--out", default="out/audit", help="report folder (default out/audit)")
 
 

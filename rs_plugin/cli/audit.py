@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +22,15 @@ from rs_plugin._validation import RSValueError
 from rs_plugin.auditing.progress import Progress
 from rs_plugin.auditing.results import CertificateSet
 from rs_plugin.auditing.runner import Audit
-from rs_plugin.certification.model_runner import threads_for_load, torch_threads
+from rs_plugin.certification.model_runner import torch_threads
 from rs_plugin.cli.arguments import AUDIT_DEFAULTS
 from rs_plugin.cli.job import (
     CertifyJob,
+    announce_threads,
     iter_records,
     model_fingerprint,
     parse_smoothing_params,
+    parse_threads,
     resolve_device,
 )
 from rs_plugin.cli.store import ResultStore, read_json_lines
@@ -193,31 +193,9 @@ def _job(args: argparse.Namespace, records: list[dict[str, Any]] | None) -> Cert
 
 
 def audit_command(args: argparse.Namespace) -> int:
-    threads = _threads(args.threads)
+    threads = parse_threads(args.threads)
     with torch_threads(threads):
         return _audit(args, threads)
-
-
-def _announce(threads: int) -> None:
-    """Once every input is checked, before the work: the thread count --threads chose."""
-    print(
-        f"audit: {threads} torch thread(s) on {os.cpu_count()} cores "
-        f"(load average {os.getloadavg()[0]:.2f})",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
-def _threads(value: str) -> int:
-    if value == "auto":
-        return threads_for_load()
-    try:
-        count = int(value)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise RSValueError("--threads", "auto or an integer >= 1", value)
-    return count
 
 
 def _audit(args: argparse.Namespace, threads: int) -> int:
@@ -251,7 +229,7 @@ def _audit(args: argparse.Namespace, threads: int) -> int:
     )
     out = Path(args.out)
     if records is None:
-        _announce(threads)
+        announce_threads("audit", threads)
         records = _certify(job, certifier, x, y, data_sha256, out / "certificates.jsonl")
         source = str(out / "certificates.jsonl")
     else:
@@ -266,7 +244,7 @@ def _audit(args: argparse.Namespace, threads: int) -> int:
             f"indices up to {int(index.max())}",
         )
     if args.certificates is not None:
-        _announce(threads)
+        announce_threads("audit", threads)
     report = runner.run(x[index], y[index], certificates)
     report.settings.update(model=job.model, data=job.data, certificates=source)
     paths = report.write(out)

@@ -10,12 +10,15 @@ from typing import Any
 import numpy as np
 
 from rs_plugin._validation import RSValueError, check_int
+from rs_plugin.certification.model_runner import torch_threads
 from rs_plugin.certification.stats import clopper_pearson_lower
 from rs_plugin.cli.job import (
     CertifyJob,
+    announce_threads,
     is_stateful,
     iter_records,
     parse_smoothing_params,
+    parse_threads,
     resolve_device,
     restore_memory,
 )
@@ -58,6 +61,12 @@ def certify_command(args: argparse.Namespace) -> int:
             "certifier sees every input, in order, in one process)",
             f"{args.certifier} with --engine ray",
         )
+    threads = parse_threads(args.threads)
+    with torch_threads(threads):
+        return _certify(args, job, workers, threads)
+
+
+def _certify(args: argparse.Namespace, job: CertifyJob, workers: int | None, threads: int) -> int:
     smoothed, x, y, data_sha256 = job.load()
     smoothing = smoothed.smoothing
     with ResultStore(
@@ -86,6 +95,7 @@ def certify_command(args: argparse.Namespace) -> int:
                 print(f"rs-plugin certify: {error}", file=sys.stderr)
                 return 1
         else:
+            announce_threads("certify", threads)
             _certify_here(job, smoothed, x, y, todo, store)
         elapsed = time.perf_counter() - started
         records = [store.records[i] for i in sorted(store.records)]

@@ -9,6 +9,8 @@ indices into records with :func:`iter_records`; because every input's noise is d
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,16 +32,18 @@ from rs_plugin.certification.certificates import Certificates
 from rs_plugin.certification.classifier import SmoothedClassifier
 from rs_plugin.certification.grid import GridCertifier, cohen_certifier
 from rs_plugin.certification.memory import MemoryCertifier
-from rs_plugin.certification.model_runner import PRECISIONS
+from rs_plugin.certification.model_runner import PRECISIONS, threads_for_load
 from rs_plugin.certification.sequential import AnytimeCertifier, SequentialCertifier
 from rs_plugin.smoothings.base import Smoothing
 
 __all__ = [
     "CertifyJob",
     "Loaded",
+    "announce_threads",
     "data_fingerprint",
     "iter_records",
     "model_fingerprint",
+    "parse_threads",
     "restore_memory",
 ]
 
@@ -387,3 +391,26 @@ def restore_memory(
                     f"{len(x)} inputs, and the file holds input {index}",
                 )
             smoothed.restore(x[index], index, record["prediction"], record["memory"])
+
+
+def parse_threads(value: str) -> int:
+    """``--threads``: ``auto`` (the cores other work leaves free now) or an integer >= 1."""
+    if value == "auto":
+        return threads_for_load()
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise RSValueError("--threads", "auto or an integer >= 1", value)
+    return count
+
+
+def announce_threads(command: str, threads: int) -> None:
+    """Once every input is checked, before the work: the thread count --threads chose."""
+    print(
+        f"{command}: {threads} torch thread(s) on {os.cpu_count()} cores "
+        f"(load average {os.getloadavg()[0]:.2f})",
+        file=sys.stderr,
+        flush=True,
+    )

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from rs_plugin.auditing.progress import Progress
@@ -49,9 +50,20 @@ def test_threads_fit_beside_the_other_work():
     assert torch.get_num_threads() == most
 
 
-def test_audit_refuses_a_bad_thread_count(capsys):
-    assert main(["audit", "--threads", "0"]) == 2
+@pytest.mark.parametrize("command", ["audit", "certify"])
+def test_a_bad_thread_count_is_refused_before_work(command, capsys, tmp_path):
+    out = tmp_path / "never"
+    assert main([command, "--threads", "0", "--out", str(out)]) == 2
     assert "--threads: expected auto or an integer >= 1" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_certify_runs_on_the_threads_asked_for_and_says_so(capsys, tmp_path):
+    most = torch.get_num_threads()
+    args = ["certify", "--limit", "2", "-n", "200", "--n0", "20", "--threads", "1"]
+    assert main([*args, "--out", str(tmp_path / "r.jsonl")]) == 0
+    assert capsys.readouterr().err.startswith("certify: 1 torch thread(s) on ")
+    assert torch.get_num_threads() == most  # restored afterwards
 
 
 def test_busy_cores_sees_a_busy_process_now():
