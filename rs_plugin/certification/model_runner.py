@@ -95,7 +95,7 @@ def _cpu_times() -> tuple[float, float] | None:
     return total - fields[3] - fields[4], total  # minus idle and iowait
 
 
-def busy_cores(cores: int, window: float = 0.25) -> float:
+def busy_cores(cores: int, window: float = 0.1) -> float:
     """Cores kept busy by other work now: CPU use over ``window`` seconds (``/proc/stat``; the
     caller sleeps meanwhile), or the one-minute load average where that cannot be read."""
     first = _cpu_times()

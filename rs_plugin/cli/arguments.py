@@ -74,7 +74,7 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
         "--threads",
         default="auto",
         help="torch threads: a number, or auto (default): the cores not busy with other work "
-        "now (CPU use over a quarter second), so a busy machine does not stall parallel operations",
+        "now (CPU use over 0.1 s), so a busy machine does not stall parallel operations",
     )
 
 

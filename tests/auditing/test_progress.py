@@ -67,7 +67,7 @@ def test_certify_runs_on_the_threads_asked_for_and_says_so(capsys, tmp_path):
 
 
 def test_busy_cores_sees_a_busy_process_now():
-    """Measured over a quarter second from /proc/stat, not the one-minute load average: a
+    """Measured over 0.1 s from /proc/stat, not the one-minute load average: a
     spinning child process shows up at once as (about) one busy core."""
     cores = len(os.sched_getaffinity(0))
     quiet = busy_cores(cores)
