@@ -74,7 +74,7 @@ def test_compare_smoothings_example_writes_its_table_and_plot(tmp_path):
 
 def test_semantic_certify_example_writes_its_table_and_figure(tmp_path):
     args = ["--digits-inputs", "6", "--fashion-inputs", "0", "-n", "200", "--n-grid", "100"]
-    subprocess.run(
+    done = subprocess.run(
         [
             sys.executable,
             str(EXAMPLES / "semantic_certify.py"),
@@ -86,8 +86,9 @@ def test_semantic_certify_example_writes_its_table_and_figure(tmp_path):
         ],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     table = (tmp_path / "table.md").read_text(encoding="utf-8")
     # Every row has the header's number of cells (a renderer drops the cells beyond them).
     widths = {line.count("|") for line in table.splitlines() if line.startswith("|")}
