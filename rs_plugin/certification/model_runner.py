@@ -108,6 +108,12 @@ def busy_cores(cores: int, window: float = 0.1) -> float:
     return cores * (second[0] - first[0]) / (second[1] - first[1])
 
 
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the platform has one)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores or 1
+
+
 def threads_for_load(*, cores: int | None = None, load: float | None = None) -> int:
     """torch intra-op threads that fit beside the machine's other work.
 
@@ -120,8 +126,7 @@ def threads_for_load(*, cores: int | None = None, load: float | None = None) -> 
     own recent work), rounded, at least 1 and at most torch's current setting.
     """
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
+        cores = available_cores()
     if load is None:
         load = busy_cores(cores)
     return max(1, min(torch.get_num_threads(), round(cores - load)))

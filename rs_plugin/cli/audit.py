@@ -26,6 +26,7 @@ from rs_plugin.certification.model_runner import torch_threads
 from rs_plugin.cli.arguments import AUDIT_DEFAULTS
 from rs_plugin.cli.job import (
     CertifyJob,
+    Threads,
     announce_threads,
     iter_records,
     model_fingerprint,
@@ -194,11 +195,11 @@ def _job(args: argparse.Namespace, records: list[dict[str, Any]] | None) -> Cert
 
 def audit_command(args: argparse.Namespace) -> int:
     threads = parse_threads(args.threads)
-    with torch_threads(threads):
+    with torch_threads(threads.number):
         return _audit(args, threads)
 
 
-def _audit(args: argparse.Namespace, threads: int) -> int:
+def _audit(args: argparse.Namespace, threads: Threads) -> int:
     records = None if args.certificates is None else _read_records(args.certificates)
     if records is not None and args.limit is not None:
         records = [r for r in records if int(r.get("index", 0)) < args.limit]

@@ -14,6 +14,7 @@ from rs_plugin.certification.model_runner import torch_threads
 from rs_plugin.certification.stats import clopper_pearson_lower
 from rs_plugin.cli.job import (
     CertifyJob,
+    Threads,
     announce_threads,
     is_stateful,
     iter_records,
@@ -62,11 +63,13 @@ def certify_command(args: argparse.Namespace) -> int:
             f"{args.certifier} with --engine ray",
         )
     threads = parse_threads(args.threads)
-    with torch_threads(threads):
+    with torch_threads(threads.number):
         return _certify(args, job, workers, threads)
 
 
-def _certify(args: argparse.Namespace, job: CertifyJob, workers: int | None, threads: int) -> int:
+def _certify(
+    args: argparse.Namespace, job: CertifyJob, workers: int | None, threads: Threads
+) -> int:
     smoothed, x, y, data_sha256 = job.load()
     smoothing = smoothed.smoothing
     with ResultStore(

@@ -9,7 +9,6 @@ indices into records with :func:`iter_records`; because every input's noise is d
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -32,13 +31,19 @@ from rs_plugin.certification.certificates import Certificates
 from rs_plugin.certification.classifier import SmoothedClassifier
 from rs_plugin.certification.grid import GridCertifier, cohen_certifier
 from rs_plugin.certification.memory import MemoryCertifier
-from rs_plugin.certification.model_runner import PRECISIONS, threads_for_load
+from rs_plugin.certification.model_runner import (
+    PRECISIONS,
+    available_cores,
+    busy_cores,
+    threads_for_load,
+)
 from rs_plugin.certification.sequential import AnytimeCertifier, SequentialCertifier
 from rs_plugin.smoothings.base import Smoothing
 
 __all__ = [
     "CertifyJob",
     "Loaded",
+    "Threads",
     "announce_threads",
     "data_fingerprint",
     "iter_records",
@@ -393,24 +398,31 @@ def restore_memory(
             smoothed.restore(x[index], index, record["prediction"], record["memory"])
 
 
-def parse_threads(value: str) -> int:
+class Threads(NamedTuple):
+    """The torch thread count ``--threads`` chose, and why."""
+
+    number: int
+    why: str
+
+
+def parse_threads(value: str) -> Threads:
     """``--threads``: ``auto`` (the cores other work leaves free now) or an integer >= 1."""
     if value == "auto":
-        return threads_for_load()
+        cores = available_cores()
+        busy = busy_cores(cores)
+        count = threads_for_load(cores=cores, load=busy)
+        return Threads(count, f"auto: {busy:.1f} of {cores} cores busy with other work now")
     try:
         count = int(value)
     except ValueError:
         count = 0
     if count < 1:
         raise RSValueError("--threads", "auto or an integer >= 1", value)
-    return count
+    return Threads(count, f"--threads {count}")
 
 
-def announce_threads(command: str, threads: int) -> None:
+def announce_threads(command: str, threads: Threads) -> None:
     """Once every input is checked, before the work: the thread count --threads chose."""
     print(
-        f"{command}: {threads} torch thread(s) on {os.cpu_count()} cores "
-        f"(load average {os.getloadavg()[0]:.2f})",
-        file=sys.stderr,
-        flush=True,
+        f"{command}: {threads.number} torch thread(s) ({threads.why})", file=sys.stderr, flush=True
     )

@@ -163,7 +163,7 @@ def test_cli_audit_passes_honest_certificates_and_fails_tampered_ones(honest_run
     captured = capsys.readouterr()
     assert "VIOLATED" in captured.out
     # Once the inputs are checked, the first line on standard error is the thread count chosen.
-    assert re.match(r"audit: \d+ torch thread\(s\) on \d+ cores", captured.err)
+    assert re.match(r"audit: \d+ torch thread\(s\) \(auto: \d+\.\d of \d+ cores busy", captured.err)
     report = json.loads((tmp_path / "tampered" / "report.json").read_text())
     assert report["verdict"]["significantly_violated"]
     assert report["verdict"]["violations"] >= 12

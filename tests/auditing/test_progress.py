@@ -62,7 +62,7 @@ def test_certify_runs_on_the_threads_asked_for_and_says_so(capsys, tmp_path):
     most = torch.get_num_threads()
     args = ["certify", "--limit", "2", "-n", "200", "--n0", "20", "--threads", "1"]
     assert main([*args, "--out", str(tmp_path / "r.jsonl")]) == 0
-    assert capsys.readouterr().err.startswith("certify: 1 torch thread(s) on ")
+    assert capsys.readouterr().err.startswith("certify: 1 torch thread(s) (--threads 1)\n")
     assert torch.get_num_threads() == most  # restored afterwards
 
 
