@@ -80,10 +80,12 @@ def test_cli_precision_is_recorded_and_options_need_cohen(tmp_path, capsys):
 def test_bench_compiled_ratios_are_quotients_of_its_timings(capsys):
     argv = ["bench", "--inputs", "2", "--n0", "10", "-n", "300", "--repeats", "1", "--no-art"]
     assert main([*argv, "--memory-n", "1000", "--compile", "--json"]) == 0
-    compiled = json.loads(capsys.readouterr().out)["compiled"]
+    out = capsys.readouterr().out
+    compiled = json.loads(out)["compiled"]
     assert compiled["engine_over_forward"] == pytest.approx(
         compiled["engine_seconds"] / compiled["forward_seconds"], rel=1e-12
     )
+    assert compiled["forward_seconds"] == min(json.loads(out)["forward_seconds_by_batch"].values())
     assert compiled["engine_samples_per_second"] == pytest.approx(
         2 * 310 / compiled["engine_seconds"], rel=1e-12
     )
