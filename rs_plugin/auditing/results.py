@@ -24,7 +24,6 @@ __all__ = [
     "CertificateSet",
     "Checks",
     "poisson_binomial_tail",
-    "sampling_cap",
     "summarise",
 ]
 
@@ -46,7 +45,7 @@ class CertificateSet:
         semantics: ``input``, ``parametric`` or ``parametric=input``.
         alpha: the certificates' failure probability.
         n: CERTIFY's estimation samples, when known (they cap every radius: see
-            :func:`sampling_cap`).
+            :func:`~rs_plugin.certification.radii.sampling_cap`).
     """
 
     index: torch.Tensor
@@ -128,16 +127,6 @@ def _one_size(sizes: set[Any]) -> int | None:
         return None
     size = sizes.pop()
     return int(size) if isinstance(size, (int, float)) and size >= 1 else None
-
-
-def sampling_cap(smoothing: Any, alpha: float, n: int, dim: int) -> float | None:
-    """The largest radius n samples can certify at level α: the radius at p_lower = α^{1/n},
-    the one-sided Clopper–Pearson bound when all n votes go to one class (σΦ⁻¹(α^{1/n}) for
-    Gaussian noise). None for certificates whose radius does not follow from p_lower."""
-    if getattr(smoothing, "on_grid", False):
-        return None
-    p_lower = torch.tensor([alpha ** (1.0 / n)], dtype=torch.float64)
-    return float(smoothing.radius(p_lower, dim)[0])
 
 
 def poisson_binomial_tail(q: np.ndarray, observed: int) -> float:

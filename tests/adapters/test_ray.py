@@ -19,7 +19,7 @@ import ray
 from rs_plugin import RSValueError
 from rs_plugin.adapters.ray import InputsFailed, RayCertifier
 from rs_plugin.cli import main
-from rs_plugin.cli.job import CertifyJob, iter_records
+from rs_plugin.runs import CertifyJob, iter_records
 
 TESTS = str(Path(__file__).resolve().parents[1])  # flaky_models.py, for the Ray workers
 
