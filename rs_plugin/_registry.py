@@ -93,11 +93,11 @@ def load_plugin(group: str, name: str, parameter: str) -> Any:
 
 def load_smoothing(name: str, **params: Any) -> Smoothing:
     """Instantiate the smoothing registered as ``name`` with ``params`` (e.g. ``sigma``)."""
-    factory = load_plugin("rs_plugin.smoothings", name, "--smoothing")
+    factory = load_plugin("rs_plugin.smoothings", name, "smoothing")
     smoothing = factory(**params)
     if not isinstance(smoothing, Smoothing):
         raise RSValueError(
-            "--smoothing",
+            "smoothing",
             "an entry point that builds an rs_plugin.Smoothing",
             f"{name} -> {type(smoothing).__name__}",
         )

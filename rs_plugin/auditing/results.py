@@ -83,18 +83,18 @@ class CertificateSet:
         ``alpha`` (ours, or converted from another tool); ``norm`` and ``semantics`` default to
         the smoothing's when a record has none."""
         if not records:
-            raise RSValueError("--certificates", "a file with at least one record", source)
+            raise RSValueError("certificates", "a file with at least one record", source)
         for number, record in enumerate(records, start=1):
             missing = [k for k in ("index", "prediction", "radius", "alpha") if k not in record]
             if missing:
                 raise RSValueError(
-                    "--certificates",
+                    "certificates",
                     "records with index, prediction (-1 = abstain), radius and alpha",
                     f"a record without {missing} (record {number} of {source})",
                 )
             if record.get("norm", norm) != norm:
                 raise RSValueError(
-                    "--certificates",
+                    "certificates",
                     f"radii in the smoothing's norm {norm!r}",
                     f"radii in {record['norm']!r} (record {number} of {source})",
                 )
@@ -103,13 +103,13 @@ class CertificateSet:
         semantics = {str(r.get("semantics", "input")) for r in records}
         if len(alphas) > 1 or len(semantics) > 1:
             raise RSValueError(
-                "--certificates",
+                "certificates",
                 "records of one run (one alpha, one semantics)",
                 f"alpha {sorted(alphas)}, semantics {sorted(semantics)} ({source})",
             )
         radius = torch.tensor([float(r["radius"] or 0.0) for r in records], dtype=torch.float64)
         if bool((radius < 0).any()) or not bool(torch.isfinite(radius).all()):
-            raise RSValueError("--certificates", "finite radii >= 0", f"other radii ({source})")
+            raise RSValueError("certificates", "finite radii >= 0", f"other radii ({source})")
         return CertificateSet(
             index=torch.tensor([int(r["index"]) for r in records], dtype=torch.int64),
             prediction=torch.tensor([int(r["prediction"]) for r in records], dtype=torch.int64),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from rs_plugin.smoothings.base import Smoothing
 __all__ = ["SmoothedClassifier"]
 
 # The options of the vote runner and the input check, as a run passes them.
-VOTE_OPTIONS = {
+VOTE_OPTIONS: Mapping[str, str] = {
     name: RUN_OPTIONS[name] for name in ("clip_values", "precision", "channels_last", "compile")
 }
 
@@ -68,7 +69,7 @@ class SmoothedClassifier(nn.Module, Certifier):
     which picks :class:`~rs_plugin.GridCertifier` for a transform certified on a grid).
     """
 
-    options = VOTE_OPTIONS
+    options: ClassVar[Mapping[str, str]] = VOTE_OPTIONS
 
     def __init__(
         self,

@@ -32,8 +32,8 @@ radius must reach between grid points.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -146,7 +146,7 @@ class GridCertifier(Certifier):
     Registered as the certifier ``grid``.
     """
 
-    options = VOTE_OPTIONS
+    options: ClassVar[Mapping[str, str]] = VOTE_OPTIONS
 
     def __init__(
         self,

@@ -137,10 +137,10 @@ def test_an_unreachable_address_is_refused_within_the_timeout():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
         started = time.monotonic()
-        with pytest.raises(RSValueError, match="^--ray-address: .*answers within 2 s"):
+        with pytest.raises(RSValueError, match="^address: .*answers within 2 s"):
             RayCertifier(_job(), address=f"127.0.0.1:{port}", connect_timeout=2.0).__enter__()
         assert time.monotonic() - started < 30
-    with pytest.raises(RSValueError, match="^--ray-address: expected HOST:PORT"):
+    with pytest.raises(RSValueError, match="^address: expected HOST:PORT"):
         RayCertifier(_job(), address="no-port-here").__enter__()
 
 

@@ -320,7 +320,7 @@ def test_bad_input_is_refused_before_any_attack(digits, honest_run, tmp_path, ca
     model = digits[0]
     with pytest.raises(RSValueError, match="attacks: expected attacks that apply"):
         Audit(model, Gaussian(0.25), 10, attacks=["semantic_grid"])
-    with pytest.raises(RSValueError, match="--attacks: expected one of"):
+    with pytest.raises(RSValueError, match="^attacks: expected one of"):
         Audit(model, Gaussian(0.25), 10, attacks=["nope"])
     with pytest.raises(RSValueError, match="budgets"):
         Audit(model, Gaussian(0.25), 10, budgets=[0.5, -1])
