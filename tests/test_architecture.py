@@ -186,3 +186,12 @@ def test_every_module_the_architecture_map_names_exists(doc):
         if path.name != "__init__.py"
     }
     assert sorted(every - named) == [], "modules the map does not mention"
+
+
+def test_autoattack_needs_no_art():
+    """The AutoAttack adapter runs pyautoattack on a torch module of the core: no ART import,
+    direct or through the ART adapter."""
+    edges = _graph()["rs_plugin.adapters.autoattack"]
+    assert sorted(e for e in edges if e.startswith("rs_plugin.adapters.art")) == []
+    text = (ADAPTERS / "autoattack.py").read_text(encoding="utf-8")
+    assert not re.search(r"^\s*(from|import) art\b", text, re.M)

@@ -33,7 +33,7 @@ from rs_plugin.certification.radii import pack_certificates
 from rs_plugin.certification.stats import binomial_p_value, clopper_pearson_lower
 from rs_plugin.smoothings.base import Smoothing
 
-__all__ = ["SmoothedClassifier"]
+__all__ = ["SmoothedClassifier", "SmoothedLogProbabilities"]
 
 # The options of the vote runner and the input check, as a run passes them.
 VOTE_OPTIONS: Mapping[str, str] = {
@@ -324,6 +324,26 @@ class SmoothedClassifier(nn.Module, Certifier):
                 RSWarning,
                 stacklevel=4,
             )
+
+
+# Smallest probability whose log the soft classifier reports (keeps losses and gradients finite).
+_TINY = 1e-20
+
+
+class SmoothedLogProbabilities(nn.Module):
+    """log of the soft smoothed classifier's class probabilities, shape (B, num_classes).
+
+    What gradient attacks and ART see as the model's logits. ``smoothed`` is the core
+    classifier; its ``forward`` averages softmax over ``smoothed.num_noise_samples``
+    perturbations seeded by ``smoothed.seed``.
+    """
+
+    def __init__(self, smoothed: SmoothedClassifier) -> None:
+        super().__init__()
+        self.smoothed = smoothed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(self.smoothed(x).clamp_min(_TINY))
 
 
 def _check_keys(keys: Sequence[int], count: int) -> list[int]:

@@ -25,6 +25,7 @@ from rs_plugin.auditing.runner import Audit
 from rs_plugin.certification.threads import torch_threads
 from rs_plugin.cli.arguments import AUDIT_DEFAULTS
 from rs_plugin.cli.flags import parse_smoothing_params
+from rs_plugin.cli.models import load_model_for
 from rs_plugin.cli.store import ResultStore, read_json_lines
 from rs_plugin.cli.threads import Threads, announce_threads, parse_threads
 from rs_plugin.runs import (
@@ -190,6 +191,7 @@ def _job(args: argparse.Namespace, records: list[dict[str, Any]] | None) -> Cert
         seed=args.seed,
         limit=limit,
         device=resolve_device(args.device),
+        model_loader=load_model_for,
     )
 
 

@@ -14,6 +14,7 @@ job's parameters (its field names).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -34,7 +35,7 @@ from rs_plugin.certification.model_runner import PRECISIONS
 from rs_plugin.runs.fingerprints import data_fingerprint, model_fingerprint
 from rs_plugin.smoothings.base import Smoothing
 
-__all__ = ["CertifyJob", "Loaded", "load_certifier"]
+__all__ = ["CertifyJob", "Loaded", "load_certifier", "load_shipped_model"]
 
 # The options a job sets, with the value that means "not set" (a certifier that does not
 # declare an option refuses it only when it is set). `clip_values` is always passed where
@@ -47,6 +48,17 @@ _UNSET: dict[str, Any] = {
     "compile": False,
 }
 _CLIP_VALUES = (0.0, 1.0)
+
+
+def load_shipped_model(spec: str, data: str) -> nn.Module:
+    """The default ``model_loader``: ``demo`` is the reference model shipped for ``data``
+    (:func:`rs_plugin.data.shipped_model`); other specs need a loader that knows them (the
+    command line passes :func:`rs_plugin.cli.models.load_model_for`)."""
+    from rs_plugin.data import shipped_model
+
+    if spec != "demo":
+        raise RSValueError("model", "'demo', or a model_loader that resolves this model spec", spec)
+    return shipped_model(data)
 
 
 def load_certifier(name: str) -> type[Certifier]:
@@ -74,7 +86,11 @@ class Loaded(NamedTuple):
 
 @dataclass(frozen=True)
 class CertifyJob:
-    """Everything a process needs to certify inputs of a dataset, as plain values."""
+    """Everything a process needs to certify inputs of a dataset, as plain values.
+
+    ``model`` is a spec that ``model_loader(model, data)`` turns into the model in each process
+    (a module-level function, so that the job pickles for Ray); by default only ``demo``.
+    """
 
     model: str
     data: str
@@ -95,6 +111,7 @@ class CertifyJob:
     compile: bool = False
     semantics: str | None = None
     smoothing_params: tuple[tuple[str, Any], ...] = ()
+    model_loader: Callable[[str, str], nn.Module] = load_shipped_model
 
     def __post_init__(self) -> None:
         check_positive("sigma", self.sigma)
@@ -158,10 +175,10 @@ class CertifyJob:
 
         Everything a run could trip over is checked here, before a record is written.
         """
-        from rs_plugin.data import load_dataset, load_model_for
+        from rs_plugin.data import load_dataset
 
         smoothing = self.build_smoothing()
-        model = load_model_for(self.model, self.data).to(self.device)
+        model = self.model_loader(self.model, self.data).to(self.device)
         x, y = load_dataset(self.data, "test")
         data_sha256 = data_fingerprint(x, y)
         if self.limit is not None:

@@ -19,6 +19,7 @@ import ray
 from rs_plugin import RSValueError
 from rs_plugin.adapters.ray import InputsFailed, RayCertifier
 from rs_plugin.cli import main
+from rs_plugin.cli.models import load_model_for
 from rs_plugin.runs import CertifyJob, iter_records
 
 TESTS = str(Path(__file__).resolve().parents[1])  # flaky_models.py, for the Ray workers
@@ -37,6 +38,7 @@ def _job(model: str = "demo", n: int = 3000) -> CertifyJob:
         seed=4,
         limit=None,
         device="cpu",
+        model_loader=load_model_for,
     )
 
 

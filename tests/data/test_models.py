@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 from rs_plugin import Gaussian, RSValueError, SmoothedClassifier
+from rs_plugin.cli.models import load_model
 from rs_plugin.data import (
     DEMO_SIGMA,
     DEMO_WEIGHTS,
     DemoCNN,
     load_demo_model,
     load_digits,
-    load_model,
 )
 from rs_plugin.data.train_demo import train_demo_model
 
