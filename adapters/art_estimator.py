@@ -54,7 +54,7 @@ from rs_plugin._validation import (
     check_open_unit,
     check_positive,
 )
-from rs_plugin.certification.classifier import SmoothedClassifier
+from rs_plugin.certification.classifier import SmoothedClassifier, SmoothedLogProbabilities
 from rs_plugin.certification.grid import GridCertifier
 from rs_plugin.smoothings.base import Smoothing
 from rs_plugin.smoothings.gaussian import Gaussian
@@ -70,8 +70,6 @@ __all__ = [
 ]
 
 OUTPUTS = ("hard", "log_probabilities")
-# Smallest probability whose log the soft classifier reports (keeps losses and gradients finite).
-_TINY = 1e-20
 
 
 class _Standardised(nn.Module):
@@ -88,22 +86,6 @@ class _Standardised(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model((x - self.subtrahend) / self.divisor)
-
-
-class SmoothedLogProbabilities(nn.Module):
-    """log of the soft smoothed classifier's class probabilities, shape (B, num_classes).
-
-    What ART sees as the model's logits. ``smoothed`` is the core classifier; its ``forward``
-    averages softmax over ``smoothed.num_noise_samples`` perturbations seeded by
-    ``smoothed.seed``.
-    """
-
-    def __init__(self, smoothed: SmoothedClassifier) -> None:
-        super().__init__()
-        self.smoothed = smoothed
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.log(self.smoothed(x).clamp_min(_TINY))
 
 
 def _preprocessing_tensors(
@@ -580,10 +562,9 @@ class PyTorchRandomizedSmoothing(PyTorchSmoothedClassifier):
 
     @property
     def scale(self) -> float | None:
-        """σ of the smoothing (ART's name), None if it has no single σ; setting it switches to
-        Gaussian(scale) noise."""
-        sigma = getattr(self.smoothing, "sigma", None)
-        return float(sigma) if isinstance(sigma, int | float) else None
+        """σ of the smoothing (ART's name; the largest σ when it differs per coordinate, None
+        when the smoothing has none); setting it switches to Gaussian(scale) noise."""
+        return self.smoothing.noise_scale
 
     @scale.setter
     def scale(self, value: float) -> None:

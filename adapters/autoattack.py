@@ -29,8 +29,8 @@ from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 from torch import nn
 
 from rs_plugin._validation import RSValueError, check_int
-from rs_plugin.adapters.art import SmoothedLogProbabilities
 from rs_plugin.auditing.attack import Attack, AttackTarget, Candidates, budget_groups, project
+from rs_plugin.certification.classifier import SmoothedLogProbabilities
 
 __all__ = ["AutoAttack"]
 

@@ -33,14 +33,14 @@ from typing import Any
 import torch
 
 from rs_plugin._validation import RSValueError
-from rs_plugin.cli.job import CertifyJob, iter_records
+from rs_plugin.runs import CertifyJob, iter_records
 
 try:
     import ray
     from ray.exceptions import RayActorError, RayTaskError
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise RSValueError(
-        "--engine", "ray installed (pip install 'rs-plugin[ray]')", "ray is not importable"
+        "engine", "ray installed (pip install 'rs-plugin[ray]')", "ray is not importable"
     ) from error
 
 __all__ = ["InputsFailed", "RayCertifier", "certify_on_ray"]
@@ -112,12 +112,12 @@ def _check_reachable(address: str, timeout: float) -> None:
         return
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise RSValueError("--ray-address", "HOST:PORT of a running Ray cluster, or auto", address)
+        raise RSValueError("address", "HOST:PORT of a running Ray cluster, or auto", address)
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as error:
         raise RSValueError(
-            "--ray-address",
+            "address",
             f"the address of a running Ray cluster that answers within {timeout:g} s",
             f"{address}: {error}",
         ) from error

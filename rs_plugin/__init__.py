@@ -25,11 +25,20 @@ if TYPE_CHECKING:
     from rs_plugin.auditing.results import AuditReport, CertificateSet
     from rs_plugin.auditing.runner import Audit, audit
     from rs_plugin.auditing.semantic_attacks import SemanticGrid, SemanticRandom
+    from rs_plugin.certification.base import RUN_OPTIONS, Certifier
     from rs_plugin.certification.certificates import Certificates, Predictions
     from rs_plugin.certification.classifier import SmoothedClassifier
-    from rs_plugin.certification.engine import NOISE_BLOCK, block_seed
+    from rs_plugin.certification.conformance import check_certifier
+    from rs_plugin.certification.engine import (
+        NOISE_BLOCK,
+        STREAM_ESTIMATION,
+        STREAM_SELECTION,
+        block_seed,
+        stream_counts,
+    )
     from rs_plugin.certification.grid import GridCertifier, cohen_certifier
     from rs_plugin.certification.memory import ANCER, DDRS, MemoryCertifier
+    from rs_plugin.certification.radii import pack_certificates, sampling_cap
     from rs_plugin.certification.sequential import AnytimeCertifier, SequentialCertifier
     from rs_plugin.certification.stopping import AnytimeBounds, StagedBounds
     from rs_plugin.smoothings.anisotropic import AnisotropicGaussian
@@ -57,6 +66,7 @@ _PUBLIC = {
     "Candidates": "rs_plugin.auditing.attack",
     "CertificateSet": "rs_plugin.auditing.results",
     "Certificates": "rs_plugin.certification.certificates",
+    "Certifier": "rs_plugin.certification.base",
     "Compose": "rs_plugin.smoothings.semantic",
     "Contrast": "rs_plugin.smoothings.semantic",
     "DDRS": "rs_plugin.certification.memory",
@@ -71,7 +81,10 @@ _PUBLIC = {
     "Predictions": "rs_plugin.certification.certificates",
     "RSValueError": "rs_plugin._validation",
     "RSWarning": "rs_plugin._validation",
+    "RUN_OPTIONS": "rs_plugin.certification.base",
     "Rotation": "rs_plugin.smoothings.geometric",
+    "STREAM_ESTIMATION": "rs_plugin.certification.engine",
+    "STREAM_SELECTION": "rs_plugin.certification.engine",
     "Scaling": "rs_plugin.smoothings.geometric",
     "SemanticGrid": "rs_plugin.auditing.semantic_attacks",
     "SemanticRandom": "rs_plugin.auditing.semantic_attacks",
@@ -84,11 +97,15 @@ _PUBLIC = {
     "Uniform": "rs_plugin.smoothings.noises",
     "audit": "rs_plugin.auditing.runner",
     "block_seed": "rs_plugin.certification.engine",
+    "check_certifier": "rs_plugin.certification.conformance",
     "cohen_certifier": "rs_plugin.certification.grid",
     "convert_radius": "rs_plugin.smoothings.norms",
     "dual_norm": "rs_plugin.smoothings.norms",
     "load_smoothing": "rs_plugin._registry",
     "lp_norm": "rs_plugin.smoothings.norms",
+    "pack_certificates": "rs_plugin.certification.radii",
+    "sampling_cap": "rs_plugin.certification.radii",
+    "stream_counts": "rs_plugin.certification.engine",
 }
 
 __all__ = [
@@ -96,6 +113,9 @@ __all__ = [
     "DDRS",
     "LP_NORMS",
     "NOISE_BLOCK",
+    "RUN_OPTIONS",
+    "STREAM_ESTIMATION",
+    "STREAM_SELECTION",
     "AdditiveNoise",
     "Affine",
     "AnisotropicGaussian",
@@ -110,6 +130,7 @@ __all__ = [
     "Candidates",
     "CertificateSet",
     "Certificates",
+    "Certifier",
     "Compose",
     "Contrast",
     "Deformation",
@@ -134,11 +155,15 @@ __all__ = [
     "Uniform",
     "audit",
     "block_seed",
+    "check_certifier",
     "cohen_certifier",
     "convert_radius",
     "dual_norm",
     "load_smoothing",
     "lp_norm",
+    "pack_certificates",
+    "sampling_cap",
+    "stream_counts",
 ]
 __version__ = "0.1.0"
 

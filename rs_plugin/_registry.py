@@ -5,9 +5,9 @@ pyproject.toml and the example package in ``examples/plugin_package``):
 
 * ``rs_plugin.smoothings``: a :class:`~rs_plugin.Smoothing` subclass or factory, called with the
   smoothing's hyperparameters (``sigma=...``).
-* ``rs_plugin.certifiers``: a factory ``(model, smoothing, num_classes, **settings)`` returning an
-  object with ``certify(x, n0=, n=, alpha=, ...) -> Certificates`` (built-in: ``cohen``, the
-  :class:`~rs_plugin.SmoothedClassifier`).
+* ``rs_plugin.certifiers``: a :class:`~rs_plugin.Certifier` subclass (the contract in
+  :mod:`rs_plugin.certification.base`), built by a run with exactly the options it declares
+  (built-in: ``cohen``, ``grid``, ``sequential``, ``anytime``, ``ddrs``, ``ancer``).
 * ``rs_plugin.attacks``: an audit attack, a :class:`~rs_plugin.Attack` subclass or factory called
   with its keyword settings; ``rs-plugin audit --attacks`` and :func:`rs_plugin.audit` run it
   against every certificate (built-in: ``pgd``, ``autoattack``, ``art_autoattack``,
@@ -93,11 +93,11 @@ def load_plugin(group: str, name: str, parameter: str) -> Any:
 
 def load_smoothing(name: str, **params: Any) -> Smoothing:
     """Instantiate the smoothing registered as ``name`` with ``params`` (e.g. ``sigma``)."""
-    factory = load_plugin("rs_plugin.smoothings", name, "--smoothing")
+    factory = load_plugin("rs_plugin.smoothings", name, "smoothing")
     smoothing = factory(**params)
     if not isinstance(smoothing, Smoothing):
         raise RSValueError(
-            "--smoothing",
+            "smoothing",
             "an entry point that builds an rs_plugin.Smoothing",
             f"{name} -> {type(smoothing).__name__}",
         )

@@ -14,12 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from rs_plugin import Attack, SmoothedClassifier, Smoothing
+from rs_plugin import Attack, SmoothedClassifier, Smoothing, check_certifier
 from rs_plugin._registry import GROUPS, discover, load_plugin
 from rs_plugin.auditing.attack import load_attack
+from rs_plugin.certification.grid import Cohen
+from rs_plugin.runs import load_certifier
 from tests.analytic import LinearModel
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plugin_package"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "plugin_package"
 CONSOLE_SCRIPT = Path(sys.executable).parent / "rs-plugin"
 
 
@@ -56,7 +59,8 @@ def test_builtins_are_registered_through_the_public_groups():
     assert GROUPS == ("rs_plugin.smoothings", "rs_plugin.attacks", "rs_plugin.certifiers")
     gaussian = discover("rs_plugin.smoothings")["gaussian"]
     assert gaussian.dist is not None and gaussian.dist.name == "rs-plugin"
-    assert load_plugin("rs_plugin.certifiers", "cohen", "--certifier") is SmoothedClassifier
+    assert load_plugin("rs_plugin.certifiers", "cohen", "certifier") is Cohen
+    assert issubclass(Cohen, SmoothedClassifier)
     attacks = discover("rs_plugin.attacks")
     assert set(attacks) == {
         "pgd",
@@ -99,7 +103,7 @@ def test_example_plugin_is_sound_on_a_linear_classifier(plugin_path, monkeypatch
     """True ℓ1 radius of sign(w·x + b) under symmetric noise: |w·x + b| / ‖w‖∞."""
     monkeypatch.syspath_prepend(str(plugin_path))
     importlib.invalidate_caches()
-    smoothing = load_plugin("rs_plugin.smoothings", "example_uniform", "--smoothing")(sigma=0.5)
+    smoothing = load_plugin("rs_plugin.smoothings", "example_uniform", "smoothing")(sigma=0.5)
     assert isinstance(smoothing, Smoothing)
     generator = torch.Generator().manual_seed(0)
     w = torch.randn(16, generator=generator)
@@ -158,3 +162,64 @@ def test_a_clashing_name_is_reported_and_everything_else_keeps_working(plugin_pa
     )
     assert other.returncode == 0, other.stderr
     assert len((tmp_path / "b.jsonl").read_text().splitlines()) == 2
+
+
+def test_example_certifier_passes_the_conformance_suite(plugin_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(plugin_path))
+    importlib.invalidate_caches()
+    torch.set_num_threads(1)
+    factory = load_certifier("example_hoeffding")
+    assert factory.__module__ == "rs_plugin_example.certifier"
+    check_certifier(factory)
+
+
+def _records(path: Path) -> dict[int, dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return {row["index"]: row for row in rows}
+
+
+def _same(first: dict, second: dict) -> bool:
+    close = abs(first["radius"] - second["radius"]) < 1e-9
+    return close and all(first[k] == second[k] for k in ("prediction", "count", "p_lower"))
+
+
+def test_example_certifier_runs_through_certify_ray_resume_and_audit(plugin_path, tmp_path):
+    """A third-party certifier goes through every door of the command line, which names no
+    certifier of its own choosing."""
+    for folder in ("cli", "runs"):
+        for source in (ROOT / "rs_plugin" / folder).glob("*.py"):
+            assert "hoeffding" not in source.read_text(encoding="utf-8").lower(), source
+    common = ["certify", "--certifier", "example_hoeffding", "-n", "300", "--n0", "30"]
+
+    whole = tmp_path / "whole.jsonl"
+    done = _run([*common, "--limit", "6", "--out", str(whole)], plugin_path, tmp_path)
+    assert done.returncode == 0, done.stderr
+    expected = _records(whole)
+    assert sorted(expected) == list(range(6))
+    assert all(r["certifier"] == "example_hoeffding" for r in expected.values())
+    assert any(r["prediction"] >= 0 and r["radius"] > 0 for r in expected.values())
+
+    resumed = tmp_path / "resumed.jsonl"
+    first = _run([*common, "--limit", "3", "--out", str(resumed)], plugin_path, tmp_path)
+    assert first.returncode == 0, first.stderr
+    rest = _run([*common, "--limit", "6", "--resume", "--out", str(resumed)], plugin_path, tmp_path)
+    assert rest.returncode == 0, rest.stderr
+    assert "3 certified now, 3 resumed" in rest.stdout
+    got = _records(resumed)
+    assert sorted(got) == list(range(6)) and all(_same(got[i], expected[i]) for i in range(6))
+
+    on_ray = tmp_path / "ray.jsonl"
+    ray_args = ["--engine", "ray", "--workers", "2", "--limit", "6", "--out", str(on_ray)]
+    ray = _run([*common, *ray_args], plugin_path, tmp_path)
+    assert ray.returncode == 0, ray.stderr
+    got = _records(on_ray)
+    assert sorted(got) == list(range(6)) and all(_same(got[i], expected[i]) for i in range(6))
+
+    report = tmp_path / "audit"
+    audit_args = ["audit", "--certificates", str(whole), "--attacks", "pgd"]
+    audited = _run(
+        [*audit_args, "--noise-samples", "8", "--out", str(report)], plugin_path, tmp_path
+    )
+    assert audited.returncode in (0, 1), audited.stderr
+    data = json.loads((report / "report.json").read_text())
+    assert data["settings"]["certificates"] == str(whole)

@@ -160,11 +160,11 @@ def budget_groups(eps: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
 
 def load_attack(name: str, **params: Any) -> Attack:
     """Instantiate the audit attack registered as ``name`` in ``rs_plugin.attacks``."""
-    factory = load_plugin("rs_plugin.attacks", name, "--attacks")
+    factory = load_plugin("rs_plugin.attacks", name, "attacks")
     attack = factory(**params)
     if not isinstance(attack, Attack):
         raise RSValueError(
-            "--attacks",
+            "attacks",
             "an entry point that builds an rs_plugin.Attack",
             f"{name} -> {type(attack).__name__}",
         )

@@ -24,7 +24,6 @@ __all__ = [
     "CertificateSet",
     "Checks",
     "poisson_binomial_tail",
-    "sampling_cap",
     "summarise",
 ]
 
@@ -46,7 +45,7 @@ class CertificateSet:
         semantics: ``input``, ``parametric`` or ``parametric=input``.
         alpha: the certificates' failure probability.
         n: CERTIFY's estimation samples, when known (they cap every radius: see
-            :func:`sampling_cap`).
+            :func:`~rs_plugin.certification.radii.sampling_cap`).
     """
 
     index: torch.Tensor
@@ -84,18 +83,18 @@ class CertificateSet:
         ``alpha`` (ours, or converted from another tool); ``norm`` and ``semantics`` default to
         the smoothing's when a record has none."""
         if not records:
-            raise RSValueError("--certificates", "a file with at least one record", source)
+            raise RSValueError("certificates", "a file with at least one record", source)
         for number, record in enumerate(records, start=1):
             missing = [k for k in ("index", "prediction", "radius", "alpha") if k not in record]
             if missing:
                 raise RSValueError(
-                    "--certificates",
+                    "certificates",
                     "records with index, prediction (-1 = abstain), radius and alpha",
                     f"a record without {missing} (record {number} of {source})",
                 )
             if record.get("norm", norm) != norm:
                 raise RSValueError(
-                    "--certificates",
+                    "certificates",
                     f"radii in the smoothing's norm {norm!r}",
                     f"radii in {record['norm']!r} (record {number} of {source})",
                 )
@@ -104,13 +103,13 @@ class CertificateSet:
         semantics = {str(r.get("semantics", "input")) for r in records}
         if len(alphas) > 1 or len(semantics) > 1:
             raise RSValueError(
-                "--certificates",
+                "certificates",
                 "records of one run (one alpha, one semantics)",
                 f"alpha {sorted(alphas)}, semantics {sorted(semantics)} ({source})",
             )
         radius = torch.tensor([float(r["radius"] or 0.0) for r in records], dtype=torch.float64)
         if bool((radius < 0).any()) or not bool(torch.isfinite(radius).all()):
-            raise RSValueError("--certificates", "finite radii >= 0", f"other radii ({source})")
+            raise RSValueError("certificates", "finite radii >= 0", f"other radii ({source})")
         return CertificateSet(
             index=torch.tensor([int(r["index"]) for r in records], dtype=torch.int64),
             prediction=torch.tensor([int(r["prediction"]) for r in records], dtype=torch.int64),
@@ -128,16 +127,6 @@ def _one_size(sizes: set[Any]) -> int | None:
         return None
     size = sizes.pop()
     return int(size) if isinstance(size, (int, float)) and size >= 1 else None
-
-
-def sampling_cap(smoothing: Any, alpha: float, n: int, dim: int) -> float | None:
-    """The largest radius n samples can certify at level α: the radius at p_lower = α^{1/n},
-    the one-sided Clopper–Pearson bound when all n votes go to one class (σΦ⁻¹(α^{1/n}) for
-    Gaussian noise). None for certificates whose radius does not follow from p_lower."""
-    if getattr(smoothing, "on_grid", False):
-        return None
-    p_lower = torch.tensor([alpha ** (1.0 / n)], dtype=torch.float64)
-    return float(smoothing.radius(p_lower, dim)[0])
 
 
 def poisson_binomial_tail(q: np.ndarray, observed: int) -> float:

@@ -48,12 +48,12 @@ from rs_plugin.auditing.results import (
     AuditReport,
     CertificateSet,
     Checks,
-    sampling_cap,
     summarise,
 )
 from rs_plugin.certification.certificates import Certificates
 from rs_plugin.certification.classifier import SmoothedClassifier
 from rs_plugin.certification.grid import cohen_certifier
+from rs_plugin.certification.radii import sampling_cap
 from rs_plugin.smoothings.base import Smoothing
 from rs_plugin.smoothings.semantic import SemanticSmoothing
 
@@ -214,9 +214,7 @@ class Audit:
         radius = torch.where(certified, certificates.radius, torch.zeros_like(certificates.radius))
         reference = torch.where(certified, certificates.prediction, labels)
         scale = (
-            float(radius.max())
-            if bool(certified.any())
-            else float(getattr(self.smoothing, "sigma", 1.0))
+            float(radius.max()) if bool(certified.any()) else (self.smoothing.noise_scale or 1.0)
         )
         levels = [fraction * scale for fraction in self.budgets]
         # Inputs worth attacking: certified ones, and the rest where PREDICT is right.
@@ -241,8 +239,9 @@ class Audit:
             predict_alpha=self.predict_alpha,
             significance=self.significance,
             settings=self.settings(),
+            # A grid certificate's cap is its grid's range, not the p_lower cap the report draws.
             cap=None
-            if certificates.n is None
+            if certificates.n is None or self.smoothing.on_grid
             else sampling_cap(self.smoothing, certificates.alpha, certificates.n, x[0].numel()),
         )
         report.settings["seconds"] = time.perf_counter() - started

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from rs_plugin.certification.model_runner import torch_threads
+from rs_plugin.certification.threads import torch_threads
 
 __all__ = ["busy_loop", "interleaved", "summary", "torch_threads"]
 

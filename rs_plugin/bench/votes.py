@@ -13,8 +13,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from rs_plugin.certification.classifier import STREAM_ESTIMATION, STREAM_SELECTION
-from rs_plugin.certification.engine import NOISE_BLOCK, stream_counts
+from rs_plugin.certification.engine import (
+    NOISE_BLOCK,
+    STREAM_ESTIMATION,
+    STREAM_SELECTION,
+    stream_counts,
+)
 from rs_plugin.certification.sequential import SequentialCertifier
 from rs_plugin.smoothings.gaussian import Gaussian
 

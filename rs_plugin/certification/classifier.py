@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -19,22 +20,28 @@ from rs_plugin._validation import (
     check_noise_scale,
     check_open_unit,
 )
+from rs_plugin.certification.base import RUN_OPTIONS, Certifier
 from rs_plugin.certification.certificates import Certificates, Predictions
-from rs_plugin.certification.engine import stream_counts
+from rs_plugin.certification.engine import (
+    STREAM_ESTIMATION,
+    STREAM_PREDICT,
+    STREAM_SELECTION,
+    stream_counts,
+)
 from rs_plugin.certification.model_runner import VoteRunner
+from rs_plugin.certification.radii import pack_certificates
 from rs_plugin.certification.stats import binomial_p_value, clopper_pearson_lower
 from rs_plugin.smoothings.base import Smoothing
-from rs_plugin.smoothings.norms import complete_radii
 
-__all__ = ["SmoothedClassifier"]
+__all__ = ["SmoothedClassifier", "SmoothedLogProbabilities"]
 
-# Independent sample streams: CERTIFY's selection and estimation samples, PREDICT's samples.
-STREAM_SELECTION = 0
-STREAM_ESTIMATION = 1
-STREAM_PREDICT = 2
+# The options of the vote runner and the input check, as a run passes them.
+VOTE_OPTIONS: Mapping[str, str] = {
+    name: RUN_OPTIONS[name] for name in ("clip_values", "precision", "channels_last", "compile")
+}
 
 
-class SmoothedClassifier(nn.Module):
+class SmoothedClassifier(nn.Module, Certifier):
     """g(x) = argmax_c P[f(perturb(x)) = c] for a base classifier f and a smoothing.
 
     ``forward`` is the *soft* smoothed classifier, the Monte-Carlo mean of softmax(f) over
@@ -57,7 +64,12 @@ class SmoothedClassifier(nn.Module):
             :mod:`rs_plugin.certification.model_runner`). ``forward`` is unaffected.
         channels_last: count votes with 4-D batches in the channels-last memory format.
         compile: count votes with ``torch.compile(model)`` (compiled on first use).
+
+    Registered as the certifier ``cohen`` (through :class:`~rs_plugin.certification.grid.Cohen`,
+    which picks :class:`~rs_plugin.GridCertifier` for a transform certified on a grid).
     """
+
+    options: ClassVar[Mapping[str, str]] = VOTE_OPTIONS
 
     def __init__(
         self,
@@ -125,35 +137,6 @@ class SmoothedClassifier(nn.Module):
         probs = torch.softmax(self.model(noisy), dim=1)
         return probs.view(x.shape[0], m, -1).mean(dim=1)
 
-    def certify(
-        self,
-        x: torch.Tensor | np.ndarray,
-        *,
-        n0: int = 100,
-        n: int = 100_000,
-        alpha: float = 0.001,
-        batch_size: int = 1000,
-        seed: int = 0,
-        keys: Sequence[int] | None = None,
-    ) -> Certificates:
-        """CERTIFY (Cohen et al. 2019) every input of ``x`` (shape (N, ...)).
-
-        Selects the top class with ``n0`` samples, then estimates its probability with ``n``
-        fresh, independent samples; p_lower is the one-sided 1 − α Clopper–Pearson bound, and the
-        certificate abstains (prediction −1, radius 0) when p_lower < 1/2. With probability at
-        least 1 − α over the sampling, each returned radius is a true robustness radius.
-
-        ``keys`` (default 0..N−1) with ``seed`` determine each input's noise, so an input's
-        certificate does not depend on the batch size or on which other inputs are certified.
-        """
-        return Certificates.concat(
-            list(
-                self.iter_certify(
-                    x, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed, keys=keys
-                )
-            )
-        )
-
     def iter_certify(
         self,
         x: torch.Tensor | np.ndarray,
@@ -165,7 +148,17 @@ class SmoothedClassifier(nn.Module):
         seed: int = 0,
         keys: Sequence[int] | None = None,
     ) -> Iterator[Certificates]:
-        """Like :meth:`certify`, yielding the certificates of inputs as soon as they complete."""
+        """CERTIFY (Cohen et al. 2019) every input of ``x`` (shape (N, ...)), yielding the
+        certificates of inputs as soon as they complete (:meth:`certify` returns them all).
+
+        Selects the top class with ``n0`` samples, then estimates its probability with ``n``
+        fresh, independent samples; p_lower is the one-sided 1 − α Clopper–Pearson bound, and the
+        certificate abstains (prediction −1, radius 0) when p_lower < 1/2. With probability at
+        least 1 − α over the sampling, each returned radius is a true robustness radius.
+
+        ``keys`` (default 0..N−1) with ``seed`` determine each input's noise, so an input's
+        certificate does not depend on the batch size or on which other inputs are certified.
+        """
         if self.smoothing.on_grid:
             raise RSValueError(
                 "smoothing",
@@ -272,10 +265,9 @@ class SmoothedClassifier(nn.Module):
             raise RSValueError("x", "a torch.Tensor or numpy array of shape (N, ...)", x)
         check_finite_inputs("x", x, self.clip_values)
         key_list = list(range(x.shape[0])) if keys is None else _check_keys(keys, x.shape[0])
-        sigma = getattr(self.smoothing, "sigma", None)
-        if isinstance(sigma, (float, torch.Tensor)):
-            largest = float(sigma.max()) if isinstance(sigma, torch.Tensor) else sigma
-            check_noise_scale("sigma", largest, self._dtype())
+        scale = self.smoothing.noise_scale
+        if scale is not None:
+            check_noise_scale("sigma", scale, self._dtype())
         if self.model.training:
             warnings.warn(
                 "model was in training mode; put it in eval mode for sampling (dropout and "
@@ -334,6 +326,26 @@ class SmoothedClassifier(nn.Module):
             )
 
 
+# Smallest probability whose log the soft classifier reports (keeps losses and gradients finite).
+_TINY = 1e-20
+
+
+class SmoothedLogProbabilities(nn.Module):
+    """log of the soft smoothed classifier's class probabilities, shape (B, num_classes).
+
+    What gradient attacks and ART see as the model's logits. ``smoothed`` is the core
+    classifier; its ``forward`` averages softmax over ``smoothed.num_noise_samples``
+    perturbations seeded by ``smoothed.seed``.
+    """
+
+    def __init__(self, smoothed: SmoothedClassifier) -> None:
+        super().__init__()
+        self.smoothed = smoothed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(self.smoothed(x).clamp_min(_TINY))
+
+
 def _check_keys(keys: Sequence[int], count: int) -> list[int]:
     """One distinct integer in [0, 2⁶⁴ − 1] per input."""
     accepted = f"{count} distinct integers in [0, 2**64 - 1] (one per input)"
@@ -350,44 +362,3 @@ def _check_keys(keys: Sequence[int], count: int) -> list[int]:
         repeated = sorted(k for k, times in Counter(key_list).items() if times > 1)
         raise RSValueError("keys", accepted, f"repeated keys: {repeated[:10]}")
     return key_list
-
-
-def pack_certificates(
-    smoothing: Smoothing,
-    keys: Sequence[int],
-    top: torch.Tensor,
-    p_lower: torch.Tensor,
-    selection: torch.Tensor,
-    estimation: torch.Tensor,
-    n0: int,
-    n: int,
-    alpha: float,
-    *,
-    dim: int,
-    extra: dict[str, torch.Tensor] | None = None,
-) -> Certificates:
-    """The record of CERTIFY from the selected class and its lower bound: abstain when
-    p_lower < 1/2, else the smoothing's radii (completed to every ℓp norm) and extras."""
-    abstain = p_lower < 0.5
-    direct = smoothing.certified_radii(p_lower, dim)
-    radii = {
-        norm: torch.where(abstain, torch.zeros_like(r), r.to(torch.float64))
-        for norm, r in complete_radii(direct, dim).items()
-    }
-    return Certificates(
-        index=torch.tensor(list(keys), dtype=torch.int64),
-        prediction=torch.where(abstain, torch.full_like(top, -1), top),
-        radius=radii[smoothing.norm],
-        p_lower=p_lower,
-        count=estimation.gather(1, top[:, None])[:, 0],
-        counts_selection=selection,
-        counts_estimation=estimation,
-        norm=smoothing.norm,
-        n0=n0,
-        n=n,
-        alpha=alpha,
-        radii=radii,
-        certified_norms=tuple(direct),
-        extra={**smoothing.certificate_extras(p_lower, dim), **(extra or {})},
-        semantics=smoothing.semantics_label,
-    )

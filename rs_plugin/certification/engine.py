@@ -37,7 +37,24 @@ import torch
 from rs_plugin._validation import RSValueError
 from rs_plugin.smoothings.base import AdditiveNoise, Smoothing
 
-__all__ = ["NOISE_BLOCK", "block_seed", "stream_counts"]
+__all__ = [
+    "NOISE_BLOCK",
+    "STREAM_ANISOTROPIC",
+    "STREAM_ESTIMATION",
+    "STREAM_PREDICT",
+    "STREAM_SELECTION",
+    "STREAM_SIGMA",
+    "block_seed",
+    "stream_counts",
+]
+
+# The noise streams, all in one place: samples of different streams are independent (a
+# certifier that needs a new independent stream adds it here).
+STREAM_SELECTION = 0  # CERTIFY's selection samples (n0)
+STREAM_ESTIMATION = 1  # CERTIFY's estimation samples (n)
+STREAM_PREDICT = 2  # PREDICT's samples
+STREAM_SIGMA = 3  # DDRS's σ search (rs_plugin.certification.sigma_search)
+STREAM_ANISOTROPIC = 4  # ANCER's per-coordinate σ search
 
 NOISE_BLOCK = 256
 _MASK64 = (1 << 64) - 1

@@ -32,28 +32,25 @@ radius must reach between grid points.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from rs_plugin._validation import RSValueError
+from rs_plugin.certification.base import Certifier
 from rs_plugin.certification.certificates import Certificates, Predictions
-from rs_plugin.certification.classifier import (
-    STREAM_ESTIMATION,
-    STREAM_SELECTION,
-    SmoothedClassifier,
-)
-from rs_plugin.certification.engine import stream_counts
+from rs_plugin.certification.classifier import VOTE_OPTIONS, SmoothedClassifier
+from rs_plugin.certification.engine import STREAM_ESTIMATION, STREAM_SELECTION, stream_counts
 from rs_plugin.certification.stats import clopper_pearson_lower
 from rs_plugin.smoothings.base import Smoothing
 
 if TYPE_CHECKING:
     from rs_plugin.smoothings.geometric import _Interpolating
 
-__all__ = ["GridCertifier", "cohen_certifier", "covered_range"]
+__all__ = ["Cohen", "GridCertifier", "cohen_certifier", "covered_range"]
 
 SLACK = 0.02  # Lipschitz slack per fine cell, as a fraction of additive_sigma
 MAX_FINE = 2048  # fine points per grid interval at most (a larger slack is still sound)
@@ -130,7 +127,7 @@ def _run_length(flags: torch.Tensor) -> int:
     return int(misses[0]) if misses.numel() else int(flags.numel())
 
 
-class GridCertifier:
+class GridCertifier(Certifier):
     """Input-domain certificates of interpolating transforms (module docstring): CERTIFY of
     Cohen et al. at every grid image T(x, φ_i), then the range of φ those certificates cover.
 
@@ -143,12 +140,24 @@ class GridCertifier:
         model, smoothing, num_classes: as for :class:`~rs_plugin.SmoothedClassifier`;
             ``smoothing`` must certify on a grid (``smoothing.on_grid``: rotation or scaling
             with ``semantics="input"``).
-        **options: further keywords of :class:`~rs_plugin.SmoothedClassifier`
-            (``clip_values``, ``precision``, ``channels_last``, ``compile``, ...).
+        clip_values, precision, channels_last, compile: as for
+            :class:`~rs_plugin.SmoothedClassifier`.
+
+    Registered as the certifier ``grid``.
     """
 
+    options: ClassVar[Mapping[str, str]] = VOTE_OPTIONS
+
     def __init__(
-        self, model: nn.Module, smoothing: Smoothing, num_classes: int, **options: Any
+        self,
+        model: nn.Module,
+        smoothing: Smoothing,
+        num_classes: int,
+        *,
+        clip_values: tuple[float, float] | None = None,
+        precision: str = "float32",
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         if not isinstance(smoothing, Smoothing) or not smoothing.on_grid:
             raise RSValueError(
@@ -157,32 +166,18 @@ class GridCertifier:
                 "other smoothings certify with SmoothedClassifier",
                 smoothing,
             )
-        self.classifier = SmoothedClassifier(model, smoothing, num_classes, **options)
+        self.classifier = SmoothedClassifier(
+            model,
+            smoothing,
+            num_classes,
+            clip_values=clip_values,
+            precision=precision,
+            channels_last=channels_last,
+            compile=compile,
+        )
         self.model = model
         self.smoothing = smoothing
         self.num_classes = self.classifier.num_classes
-
-    def certify(
-        self,
-        x: torch.Tensor | np.ndarray,
-        *,
-        n0: int = 100,
-        n: int = 100_000,
-        alpha: float = 0.001,
-        batch_size: int = 1000,
-        seed: int = 0,
-        keys: Sequence[int] | None = None,
-    ) -> Certificates:
-        """Certify every input of ``x`` (N, C, H, W): with probability at least 1 − α over the
-        sampling, the smoothed classifier predicts ``prediction`` at T(x, φ) for every
-        |φ| ≤ ``radius``."""
-        return Certificates.concat(
-            list(
-                self.iter_certify(
-                    x, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed, keys=keys
-                )
-            )
-        )
 
     def iter_certify(
         self,
@@ -195,7 +190,9 @@ class GridCertifier:
         seed: int = 0,
         keys: Sequence[int] | None = None,
     ) -> Iterator[Certificates]:
-        """Like :meth:`certify`, yielding the certificates of a few inputs at a time."""
+        """Certify every input of ``x`` (N, C, H, W), yielding the certificates of a few inputs
+        at a time: with probability at least 1 − α over the sampling, the smoothed classifier
+        predicts ``prediction`` at T(x, φ) for every |φ| ≤ ``radius``."""
         n0, n, alpha = self.classifier.check_sizes(n0, n, alpha)
         x_t, key_list = self.classifier.prepare(x, batch_size=batch_size, seed=seed, keys=keys)
         yield from _grid_certify(
@@ -222,6 +219,18 @@ def cohen_certifier(
     if isinstance(smoothing, Smoothing) and smoothing.on_grid:
         return GridCertifier(model, smoothing, num_classes, **options)
     return SmoothedClassifier(model, smoothing, num_classes, **options)
+
+
+class Cohen(SmoothedClassifier):
+    """The certifier registered as ``cohen``: Cohen et al.'s CERTIFY on the input itself, or,
+    for a transform certified in the input domain (``smoothing.on_grid``), on a grid of
+    transformed inputs (:meth:`build` returns a :class:`GridCertifier` then)."""
+
+    @classmethod
+    def build(
+        cls, model: nn.Module, smoothing: Smoothing, num_classes: int, **options: Any
+    ) -> Certifier:
+        return cohen_certifier(model, smoothing, num_classes, **options)
 
 
 def _grid_certify(

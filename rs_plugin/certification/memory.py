@@ -3,7 +3,7 @@
 Why the naive procedure is unsound (Súkeník et al. 2021): with σ = σ(x) chosen per input, the
 classifier a user deploys is G(z) = g_{σ(z)}(z). Cohen's certificate for g_{σ(x)} at x says
 nothing about g_{σ(z)} at the points z of the region, so a certificate for x can contain a point
-z that G labels differently (``tests/test_data_dependent.py`` builds one).
+z that G labels differently (``tests/certification/test_memory.py`` builds one).
 
 The memory (Alfarra et al. 2022, DDRS; Eiras et al. 2022, ANCER, their memory-based procedure)
 makes the deployed classifier and every certificate consistent. Each answered input leaves an
@@ -40,8 +40,10 @@ import torch
 from torch import nn
 
 from rs_plugin._validation import RSValueError, check_int, check_positive
+from rs_plugin.certification.base import Certifier, in_input_order
 from rs_plugin.certification.certificates import Certificates, Predictions
 from rs_plugin.certification.classifier import SmoothedClassifier
+from rs_plugin.certification.regions import RegionStore
 from rs_plugin.certification.sigma_search import (
     optimise_anisotropic_sigma,
     optimise_isotropic_sigma,
@@ -57,7 +59,7 @@ __all__ = ["ANCER", "DDRS", "MemoryCertifier"]
 _SIGMA_GROUP = 32
 
 
-class MemoryCertifier(abc.ABC):
+class MemoryCertifier(Certifier):
     """CERTIFY with a σ chosen per input, made sound by a memory of earlier certificates.
 
     Subclasses implement :meth:`choose_sigma`. Call :meth:`certify` (or :meth:`iter_certify`)
@@ -72,6 +74,8 @@ class MemoryCertifier(abc.ABC):
         num_noise_samples: noise samples per search step.
     """
 
+    stateful = True
+
     def __init__(
         self,
         model: nn.Module,
@@ -84,114 +88,39 @@ class MemoryCertifier(abc.ABC):
     ) -> None:
         # The σ search and the memory's regions are Gaussian (balls and ellipsoids): another
         # family would be certified as if it were Gaussian.
-        sigma = getattr(smoothing, "sigma", None)
-        if type(smoothing) is not Gaussian or not isinstance(sigma, float):
+        if type(smoothing) is not Gaussian:
             raise RSValueError("smoothing", "an isotropic Gaussian, e.g. Gaussian(0.25)", smoothing)
         self.model = model
         self.smoothing = smoothing
-        self.sigma = check_positive("sigma", sigma)
+        self.sigma = check_positive("sigma", smoothing.noise_scale)
         self.num_classes = check_int("num_classes", num_classes, 2)
         self.steps = check_int("steps", steps, 0)
         self.lr = check_positive("lr", lr)
         self.num_noise_samples = check_int("num_noise_samples", num_noise_samples, 1)
         self._classifier = SmoothedClassifier(model, smoothing, num_classes)
-        self.clear()
+        self.memory = RegionStore()
 
     def clear(self) -> None:
         """Forget every stored certificate."""
-        # Growing buffers (capacity doubles), so storing an entry costs O(d), not O(memory).
-        self._count = 0
-        self._buffers: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        self._by_key: dict[int, int] = {}  # key of a certified input -> its entry
-
-    def _store(
-        self,
-        center: torch.Tensor,
-        sigma: torch.Tensor,
-        whitened: float,
-        c: int,
-        key: int | None = None,
-    ) -> None:
-        if key is not None:
-            self._by_key[key] = self._count
-        if self._buffers is None or self._count == self._buffers[0].shape[0]:
-            capacity = max(64, 2 * self._count)
-            dim = center.numel()
-            grown = (
-                torch.empty(capacity, dim, dtype=torch.float64),
-                torch.empty(capacity, dim, dtype=torch.float64),
-                torch.empty(capacity, dtype=torch.float64),
-                torch.empty(capacity, dtype=torch.int64),
-            )
-            if self._buffers is not None:
-                for new, old in zip(grown, self._buffers, strict=True):
-                    new[: self._count] = old[: self._count]
-            self._buffers = grown
-        centers, sigmas, radii, classes = self._buffers
-        centers[self._count], sigmas[self._count] = center, sigma
-        radii[self._count], classes[self._count] = whitened, c
-        self._count += 1
-
-    def _arrays(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The stored entries: centres (M, d), σ (M, d), whitened radii (M,), classes (M,)."""
-        assert self._buffers is not None  # callers check len(self) first
-        centers, sigmas, radii, classes = self._buffers
-        m = self._count
-        return centers[:m], sigmas[:m], radii[:m], classes[:m]
+        self.memory.clear()
 
     def __len__(self) -> int:
-        return self._count
+        return len(self.memory)
 
     def memory_entry(self, key: int) -> dict[str, Any] | None:
-        """What the memory stored for the certified input ``key``, as JSON values, or None.
+        """What the memory stored for the certified input ``key``, as JSON values, or None
+        (:meth:`RegionStore.entry <rs_plugin.certification.regions.RegionStore.entry>`).
 
-        ``{"whitened_radius": R, "sigma": σ}`` (σ a number when isotropic, else one per
-        coordinate); with the input itself and the record's prediction it is the region
-        {z : ‖(z − x)/σ‖₂ < R}. Written with each record so that a resumed run can
-        :meth:`restore` the memory the records were certified against.
+        Written with each record so that a resumed run can :meth:`restore` the memory the
+        records were certified against.
         """
-        position = self._by_key.get(key)
-        if position is None:
-            return None
-        _, sigmas, radii, _ = self._arrays()
-        sigma = sigmas[position]
-        shown: float | list[float] = (
-            float(sigma[0]) if bool((sigma == sigma[0]).all()) else sigma.tolist()
-        )
-        return {"whitened_radius": float(radii[position]), "sigma": shown}
+        return self.memory.entry(key)
 
     def restore(self, x: torch.Tensor, key: int, prediction: int, entry: Any) -> None:
         """Put back the entry :meth:`memory_entry` gave for the input ``x`` (one input, any
         shape) certified as ``prediction``; entries must be restored in the order they were
-        stored. Raises :class:`RSValueError` (parameter ``--resume``) for a malformed entry."""
-        point = x.reshape(-1).to(torch.float64).cpu()
-        dim = point.numel()
-        received = f"input {key}: class {prediction!r}, memory {entry!r}"
-        if not isinstance(entry, dict) or not isinstance(prediction, int) or prediction < 0:
-            raise RSValueError(
-                "--resume", "records of a memory certifier (with their memory entry)", received
-            )
-        try:
-            radius = float(entry["whitened_radius"])
-            sigma = torch.as_tensor(entry["sigma"], dtype=torch.float64).reshape(-1)
-        except (KeyError, TypeError, ValueError) as error:
-            raise RSValueError(
-                "--resume", "a memory entry {whitened_radius, sigma}", received
-            ) from error
-        if (
-            not math.isfinite(radius)
-            or radius < 0
-            or sigma.numel() not in (1, dim)
-            or not bool(torch.isfinite(sigma).all() and (sigma > 0).all())
-            or prediction >= self.num_classes
-        ):
-            raise RSValueError(
-                "--resume",
-                f"a whitened radius >= 0 and {dim} (or 1) finite σ > 0 for a class below "
-                f"{self.num_classes}",
-                received,
-            )
-        self._store(point, sigma.expand(dim), radius, prediction, key)
+        stored. Raises :class:`RSValueError` (parameter ``resume``) for a malformed entry."""
+        self.memory.restore(x, key, prediction, entry, self.num_classes)
 
     @abc.abstractmethod
     def choose_sigma(self, x: torch.Tensor, *, seed: int, keys: Sequence[int]) -> torch.Tensor:
@@ -313,52 +242,17 @@ class MemoryCertifier(abc.ABC):
         keys: Sequence[int] | None = None,
         sigma: torch.Tensor | None = None,
     ) -> Certificates:
-        """Like :meth:`iter_certify`, all at once."""
+        """Every record of :meth:`iter_certify` (``sigma`` as there), in the order of ``x``."""
         parts = self.iter_certify(
             x, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed, keys=keys, sigma=sigma
         )
-        return Certificates.concat(list(parts))
-
-    def _lookup(self, point: torch.Tensor) -> tuple[int, float] | None:
-        """(class, inner ℓ2 radius around ``point``) of the stored region containing it, if any."""
-        if not self._count:
-            return None
-        centers, sigmas, whitened, classes = self._arrays()
-        offset = point[None, :] - centers
-        inside_by = whitened - torch.linalg.vector_norm(offset / sigmas, dim=1)
-        inside = (inside_by > 0) | (offset.abs().amax(dim=1) == 0)
-        if not bool(inside.any()):
-            return None
-        inner = torch.where(inside, inside_by.clamp(min=0) * sigmas.amin(dim=1), -1.0)
-        best = int(inner.argmax())
-        return int(classes[best]), float(inner[best])
-
-    def _shrink(self, point: torch.Tensor, sigma: torch.Tensor, whitened: float, c: int) -> float:
-        """Largest whitened radius ≤ ``whitened`` whose ellipsoid misses other classes' regions.
-
-        Separation test: the hyperplane normal to u = (x_j − x)/‖x_j − x‖ separates the
-        ellipsoids when their support functions along u and −u add up to at most ‖x_j − x‖;
-        an ellipsoid {‖(z − x)/σ‖₂ < R} reaches R·‖σ ⊙ u‖₂ along u. Exact for balls.
-        """
-        if not self._count or whitened <= 0:
-            return max(whitened, 0.0)
-        centers, sigmas, radii, classes = self._arrays()
-        others = classes != c
-        if not bool(others.any()):
-            return whitened
-        offset = centers[others] - point[None, :]
-        distance = torch.linalg.vector_norm(offset, dim=1)
-        u = offset / distance.clamp(min=1e-300)[:, None]
-        reach_other = radii[others] * torch.linalg.vector_norm(sigmas[others] * u, dim=1)
-        reach_own = torch.linalg.vector_norm(sigma[None, :] * u, dim=1)
-        allowed = ((distance - reach_other) / reach_own).clamp(min=0.0)
-        return min(whitened, float(allowed.min()))
+        return in_input_order(list(parts), keys)
 
     def _through_memory(
         self, part: Certificates, sigma: torch.Tensor, point: torch.Tensor, key: int
     ) -> Certificates:
         c = int(part.prediction[0])
-        found = self._lookup(point)
+        found = self.memory.lookup(point)
         dim = point.numel()
         if c < 0 and found is None:  # abstain: nothing to store
             nothing = ellipsoid_summary(torch.zeros(1, dtype=torch.float64), sigma[None, :])
@@ -370,8 +264,8 @@ class MemoryCertifier(abc.ABC):
             )
             return _replace(part, prediction, ball, sigma, from_memory=1.0, scale=math.nan)
         whitened = float(torch.special.ndtri(part.p_lower.to(torch.float64))[0])
-        kept = self._shrink(point, sigma, whitened, c)
-        self._store(point, sigma, kept, c, key)
+        kept = self.memory.shrink(point, sigma, whitened, c)
+        self.memory.add(point, sigma, kept, c, key)
         summary = ellipsoid_summary(torch.tensor([kept], dtype=torch.float64), sigma[None, :])
         scale = kept / whitened if whitened > 0 else 1.0
         return _replace(part, c, summary, sigma, from_memory=0.0, scale=scale)
@@ -401,7 +295,7 @@ class MemoryCertifier(abc.ABC):
         samples = torch.zeros(x_t.shape[0], dtype=torch.int64)
         missing = []
         for row in range(x_t.shape[0]):
-            found = self._lookup(flat[row])
+            found = self.memory.lookup(flat[row])
             if found is None:
                 missing.append(row)
             else:
@@ -422,7 +316,7 @@ class MemoryCertifier(abc.ABC):
                 prediction[row], counts[row] = answer.prediction[0], answer.counts[0]
                 p_value[row], samples[row] = answer.p_value[0], n
                 if answer.prediction[0] >= 0:  # G has answered here: later regions must agree
-                    self._store(flat[row], sigma[i], 0.0, int(answer.prediction[0]))
+                    self.memory.add(flat[row], sigma[i], 0.0, int(answer.prediction[0]))
         return Predictions(
             index=torch.tensor(key_list, dtype=torch.int64),
             prediction=prediction,

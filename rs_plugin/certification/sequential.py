@@ -26,21 +26,19 @@ an input that runs to the budget sees exactly the fixed-n run's samples.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from rs_plugin._validation import RSValueError, check_int, check_open_unit, check_positive
+from rs_plugin.certification.base import RUN_OPTIONS, Certifier
 from rs_plugin.certification.certificates import Certificates
-from rs_plugin.certification.classifier import (
-    STREAM_ESTIMATION,
-    STREAM_SELECTION,
-    SmoothedClassifier,
-    pack_certificates,
-)
-from rs_plugin.certification.engine import stream_counts
+from rs_plugin.certification.classifier import SmoothedClassifier
+from rs_plugin.certification.engine import STREAM_ESTIMATION, STREAM_SELECTION, stream_counts
+from rs_plugin.certification.radii import pack_certificates
 from rs_plugin.certification.stopping import (
     AnytimeBounds,
     DecisionRule,
@@ -59,7 +57,7 @@ __all__ = ["FUTILITY", "AnytimeCertifier", "SequentialCertifier"]
 FUTILITY = 0.01
 
 
-class SequentialCertifier:
+class SequentialCertifier(Certifier):
     """CERTIFY with staged, alpha-spent sample sizes (see the module docstring).
 
     Registered as the certifier ``sequential``. Exactly one of ``radius`` (decision mode) and
@@ -76,6 +74,21 @@ class SequentialCertifier:
         clip_values: as for :class:`~rs_plugin.SmoothedClassifier`.
     """
 
+    options: ClassVar[Mapping[str, str]] = {
+        name: RUN_OPTIONS[name] for name in ("radius", "tolerance", "clip_values")
+    }
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Exactly one of ``radius`` (decision mode) and ``tolerance`` (radius mode)."""
+        radius, tolerance = options.get("radius"), options.get("tolerance")
+        if (radius is None) == (tolerance is None):
+            raise RSValueError(
+                "radius/tolerance",
+                "exactly one: radius R (decision mode) or tolerance T (radius mode)",
+                {"radius": radius, "tolerance": tolerance},
+            )
+
     def __init__(
         self,
         model: nn.Module,
@@ -86,12 +99,7 @@ class SequentialCertifier:
         tolerance: float | None = None,
         clip_values: tuple[float, float] | None = None,
     ) -> None:
-        if (radius is None) == (tolerance is None):
-            raise RSValueError(
-                "radius/tolerance",
-                "exactly one: --radius R (decision mode) or --tolerance T (radius mode)",
-                {"radius": radius, "tolerance": tolerance},
-            )
+        self.check_options({"radius": radius, "tolerance": tolerance})
         if smoothing.on_grid:
             raise RSValueError(
                 "smoothing",
@@ -108,25 +116,6 @@ class SequentialCertifier:
         self.smoothing = smoothing
         self.num_classes = self._classifier.num_classes
 
-    def certify(
-        self,
-        x: torch.Tensor | np.ndarray,
-        *,
-        n0: int = 100,
-        n: int = 100_000,
-        alpha: float = 0.001,
-        batch_size: int = 1000,
-        seed: int = 0,
-        keys: Sequence[int] | None = None,
-    ) -> Certificates:
-        """Sequential CERTIFY of every input of ``x``, in the order of ``x``."""
-        stages = list(
-            self._stages(x, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed, keys=keys)
-        )
-        joined = Certificates.concat([part for _, part in stages])
-        positions = torch.from_numpy(np.concatenate([rows for rows, _ in stages]))
-        return joined.take(torch.argsort(positions))
-
     def iter_certify(
         self,
         x: torch.Tensor | np.ndarray,
@@ -138,7 +127,8 @@ class SequentialCertifier:
         seed: int = 0,
         keys: Sequence[int] | None = None,
     ) -> Iterator[Certificates]:
-        """Like :meth:`certify`, yielding the inputs that stop at each stage (stage order)."""
+        """Sequential CERTIFY of every input of ``x``, yielding the inputs that stop at each
+        stage (stage order; :meth:`certify` returns them in the order of ``x``)."""
         for _, part in self._stages(
             x, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed, keys=keys
         ):

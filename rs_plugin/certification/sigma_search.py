@@ -25,13 +25,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from rs_plugin.certification.engine import block_seed
+from rs_plugin.certification.engine import STREAM_ANISOTROPIC, STREAM_SIGMA, block_seed
 
-__all__ = ["STREAM_SIGMA", "optimise_anisotropic_sigma", "optimise_isotropic_sigma"]
+__all__ = ["optimise_anisotropic_sigma", "optimise_isotropic_sigma"]
 
-# Noise streams of the σ searches (CERTIFY uses 0 and 1, PREDICT 2).
-STREAM_SIGMA = 3
-STREAM_ANISOTROPIC = 4
 _P_CLAMP = 1e-4
 
 

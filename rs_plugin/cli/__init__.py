@@ -2,10 +2,11 @@
 
 What lives here: the argument parsers (:mod:`~rs_plugin.cli.arguments`, torch-free so that
 ``--help`` answers at once), the commands (:mod:`~rs_plugin.cli.certify`,
-:mod:`~rs_plugin.cli.audit`), the job a certify run describes (:mod:`~rs_plugin.cli.job`), the
+:mod:`~rs_plugin.cli.audit`), the one table from library parameters to flags and the parsing of
+flag text (:mod:`~rs_plugin.cli.flags`), ``--threads`` (:mod:`~rs_plugin.cli.threads`), the
 append-only result store (:mod:`~rs_plugin.cli.store`) and run summaries
-(:mod:`~rs_plugin.cli.summary`). It may import every other part of the core; nothing in the core
-imports it (the Ray adapter uses its job and store).
+(:mod:`~rs_plugin.cli.summary`). The job a run describes is :mod:`rs_plugin.runs`, below the
+command line. It may import every other part of the core and the adapters; nothing imports it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from rs_plugin.cli.arguments import (
     add_certify_parser,
     add_plugins_parser,
 )
+from rs_plugin.cli.flags import as_flags
 
 __all__ = ["build_parser", "main"]
 
@@ -93,7 +95,7 @@ def _run(args: Any) -> int:
         print(format_plugins())
         return 0
     except RSValueError as error:
-        print(f"rs-plugin {args.command}: error: {error}", file=sys.stderr)
+        print(f"rs-plugin {args.command}: error: {as_flags(error)}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader of stdout closed it (`rs-plugin certify ... | head`); the records are in

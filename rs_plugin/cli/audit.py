@@ -22,19 +22,19 @@ from rs_plugin._validation import RSValueError
 from rs_plugin.auditing.progress import Progress
 from rs_plugin.auditing.results import CertificateSet
 from rs_plugin.auditing.runner import Audit
-from rs_plugin.certification.model_runner import torch_threads
+from rs_plugin.certification.threads import torch_threads
 from rs_plugin.cli.arguments import AUDIT_DEFAULTS
-from rs_plugin.cli.job import (
+from rs_plugin.cli.flags import parse_smoothing_params
+from rs_plugin.cli.models import load_model_for
+from rs_plugin.cli.store import ResultStore, read_json_lines
+from rs_plugin.cli.threads import Threads, announce_threads, parse_threads
+from rs_plugin.runs import (
     CertifyJob,
-    Threads,
-    announce_threads,
     iter_records,
+    load_certifier,
     model_fingerprint,
-    parse_smoothing_params,
-    parse_threads,
     resolve_device,
 )
-from rs_plugin.cli.store import ResultStore, read_json_lines
 
 __all__ = ["audit_command"]
 
@@ -136,13 +136,14 @@ def _setting(args: argparse.Namespace, key: str, stored: Any) -> Any:
 
 def _job(args: argparse.Namespace, records: list[dict[str, Any]] | None) -> CertifyJob:
     first = records[0] if records else {}
-    if first.get("certifier") in ("ddrs", "ancer"):
-        # Their smoothed classifier has a different sigma per input: PREDICT with one smoothing
-        # would check another classifier than the one certified.
+    if isinstance(first.get("certifier"), str) and load_certifier(first["certifier"]).stateful:
+        # A stateful certifier's smoothed classifier differs per input (a σ per input, a
+        # memory): PREDICT with one smoothing would check another classifier than the one
+        # certified.
         raise RSValueError(
             "--certificates",
-            "certificates of one smoothed classifier (certifier cohen or sequential)",
-            f"certifier {first['certifier']}",
+            "certificates of one smoothed classifier (a stateless certifier)",
+            f"certifier {first['certifier']}, which is stateful",
         )
     limit = args.limit if records is None or args.limit is not None else None
     if records is None and limit is None:
@@ -190,6 +191,7 @@ def _job(args: argparse.Namespace, records: list[dict[str, Any]] | None) -> Cert
         seed=args.seed,
         limit=limit,
         device=resolve_device(args.device),
+        model_loader=load_model_for,
     )
 
 
@@ -213,7 +215,7 @@ def _audit(args: argparse.Namespace, threads: Threads) -> int:
     )
     certifier, x, y, data_sha256 = job.load()
     model, smoothing = certifier.model, certifier.smoothing
-    num_classes = int(getattr(certifier, "num_classes", 0)) or int(y.max()) + 1
+    num_classes = certifier.num_classes
     runner = Audit(
         model,
         smoothing,

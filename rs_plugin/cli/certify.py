@@ -7,24 +7,15 @@ import sys
 import time
 from typing import Any
 
-import numpy as np
-
 from rs_plugin._validation import RSValueError, check_int
-from rs_plugin.certification.model_runner import torch_threads
-from rs_plugin.certification.stats import clopper_pearson_lower
-from rs_plugin.cli.job import (
-    CertifyJob,
-    Threads,
-    announce_threads,
-    is_stateful,
-    iter_records,
-    parse_smoothing_params,
-    parse_threads,
-    resolve_device,
-    restore_memory,
-)
+from rs_plugin.certification.radii import sampling_cap
+from rs_plugin.certification.threads import torch_threads
+from rs_plugin.cli.flags import parse_smoothing_params
+from rs_plugin.cli.models import load_model_for
 from rs_plugin.cli.store import ResultStore
 from rs_plugin.cli.summary import format_summary, summarize
+from rs_plugin.cli.threads import Threads, announce_threads, parse_threads
+from rs_plugin.runs import CertifyJob, iter_records, resolve_device, restore_memory
 
 __all__ = ["certify_command"]
 
@@ -45,6 +36,7 @@ def certify_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         limit=args.limit,
         device=resolve_device(args.device),
+        model_loader=load_model_for,
         certifier=args.certifier,
         radius=args.radius,
         tolerance=args.tolerance,
@@ -55,11 +47,11 @@ def certify_command(args: argparse.Namespace) -> int:
     if args.engine == "local" and (args.workers is not None or args.ray_address is not None):
         raise RSValueError("--engine", "ray when --workers or --ray-address is given", "local")
     workers = None if args.workers is None else check_int("--workers", args.workers, 1)
-    if is_stateful(job.certifier) and args.engine == "ray":
+    if job.stateful and args.engine == "ray":
         raise RSValueError(
             "--certifier",
-            "a certifier without memory (cohen, grid, sequential) with --engine ray (a memory "
-            "certifier sees every input, in order, in one process)",
+            "a stateless certifier with --engine ray (a stateful certifier, one with a memory, "
+            "sees every input, in order, in one process)",
             f"{args.certifier} with --engine ray",
         )
     threads = parse_threads(args.threads)
@@ -102,12 +94,9 @@ def _certify(
             _certify_here(job, smoothed, x, y, todo, store)
         elapsed = time.perf_counter() - started
         records = [store.records[i] for i in sorted(store.records)]
-    sigma = float(getattr(smoothing, "sigma", 1.0))
-    # A memory certifier's σ varies per input, so it has no single sampling cap.
-    largest = None
-    if not is_stateful(job.certifier):
-        p_max = float(clopper_pearson_lower(np.array([job.n]), job.n, job.alpha)[0])
-        largest = smoothing.largest_radius(p_max, int(x[0].numel()))
+    sigma = smoothing.noise_scale or 1.0
+    # A stateful certifier's σ varies per input, so it has no single sampling cap.
+    largest = None if job.stateful else sampling_cap(smoothing, job.alpha, job.n, x[0].numel())
     summary = summarize(
         records,
         [k * sigma for k in (0, 0.5, 1, 2, 3, 4)],

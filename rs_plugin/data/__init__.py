@@ -16,8 +16,7 @@ from rs_plugin.data._models import (
     FashionCNN,
     load_demo_model,
     load_fashion_model,
-    load_model,
-    load_model_for,
+    shipped_model,
 )
 
 __all__ = [
@@ -33,7 +32,6 @@ __all__ = [
     "load_digits",
     "load_fashion_model",
     "load_idx",
-    "load_model",
-    "load_model_for",
     "load_npz",
+    "shipped_model",
 ]

@@ -97,6 +97,11 @@ class AnisotropicGaussian(AdditiveNoise):
         summary = self._summary(p_lower, dim)
         return {key: summary[key] for key in ("proxy_radius", "log_volume")}
 
+    @property
+    def noise_scale(self) -> float:
+        """The largest per-coordinate σ."""
+        return float(self.sigma.max())
+
     def config(self) -> dict[str, Any]:
         values = self.sigma.flatten()
         if values.numel() == 1:

@@ -91,6 +91,15 @@ class Smoothing(abc.ABC):
         return float(self.radius(p, dim)[0])
 
     @property
+    def noise_scale(self) -> float | None:
+        """The distribution's scale σ in the units its radius is measured in (the standard
+        deviation per coordinate for additive noise, per parameter for a transform; the largest
+        one when it differs per coordinate), or None when it has no such scale. Callers use it
+        to check that noise stays finite in the model's dtype and to size budgets and summaries
+        in units of σ."""
+        return None
+
+    @property
     def semantics_label(self) -> str:
         """What certificates are about, as records say it: additive noise certifies the input
         the model receives (``"input"``); semantic transforms override this."""

@@ -42,5 +42,9 @@ class Gaussian(AdditiveNoise):
         r = self.sigma * torch.special.ndtri(p)
         return torch.where(p > 0.5, r, torch.zeros_like(r))
 
+    @property
+    def noise_scale(self) -> float:
+        return self.sigma
+
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "sigma": self.sigma}

@@ -96,6 +96,10 @@ class Laplace(AdditiveNoise):
             radii[norm] = _above_half(p, self.scale * torch.from_numpy(other[norm]).to(p.device))
         return radii
 
+    @property
+    def noise_scale(self) -> float:
+        return self.sigma
+
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "sigma": self.sigma}
 
@@ -138,6 +142,10 @@ class Uniform(AdditiveNoise):
         shrink = torch.pow((1.5 - p).clamp(min=0.5, max=1.0), 1.0 / dim)
         linf = _above_half(p, 2.0 * self.half_width * (1.0 - shrink))
         return {"l1": self.radius(p_lower, dim), "linf": linf}
+
+    @property
+    def noise_scale(self) -> float:
+        return self.sigma
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "sigma": self.sigma}
@@ -197,6 +205,10 @@ class ExpInf(AdditiveNoise):
             norm: _above_half(p, scale * torch.from_numpy(radii[norm]).to(p.device))
             for norm in ("l1", "l2", "linf")
         }
+
+    @property
+    def noise_scale(self) -> float:
+        return self.sigma
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "sigma": self.sigma}

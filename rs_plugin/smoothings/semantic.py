@@ -161,6 +161,10 @@ class SemanticSmoothing(Smoothing):
             )
         return self._parameter_radii(p_lower)
 
+    @property
+    def noise_scale(self) -> float:
+        return self.sigma
+
     def config(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from rs_plugin import AttackTarget, Gaussian, SmoothedClassifier
-from rs_plugin.adapters.art import SmoothedLogProbabilities
 from rs_plugin.adapters.autoattack import AutoAttack
+from rs_plugin.certification.classifier import SmoothedLogProbabilities
 from rs_plugin.data import load_demo_model, load_digits
 
 

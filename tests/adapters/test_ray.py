@@ -19,7 +19,8 @@ import ray
 from rs_plugin import RSValueError
 from rs_plugin.adapters.ray import InputsFailed, RayCertifier
 from rs_plugin.cli import main
-from rs_plugin.cli.job import CertifyJob, iter_records
+from rs_plugin.cli.models import load_model_for
+from rs_plugin.runs import CertifyJob, iter_records
 
 TESTS = str(Path(__file__).resolve().parents[1])  # flaky_models.py, for the Ray workers
 
@@ -37,6 +38,7 @@ def _job(model: str = "demo", n: int = 3000) -> CertifyJob:
         seed=4,
         limit=None,
         device="cpu",
+        model_loader=load_model_for,
     )
 
 
@@ -137,10 +139,10 @@ def test_an_unreachable_address_is_refused_within_the_timeout():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
         started = time.monotonic()
-        with pytest.raises(RSValueError, match="^--ray-address: .*answers within 2 s"):
+        with pytest.raises(RSValueError, match="^address: .*answers within 2 s"):
             RayCertifier(_job(), address=f"127.0.0.1:{port}", connect_timeout=2.0).__enter__()
         assert time.monotonic() - started < 30
-    with pytest.raises(RSValueError, match="^--ray-address: expected HOST:PORT"):
+    with pytest.raises(RSValueError, match="^address: expected HOST:PORT"):
         RayCertifier(_job(), address="no-port-here").__enter__()
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rs_plugin.auditing.progress import Progress
-from rs_plugin.certification.model_runner import busy_cores, threads_for_load, torch_threads
+from rs_plugin.certification.threads import busy_cores, threads_for_load, torch_threads
 from rs_plugin.cli import main
 
 

@@ -76,7 +76,7 @@ def test_records_are_yielded_one_input_at_a_time():
 )
 def test_a_malformed_memory_entry_is_refused(entry):
     certifier = DDRS(load_demo_model().eval(), Gaussian(0.25), 10)
-    with pytest.raises(RSValueError, match="^--resume: "):
+    with pytest.raises(RSValueError, match="^resume: "):
         certifier.restore(torch.zeros(1, 8, 8), 0, 1, entry)
     assert len(certifier) == 0
 

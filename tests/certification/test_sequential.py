@@ -283,5 +283,5 @@ def test_sequential_certifier_from_the_command_line(name, tmp_path, capsys):
     assert main(["certify", "--certifier", name, "--out", str(tmp_path / "x.jsonl")]) == 2
     assert main(["certify", "--tolerance", "0.1", "--out", str(tmp_path / "y.jsonl")]) == 2
     err = capsys.readouterr().err
-    assert f"--certifier {name}: expected exactly one of --radius" in err
-    assert "--tolerance: expected only with --certifier sequential or anytime" in err
+    assert "--radius/--tolerance: expected exactly one: radius R (decision mode)" in err
+    assert "--tolerance: expected no tolerance with certifier 'cohen', whose options are" in err

@@ -166,8 +166,8 @@ BAD_INPUTS = [
     (["--smoothing", "nonexistent"], "--smoothing"),
     (["--device", "cuda"], "--device"),  # the project pins torch's CPU build
     (["--device", "tpu"], "--device"),
-    (["--data", "/nonexistent"], "data"),
-    (["--model", "no_colon_here"], "model"),
+    (["--data", "/nonexistent"], "--data"),
+    (["--model", "no_colon_here"], "--model"),
     (["--data", "fashion-mnist", "--model", "rs_plugin.data:DemoCNN"], "--data"),  # 28×28 → 8×8
     (["--data", "LABELS_TOO_LARGE"], "--data"),  # labels beyond the model's 10 classes
 ]

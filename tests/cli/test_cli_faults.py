@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rs_plugin.cli import main
+from rs_plugin.cli.flags import FLAGS
 
 FAST = ["-n", "100", "--n0", "10"]
 CONSOLE_SCRIPT = Path(sys.executable).parent / "rs-plugin"
@@ -36,10 +37,12 @@ def _in_tmp_path(tmp_path, monkeypatch):
 
 
 def _refused(capsys, argv: list[str], parameter: str, out: Path | None = None) -> str:
-    """Run the command; it must exit 2 naming ``parameter``, with no traceback or output file."""
+    """Run the command; it must exit 2 naming ``parameter`` by its flag, with no traceback or
+    output file."""
     assert main(argv) == 2
     captured = capsys.readouterr()
-    assert captured.err.startswith(f"rs-plugin {argv[0]}: error: {parameter}:"), captured.err
+    flag = FLAGS.get(parameter, parameter)
+    assert captured.err.startswith(f"rs-plugin {argv[0]}: error: {flag}:"), captured.err
     assert "Traceback" not in captured.err
     if out is not None:
         assert not out.exists()

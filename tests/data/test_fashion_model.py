@@ -7,6 +7,7 @@ import torch
 
 from rs_plugin import Gaussian, RSValueError
 from rs_plugin.cli import main
+from rs_plugin.cli.models import load_model_for
 from rs_plugin.data import (
     FASHION_MNIST_DIR,
     FASHION_SIGMA,
@@ -15,7 +16,7 @@ from rs_plugin.data import (
     FashionCNN,
     load_fashion_model,
     load_idx,
-    load_model_for,
+    shipped_model,
 )
 from rs_plugin.data.train_fashion import TRAINERS, fashion_objective, train_fashion_model
 from rs_plugin.data.train_fashion import main as train_main
@@ -67,6 +68,8 @@ def test_shipped_weights_classify_noisy_fashion_mnist():
 
 
 def test_demo_means_the_model_shipped_for_the_data():
+    assert isinstance(shipped_model("fashion-mnist"), FashionCNN)
+    assert isinstance(shipped_model("digits"), DemoCNN)
     assert isinstance(load_model_for("demo", "fashion-mnist"), FashionCNN)
     assert isinstance(load_model_for("demo", "digits"), DemoCNN)
 

@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 from rs_plugin import Gaussian, RSValueError, SmoothedClassifier
+from rs_plugin.cli.models import load_model
 from rs_plugin.data import (
     DEMO_SIGMA,
     DEMO_WEIGHTS,
     DemoCNN,
     load_demo_model,
     load_digits,
-    load_model,
 )
 from rs_plugin.data.train_demo import train_demo_model
 
@@ -209,7 +209,7 @@ def test_demo_model_smoothed_clean_accuracy_at_sigma_025_is_at_least_95_percent(
 
 
 def test_model_fingerprint_handles_batch_norm_and_tells_weights_apart():
-    from rs_plugin.cli.job import model_fingerprint
+    from rs_plugin.runs import model_fingerprint
 
     conv = torch.nn.Conv2d(1, 2, 3)
     model = torch.nn.Sequential(conv, torch.nn.BatchNorm2d(2))

@@ -1,7 +1,8 @@
 """An rs-plugin smoothing shipped by a third-party distribution (see pyproject.toml).
 
 A plugin implements the two hooks of :class:`rs_plugin.Smoothing` and nothing else: batching,
-seeding, counting, statistics and abstention come from the engine.
+seeding, counting, statistics and abstention come from the engine. The distribution also ships
+a certifier, :mod:`rs_plugin_example.certifier`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class ExampleUniform(Smoothing):
     @property
     def half_width(self) -> float:
         return self.sigma * math.sqrt(3.0)
+
+    @property
+    def noise_scale(self) -> float:
+        return self.sigma
 
     def perturb(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)

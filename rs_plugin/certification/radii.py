@@ -1,0 +1,79 @@
+"""From a lower bound on the top-class probability to a certificate's record and its radii.
+
+:func:`pack_certificates` is the record every p_lower-based certifier issues (CERTIFY's
+abstention rule and the smoothing's radii, completed to every ℓp norm); :func:`sampling_cap` is
+the largest radius n samples can certify at level α, the bound the command line's summaries and
+the audit's checks of a certificate file use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from rs_plugin.certification.certificates import Certificates
+from rs_plugin.smoothings.base import Smoothing
+from rs_plugin.smoothings.norms import complete_radii
+
+__all__ = ["pack_certificates", "sampling_cap"]
+
+
+def pack_certificates(
+    smoothing: Smoothing,
+    keys: Sequence[int],
+    top: torch.Tensor,
+    p_lower: torch.Tensor,
+    selection: torch.Tensor,
+    estimation: torch.Tensor,
+    n0: int,
+    n: int,
+    alpha: float,
+    *,
+    dim: int,
+    extra: dict[str, torch.Tensor] | None = None,
+) -> Certificates:
+    """The record of CERTIFY (Cohen et al. 2019) for N inputs of ``dim`` coordinates.
+
+    ``top`` (N,) is each input's class selected on the ``selection`` counts (N, C), ``p_lower``
+    (N,) a lower confidence bound on its probability holding with probability at least 1 − α,
+    from the ``estimation`` counts (N, C). The record abstains (prediction −1, radius 0) when
+    p_lower < 1/2; otherwise its radii are the smoothing's
+    (:meth:`~rs_plugin.Smoothing.certified_radii`, completed to every ℓp norm), and ``extra``
+    adds per-input values (shape (N,)) to the smoothing's own extras.
+    """
+    abstain = p_lower < 0.5
+    direct = smoothing.certified_radii(p_lower, dim)
+    radii = {
+        norm: torch.where(abstain, torch.zeros_like(r), r.to(torch.float64))
+        for norm, r in complete_radii(direct, dim).items()
+    }
+    return Certificates(
+        index=torch.tensor(list(keys), dtype=torch.int64),
+        prediction=torch.where(abstain, torch.full_like(top, -1), top),
+        radius=radii[smoothing.norm],
+        p_lower=p_lower,
+        count=estimation.gather(1, top[:, None])[:, 0],
+        counts_selection=selection,
+        counts_estimation=estimation,
+        norm=smoothing.norm,
+        n0=n0,
+        n=n,
+        alpha=alpha,
+        radii=radii,
+        certified_norms=tuple(direct),
+        extra={**smoothing.certificate_extras(p_lower, dim), **(extra or {})},
+        semantics=smoothing.semantics_label,
+    )
+
+
+def sampling_cap(smoothing: Smoothing, alpha: float, n: int, dim: int) -> float:
+    """The largest radius (in the smoothing's norm) n samples can certify at level α.
+
+    All n votes for one class give the one-sided Clopper–Pearson bound p_lower = α^{1/n}, the
+    largest possible; the cap is the smoothing's radius there (σΦ⁻¹(α^{1/n}) for Gaussian noise;
+    a grid certificate covers at most its grid's range, see
+    :meth:`~rs_plugin.Smoothing.largest_radius`). A record with a larger radius was not issued
+    by a sound CERTIFY with these settings.
+    """
+    return smoothing.largest_radius(alpha ** (1.0 / n), dim)

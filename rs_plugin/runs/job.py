@@ -1,0 +1,252 @@
+"""A certify job: what to load and how to certify it, shared by every engine (here, Ray).
+
+A :class:`CertifyJob` is a small picklable description (model spec, data spec, smoothing, sample
+sizes, seed, certifier and its options). Each engine loads it once per process with
+:meth:`CertifyJob.load` and turns input indices into records with
+:func:`~rs_plugin.runs.records.iter_records`; because every input's noise is derived from
+(seed, index), any split of the indices across processes or restarts gives the same records.
+
+The certifier is found by name in the ``rs_plugin.certifiers`` group and receives exactly the
+options it declares (:attr:`~rs_plugin.certification.base.Certifier.options`); an option the
+job sets that the certifier does not declare is refused before anything loads. Errors name the
+job's parameters (its field names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from rs_plugin._registry import load_plugin, load_smoothing
+from rs_plugin._validation import (
+    MAX_SEED,
+    RSValueError,
+    check_int,
+    check_noise_scale,
+    check_open_unit,
+    check_positive,
+)
+from rs_plugin.certification.base import Certifier
+from rs_plugin.certification.model_runner import PRECISIONS
+from rs_plugin.runs.fingerprints import data_fingerprint, model_fingerprint
+from rs_plugin.smoothings.base import Smoothing
+
+__all__ = ["CertifyJob", "Loaded", "load_certifier", "load_shipped_model"]
+
+# The options a job sets, with the value that means "not set" (a certifier that does not
+# declare an option refuses it only when it is set). `clip_values` is always passed where
+# declared: the data a job loads lies in [0, 1].
+_UNSET: dict[str, Any] = {
+    "radius": None,
+    "tolerance": None,
+    "precision": "float32",
+    "channels_last": False,
+    "compile": False,
+}
+_CLIP_VALUES = (0.0, 1.0)
+
+
+def load_shipped_model(spec: str, data: str) -> nn.Module:
+    """The default ``model_loader``: ``demo`` is the reference model shipped for ``data``
+    (:func:`rs_plugin.data.shipped_model`); other specs need a loader that knows them (the
+    command line passes :func:`rs_plugin.cli.models.load_model_for`)."""
+    from rs_plugin.data import shipped_model
+
+    if spec != "demo":
+        raise RSValueError("model", "'demo', or a model_loader that resolves this model spec", spec)
+    return shipped_model(data)
+
+
+def load_certifier(name: str) -> type[Certifier]:
+    """The :class:`~rs_plugin.certification.base.Certifier` subclass registered as ``name`` in
+    the ``rs_plugin.certifiers`` group."""
+    factory = load_plugin("rs_plugin.certifiers", name, "certifier")
+    if not (isinstance(factory, type) and issubclass(factory, Certifier)):
+        raise RSValueError(
+            "certifier",
+            "a name registered to a subclass of rs_plugin.Certifier",
+            f"{name} -> {factory!r}",
+        )
+    return factory
+
+
+class Loaded(NamedTuple):
+    """What :meth:`CertifyJob.load` returns: the certifier, the inputs and labels (``limit``
+    applied) and the fingerprint of the whole dataset (before ``limit``)."""
+
+    certifier: Certifier
+    x: torch.Tensor
+    y: torch.Tensor
+    data_sha256: str
+
+
+@dataclass(frozen=True)
+class CertifyJob:
+    """Everything a process needs to certify inputs of a dataset, as plain values.
+
+    ``model`` is a spec that ``model_loader(model, data)`` turns into the model in each process
+    (a module-level function, so that the job pickles for Ray); by default only ``demo``.
+    """
+
+    model: str
+    data: str
+    smoothing: str
+    sigma: float
+    n0: int
+    n: int
+    alpha: float
+    batch_size: int
+    seed: int
+    limit: int | None
+    device: str
+    certifier: str = "cohen"
+    radius: float | None = None
+    tolerance: float | None = None
+    precision: str = "float32"
+    channels_last: bool = False
+    compile: bool = False
+    semantics: str | None = None
+    smoothing_params: tuple[tuple[str, Any], ...] = ()
+    model_loader: Callable[[str, str], nn.Module] = load_shipped_model
+
+    def __post_init__(self) -> None:
+        check_positive("sigma", self.sigma)
+        self.build_smoothing()  # every smoothing parameter is checked before anything loads
+        check_int("n0", self.n0, 1)
+        check_int("n", self.n, 1)
+        check_open_unit("alpha", self.alpha)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("seed", self.seed, 0, MAX_SEED)
+        if self.limit is not None:
+            check_int("limit", self.limit, 1)
+        if self.precision not in PRECISIONS:
+            raise RSValueError("precision", f"one of {sorted(PRECISIONS)}", self.precision)
+        for name in ("radius", "tolerance"):
+            value = getattr(self, name)
+            if value is not None:
+                check_positive(name, value)
+        self.certifier_options()
+
+    @property
+    def stateful(self) -> bool:
+        """True when the certifier keeps a memory (every input, in order, in one process)."""
+        return load_certifier(self.certifier).stateful
+
+    def certifier_options(self) -> dict[str, Any]:
+        """The options the certifier declares, with this job's values, checked by the
+        certifier; an option set here that it does not declare is refused."""
+        factory = load_certifier(self.certifier)
+        declared = factory.options
+        for name, unset in _UNSET.items():
+            value = getattr(self, name)
+            if name not in declared and value != unset:
+                raise RSValueError(
+                    name,
+                    f"no {name} with certifier {self.certifier!r}, whose options are "
+                    f"{sorted(declared) or 'none'}",
+                    value,
+                )
+        values = {"clip_values": _CLIP_VALUES, **{name: getattr(self, name) for name in _UNSET}}
+        options = {name: value for name, value in values.items() if name in declared}
+        factory.check_options(options)
+        return options
+
+    def build_smoothing(self) -> Smoothing:
+        """The smoothing named ``smoothing`` with ``sigma``, ``semantics`` and its parameters."""
+        params = dict(self.smoothing_params)
+        if self.semantics is not None:
+            params["semantics"] = self.semantics
+        try:
+            return load_smoothing(self.smoothing, sigma=self.sigma, **params)
+        except TypeError as error:
+            accepted = sorted(params)
+            raise RSValueError(
+                "semantics/smoothing_params",
+                f"keywords that smoothing {self.smoothing} accepts ({error})",
+                accepted,
+            ) from error
+
+    def load(self) -> Loaded:
+        """Load model and data once; return the certifier, inputs, labels and data fingerprint.
+
+        Everything a run could trip over is checked here, before a record is written.
+        """
+        from rs_plugin.data import load_dataset
+
+        smoothing = self.build_smoothing()
+        model = self.model_loader(self.model, self.data).to(self.device)
+        x, y = load_dataset(self.data, "test")
+        data_sha256 = data_fingerprint(x, y)
+        if self.limit is not None:
+            x, y = x[: self.limit], y[: self.limit]
+        # Certifiers feed inputs in the model's floating dtype; so does the probe.
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
+        num_classes = self._probe(model, x[:2].to(dtype))
+        check_noise_scale("sigma", self.sigma, dtype)
+        if int(y.min()) < 0 or int(y.max()) >= num_classes:
+            raise RSValueError(
+                "data",
+                f"labels in [0, {num_classes - 1}] (the model's classes)",
+                f"labels in [{int(y.min())}, {int(y.max())}]",
+            )
+        factory = load_certifier(self.certifier)
+        certifier = factory.build(model, smoothing, num_classes, **self.certifier_options())
+        return Loaded(certifier, x, y, data_sha256)
+
+    def _probe(self, model: nn.Module, x: torch.Tensor) -> int:
+        """The model's number of classes, from one forward pass on two inputs (one when the
+        dataset holds one), with an error saying what failed."""
+        probe = x[:2].to(self.device)
+        try:
+            with torch.inference_mode():
+                out = model(probe)
+        except Exception as error:
+            raise RSValueError(
+                "data",
+                f"inputs on which the forward pass of --model {self.model} runs",
+                f"--model {self.model} raised {type(error).__name__}: {error} (on inputs of "
+                f"shape {tuple(probe.shape)} and dtype {probe.dtype})",
+            ) from error
+        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(probe):
+            shown = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise RSValueError(
+                "model",
+                f"a model returning logits of shape (B, num_classes), B = {len(probe)} here",
+                f"--model {self.model} returned {shown} for {len(probe)} inputs",
+            )
+        if out.shape[1] < 2:
+            raise RSValueError(
+                "model", "a model returning logits for at least 2 classes", tuple(out.shape)
+            )
+        return int(out.shape[1])
+
+    def config(self, smoothed: Certifier, data_sha256: str) -> dict[str, Any]:
+        """The run configuration stored with every record (and checked on resume).
+
+        The data enters by its content (``data_sha256``); how it was named is
+        :meth:`provenance`, stored but not compared.
+        """
+        return {
+            "model": self.model,
+            "model_sha256": model_fingerprint(smoothed.model),
+            "data_sha256": data_sha256,
+            "smoothing": smoothed.smoothing.config(),
+            "certifier": self.certifier,
+            **({"decision_radius": self.radius} if self.radius is not None else {}),
+            **({"tolerance": self.tolerance} if self.tolerance is not None else {}),
+            # Only a reduced precision changes the certified classifier; layout and compilation
+            # change kernels only (and files written before these options resume unchanged).
+            **({"precision": self.precision} if self.precision != "float32" else {}),
+            "n0": self.n0,
+            "n": self.n,
+            "alpha": self.alpha,
+            "seed": self.seed,
+        }
+
+    def provenance(self) -> dict[str, Any]:
+        """Fields stored with every record but not compared on resume."""
+        return {"data": self.data}
