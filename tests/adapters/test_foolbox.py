@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import foolbox as fb
 import pytest
@@ -24,6 +25,7 @@ from rs_plugin.data import load_demo_model, load_digits
 from rs_plugin.smoothings.norms import lp_norm
 
 ATTACKS = ("foolbox_pgd", "foolbox_fmn", "foolbox_ddn")
+CORE = Path(__file__).resolve().parents[2] / "rs_plugin"
 # Budgets at which the undefended digits model (inputs in [0, 1]^64) fails on most inputs.
 FRAGILE = {"l1": 12.0, "l2": 1.5, "linf": 0.3}
 
@@ -207,3 +209,12 @@ def test_without_foolbox_one_line_names_the_extra(tmp_path):
     # Listing the plugins does not import them.
     listed = run("plugins")
     assert listed.returncode == 0 and "foolbox_pgd" in listed.stdout
+
+
+def test_only_the_adapter_knows_foolbox():
+    """The audit and the command line find the attacks through the entry points alone."""
+    for path in CORE.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "import foolbox" not in text and "from foolbox" not in text, path
+        if path.parent.name in ("cli", "auditing"):
+            assert not any(name in text for name in ATTACKS), path
