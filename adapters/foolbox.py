@@ -75,6 +75,18 @@ class _LogProbabilities(nn.Module):
         return torch.log(self.smoothed(x, generator).clamp_min(_TINY))
 
 
+def _bounds(chosen: Any) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in chosen)
+    except (TypeError, ValueError):
+        low, high = 0.0, 0.0
+    if not low < high:
+        raise RSValueError(
+            "bounds", "a pair (low, high) with low < high, or a classifier with clip_values", chosen
+        )
+    return low, high
+
+
 def foolbox_model(
     smoothed: SmoothedClassifier,
     *,
@@ -91,18 +103,10 @@ def foolbox_model(
     """
     if not isinstance(smoothed, SmoothedClassifier):
         raise RSValueError("smoothed", "an rs_plugin.SmoothedClassifier", smoothed)
-    chosen = smoothed.clip_values if bounds is None else bounds
-    if chosen is None or len(chosen) != 2 or not float(chosen[0]) < float(chosen[1]):
-        raise RSValueError(
-            "bounds",
-            "a pair (low, high) with low < high, or a classifier with clip_values",
-            chosen,
-        )
+    low, high = _bounds(smoothed.clip_values if bounds is None else bounds)
     seed = smoothed.seed if seed is None else check_int("seed", seed, 0)
     module = _LogProbabilities(smoothed, seed).eval()
-    return fb.PyTorchModel(
-        module, bounds=(float(chosen[0]), float(chosen[1])), device=smoothed.device
-    )
+    return fb.PyTorchModel(module, bounds=(low, high), device=smoothed.device)
 
 
 class _PerInputBudget(nn.Module):

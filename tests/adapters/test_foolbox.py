@@ -95,6 +95,9 @@ def test_a_classifier_without_clip_values_needs_bounds(digits):
     smoothed = _smoothed(digits[0], 0.25, clip_values=None)
     with pytest.raises(RSValueError, match="^bounds: expected a pair"):
         foolbox_model(smoothed)
+    for bad in [(1.0, 0.0), (0.0,), ("low", 1.0), 1.0]:
+        with pytest.raises(RSValueError, match="^bounds: expected a pair"):
+            foolbox_model(smoothed, bounds=bad)
     with pytest.raises(RSValueError, match="^smoothed: expected"):
         foolbox_model(digits[0])
     assert tuple(foolbox_model(smoothed, bounds=(0.0, 1.0)).bounds) == (0.0, 1.0)
