@@ -17,7 +17,7 @@ $(PY):
 
 $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,ray]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,ray,foolbox]"
 	touch $(STAMP)
 
 install: $(STAMP)

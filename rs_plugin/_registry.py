@@ -11,7 +11,8 @@ pyproject.toml and the example package in ``examples/plugin_package``):
 * ``rs_plugin.attacks``: an audit attack, a :class:`~rs_plugin.Attack` subclass or factory called
   with its keyword settings; ``rs-plugin audit --attacks`` and :func:`rs_plugin.audit` run it
   against every certificate (built-in: ``pgd``, ``autoattack``, ``art_autoattack``,
-  ``deepfool``, ``cw_l2``, ``semantic_grid``, ``semantic_random``).
+  ``deepfool``, ``cw_l2``, ``semantic_grid``, ``semantic_random``; with the ``foolbox`` extra,
+  the attacks of :mod:`rs_plugin.adapters.foolbox`).
 
 A name registered by two distributions is ambiguous: loading it is an error naming both
 providers, while every other name keeps working and ``rs-plugin plugins`` lists the clash.

@@ -151,3 +151,26 @@ def test_train_certified_example_writes_the_trainer_table(tmp_path):
         assert record["certified_1"] <= record["certified_0.25"] <= record["clean"]
         assert record["objective"]["smoothing"] == {"name": "gaussian", "sigma": 0.5}
     assert (tmp_path / "fashion_macer_0.5.pt").is_file()
+
+
+def test_foolbox_attacks_example_runs():
+    out = subprocess.run(
+        [
+            *(sys.executable, str(EXAMPLES / "foolbox_attacks.py")),
+            *("--inputs", "4", "-n", "300", "--attacks", "foolbox_fmn"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "budget foolbox_success predict_wrong"
+    rows = [line.split() for line in lines[1:4]]
+    assert [row[0] for row in rows] == ["0.25", "0.5", "1"]
+    rates = [(float(row[1]), float(row[2])) for row in rows]
+    assert all(0.0 <= a <= 1.0 and 0.0 <= b <= 1.0 for a, b in rates)
+    # ℓ2 1 is beyond the digits model's typical adversarial distance, 0.25 within it.
+    assert rates[-1][0] > rates[0][0]
+    assert lines[4].startswith("HOLDS")
+    assert lines[5].startswith("foolbox_fmn: ") and lines[5].endswith("inputs with an adversarial")
+    assert len(lines) == 6

@@ -68,6 +68,9 @@ def test_builtins_are_registered_through_the_public_groups():
         "art_autoattack",
         "deepfool",
         "cw_l2",
+        "foolbox_pgd",
+        "foolbox_fmn",
+        "foolbox_ddn",
         "semantic_grid",
         "semantic_random",
     }
