@@ -33,7 +33,7 @@ import torch
 from scipy import stats
 from torch import nn
 
-from rs_plugin._validation import check_int, check_positive
+from rs_plugin._validation import check_int, check_positive, import_extra
 from rs_plugin.bench.votes import SEED, Votes, record_votes, replay
 from rs_plugin.certification.engine import NOISE_BLOCK
 from rs_plugin.certification.sequential import AnytimeCertifier, SequentialCertifier
@@ -208,8 +208,7 @@ def _compare(
 
 def plot_frontier(result: dict[str, Any], path: str | Path) -> None:
     """Mean radius lost against the reduction in evaluations, per dataset (PNG)."""
-    import matplotlib
-
+    matplotlib = import_extra("matplotlib", "plots", "the bench's frontier plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

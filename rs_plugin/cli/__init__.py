@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from rs_plugin._validation import RSValueError, RSWarning
+from rs_plugin._validation import MissingExtraError, RSValueError, RSWarning
 from rs_plugin.cli.arguments import (
     Parser,
     add_audit_parser,
@@ -92,7 +92,7 @@ def _run(args: Any) -> int:
 
         print(format_plugins())
         return 0
-    except RSValueError as error:
+    except (RSValueError, MissingExtraError) as error:
         print(f"rs-plugin {args.command}: error: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -136,11 +136,9 @@ def _certify(
 def _certify_here(
     job: CertifyJob, smoothed: Any, x: Any, y: Any, todo: list[int], store: ResultStore
 ) -> None:
-    from tqdm import tqdm
+    from rs_plugin.auditing.progress import Progress
 
-    with tqdm(
-        total=len(todo), unit="input", disable=not sys.stderr.isatty(), desc="certify"
-    ) as bar:
+    with Progress("certify", len(todo), "input", enabled=sys.stderr.isatty()) as bar:
         for record in iter_records(job, smoothed, x, y, todo):
             store.append(record)
             bar.update(1)
