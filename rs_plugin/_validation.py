@@ -57,7 +57,8 @@ class MissingExtraError(ImportError):
         self.feature = feature
         self.extra = extra
         super().__init__(
-            f"{feature} needs {missing}, which is not installed: pip install 'rs-plugin[{extra}]'",
+            f"{feature}: {missing} is not installed; install it with "
+            f"pip install 'rs-plugin[{extra}]'",
             name=missing,
         )
 

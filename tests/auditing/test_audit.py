@@ -32,16 +32,12 @@ from rs_plugin.auditing.attack import load_attack
 from rs_plugin.auditing.report import FILES, format_markdown
 from rs_plugin.auditing.results import poisson_binomial_tail
 from rs_plugin.cli import main
-from rs_plugin.data import load_demo_model, load_digits
 from tests.analytic import LinearModel
 
 N_INPUTS = 30
 
 
-@pytest.fixture(scope="module")
-def digits():
-    x, y = load_digits("test")
-    return load_demo_model(), x[:N_INPUTS], y[:N_INPUTS]
+# The digits fixture (tests/conftest.py): the demo CNN and the first N_INPUTS test digits.
 
 
 class OverclaimingGaussian(Gaussian):

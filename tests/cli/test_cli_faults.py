@@ -30,9 +30,8 @@ FUZZ = settings(
 _FRESH = itertools.count()
 
 
-@pytest.fixture(autouse=True)
-def _in_tmp_path(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+# Nothing a test does may land in the working tree (e.g. the default results.jsonl).
+pytestmark = pytest.mark.usefixtures("in_tmp_path")
 
 
 def _refused(capsys, argv: list[str], parameter: str, out: Path | None = None) -> str:
