@@ -247,6 +247,7 @@ def _extras_named_in_the_code() -> set[str]:
             ):
                 extra = node.args[1]
                 assert isinstance(extra, ast.Constant), f"{path}: the extra is not a literal"
+                assert isinstance(extra.value, str)
                 names.add(extra.value)
     return names
 
@@ -257,7 +258,9 @@ def test_every_extra_the_code_names_is_declared_and_all_installs_every_extra():
     assert {"digits", "art", "plots", "audit", "ray", "bench"} <= named
     assert named <= extras.keys()
     (everything,) = extras["all"]
-    inside = set(re.fullmatch(r"rs-plugin\[(.*)\]", everything).group(1).split(","))
+    listed = re.fullmatch(r"rs-plugin\[(.*)\]", everything)
+    assert listed is not None, everything
+    inside = set(listed.group(1).split(","))
     assert inside == extras.keys() - {"all", "dev"}
     assert (ROOT / "LICENSE").read_text(encoding="utf-8").startswith("MIT License")
     assert _pyproject()["license-files"] == ["LICENSE"]

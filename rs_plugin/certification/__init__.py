@@ -8,7 +8,9 @@ compilation: :mod:`~rs_plugin.certification.model_runner`), confidence bounds an
 PREDICT (:mod:`~rs_plugin.certification.classifier`), and the certifiers built on it:
 input-domain grid certificates of interpolating transforms
 (:mod:`~rs_plugin.certification.grid`), sequential certification
-(:mod:`~rs_plugin.certification.sequential`), data-dependent σ with a memory
+(:mod:`~rs_plugin.certification.sequential`, with its stopping rules in
+:mod:`~rs_plugin.certification.stopping` and anytime-valid bounds in
+:mod:`~rs_plugin.certification.confidence_sequence`), data-dependent σ with a memory
 (:mod:`~rs_plugin.certification.memory`) and its σ search
 (:mod:`~rs_plugin.certification.sigma_search`).
 

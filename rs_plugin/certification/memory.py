@@ -3,7 +3,7 @@
 Why the naive procedure is unsound (Súkeník et al. 2021): with σ = σ(x) chosen per input, the
 classifier a user deploys is G(z) = g_{σ(z)}(z). Cohen's certificate for g_{σ(x)} at x says
 nothing about g_{σ(z)} at the points z of the region, so a certificate for x can contain a point
-z that G labels differently (``tests/test_data_dependent.py`` builds one).
+z that G labels differently (``tests/certification/test_memory.py`` builds one).
 
 The memory (Alfarra et al. 2022, DDRS; Eiras et al. 2022, ANCER, their memory-based procedure)
 makes the deployed classifier and every certificate consistent. Each answered input leaves an
