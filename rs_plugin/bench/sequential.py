@@ -276,7 +276,7 @@ def run_sequential_bench(
         by_radius = entry["radius_mode"]["anytime"]
         result[f"anytime_decision_reduction_{name}"] = decided["reduction"]
         result[f"anytime_radius_reduction_{name}"] = by_radius["reduction"]
-        # The targets: ≥ 20× in decision mode at r = 0.5 with fixed n's certified
+        # The project's targets: ≥ 20× in decision mode at r = 0.5 with fixed n's certified
         # accuracy (within its 95% interval); ≥ 3× in radius mode at ≤ 0.05σ mean radius lost.
         entry["targets_met"] = {
             "decision": decided["reduction"] >= 20 and decided["within_fixed_interval"],
