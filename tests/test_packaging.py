@@ -148,6 +148,7 @@ def _digits_file(folder: Path) -> None:
     np.savez(folder / "digits.npz", x=x, y=np.array([0, 1, 2]))
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch and certifies
 def test_the_core_certifies_without_any_extra(tmp_path):
     _digits_file(tmp_path)
     result = _run(list(OPTIONAL), "certify", tmp_path)
@@ -168,6 +169,7 @@ def _one_line_naming(message: str | None, extra: str) -> None:
     assert f"pip install 'rs-plugin[{extra}]'" in message
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch and certifies
 def test_a_missing_extra_names_the_pip_line_that_installs_it(tmp_path):
     result = _run(list(OPTIONAL), "messages", tmp_path)
     for key, extra in [
@@ -190,6 +192,7 @@ def test_a_missing_extra_names_the_pip_line_that_installs_it(tmp_path):
     assert not (tmp_path / "audit").exists()
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch and certifies
 def test_autoattack_without_pyautoattack_names_the_audit_extra(tmp_path):
     result = _run(["pyautoattack"], "messages", tmp_path)
     kind, message = result["autoattack"]
@@ -198,6 +201,7 @@ def test_autoattack_without_pyautoattack_names_the_audit_extra(tmp_path):
     assert result["pgd"] is None and result["digits"] is None  # the rest is installed
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch and certifies
 def test_without_fcntl_the_command_line_certifies_and_warns_that_nothing_is_locked(tmp_path):
     _digits_file(tmp_path)
     result = _run(["fcntl"], "certify", tmp_path)
