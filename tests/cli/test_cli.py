@@ -200,6 +200,7 @@ def test_plugins_lists_the_builtin_gaussian(capsys):
     assert ["rs_plugin.smoothings", "gaussian", "rs_plugin:Gaussian", "rs-plugin"] in rows
 
 
+@pytest.mark.slow
 def test_module_and_console_script_run_like_the_in_process_command(tmp_path):
     args = ["certify", "--limit", "2", "-n", "100", "--n0", "10"]
     assert main([*args, "--out", str(tmp_path / "in_process.jsonl")]) == 0

@@ -260,6 +260,7 @@ def test_a_model_in_float64_is_certified(tmp_path, models):
     assert len(out.read_bytes().splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_console_script_loads_a_model_from_the_working_folder_and_survives_a_closed_stdout(
     tmp_path, models
 ):
@@ -368,6 +369,7 @@ _BAD_RECORD = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.slow
 @FUZZ
 @given(records=st.lists(_BAD_RECORD, min_size=1, max_size=4, unique_by=lambda r: r["index"]))
 def test_any_malformed_certificate_file_is_one_error(tmp_path, capsys, records):
