@@ -123,6 +123,7 @@ elif scenario == "messages":
         result["bench"] = missing(lambda: estimator("art", None, (1,), 2, 0.25, 10, None))
         result["cli_certify"] = cli("certify", "--limit", "1", "--out", f"{folder}/x.jsonl")
         result["cli_audit"] = cli("audit", "--limit", "1", "--out", f"{folder}/audit")
+        result["cli_ray"] = cli("certify", "--engine", "ray", "--out", f"{folder}/ray.jsonl")
 result["imported"] = sorted(m for m in sys.modules if m.split(".")[0] in blocked)
 print(json.dumps(result))
 """
@@ -183,12 +184,14 @@ def test_a_missing_extra_names_the_pip_line_that_installs_it(tmp_path):
         kind, message = result[key]
         assert kind == "MissingExtraError"
         _one_line_naming(message, extra)
-    for key, extra in [("cli_certify", "digits"), ("cli_audit", "plots")]:
+    for key, extra in [("cli_certify", "digits"), ("cli_audit", "plots"), ("cli_ray", "ray")]:
         code, stderr = result[key]
         assert code == 2
         _one_line_naming(stderr, extra)
-        assert stderr.startswith(f"rs-plugin {key[4:]}: error: ")
+        command = "certify" if key == "cli_ray" else key[4:]
+        assert stderr.startswith(f"rs-plugin {command}: error: ")
     assert not (tmp_path / "x.jsonl").exists()
+    assert not (tmp_path / "ray.jsonl").exists()
     assert not (tmp_path / "audit").exists()
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from rs_plugin._validation import RSValueError, check_int
+from rs_plugin._validation import RSValueError, check_int, import_extra
 from rs_plugin.certification.model_runner import torch_threads
 from rs_plugin.certification.stats import clopper_pearson_lower
 from rs_plugin.cli.job import (
@@ -62,6 +62,8 @@ def certify_command(args: argparse.Namespace) -> int:
             "certifier sees every input, in order, in one process)",
             f"{args.certifier} with --engine ray",
         )
+    if args.engine == "ray":  # before the output file is created
+        import_extra("ray", "ray", "--engine ray")
     threads = parse_threads(args.threads)
     with torch_threads(threads.number):
         return _certify(args, job, workers, threads)
