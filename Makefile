@@ -1,7 +1,9 @@
 # The README's two commands, each doing all set-up on a fresh machine:
 #   make demo   - create .venv if needed, install, run the main job (the audit) on the embedded default
-#   make test   - same set-up, then lint, type check and the test suite
-# Installs pin torch through constraints.txt (CPU build, no CUDA wheels).
+#   make test   - same set-up, then lint, type check and the whole test suite (CI)
+#   make test-fast - the test suite without the tests marked slow (pytest -m "not slow")
+# Installs pin torch through constraints.txt (CPU build, no CUDA wheels) and take every extra
+# (all) and the test tools (dev).
 
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
@@ -10,14 +12,14 @@ SUDO    := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 FASHION := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 DEMO_OUT ?= out/demo
 
-.PHONY: install demo test lint typecheck pytest bench fashion-mnist clean
+.PHONY: install demo test test-fast lint typecheck pytest bench fashion-mnist clean
 
 $(PY):
 	python3 -m venv $(VENV)
 
 $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,ray,foolbox]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[all,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -45,6 +47,9 @@ pytest: install fashion-mnist
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck pytest
+
+test-fast: install fashion-mnist
+	$(VENV)/bin/pytest -q -m "not slow"
 
 bench: install
 	$(VENV)/bin/rs-plugin bench

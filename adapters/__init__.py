@@ -2,6 +2,14 @@
 and Ray.
 
 An adapter converts at the boundary and calls the core; no smoothing logic lives here.
+
+What lives here: the ART facade users import (:mod:`~rs_plugin.adapters.art`) over ART's
+estimators (:mod:`~rs_plugin.adapters.art_estimator`) and trainers
+(:mod:`~rs_plugin.adapters.art_trainers`); audit attacks run through ART
+(:mod:`~rs_plugin.adapters.art_attacks`) and through pyautoattack
+(:mod:`~rs_plugin.adapters.autoattack`); the Ray engine of ``rs-plugin certify --engine ray``
+(:mod:`~rs_plugin.adapters.ray`). Each needs its extra (``art``, ``audit``, ``ray``); importing one
+without it raises an ImportError naming the ``pip install 'rs-plugin[extra]'`` line.
 """
 
 __all__: list[str] = []

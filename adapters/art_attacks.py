@@ -25,20 +25,24 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from art.attacks.evasion import (
-    AutoAttack,
-    AutoProjectedGradientDescent,
-    CarliniL2Method,
-    DeepFool,
-    ProjectedGradientDescent,
-)
-from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
-from rs_plugin._validation import check_int, check_positive
+from rs_plugin._validation import MissingExtraError, check_int, check_positive
 from rs_plugin.adapters.art import PyTorchSmoothedClassifier
 from rs_plugin.auditing.attack import Attack, AttackTarget, Candidates, budget_groups, project
 from rs_plugin.smoothings.norms import lp_norm
+
+try:
+    from art.attacks.evasion import (
+        AutoAttack,
+        AutoProjectedGradientDescent,
+        CarliniL2Method,
+        DeepFool,
+        ProjectedGradientDescent,
+    )
+    from art.estimators.classification import PyTorchClassifier
+except ImportError as error:
+    raise MissingExtraError("the ART audit attacks", "art", error.name or "art") from error
 
 __all__ = ["ARTAutoAttack", "CarliniWagnerTransfer", "DeepFoolTransfer", "SmoothAdvPGD"]
 

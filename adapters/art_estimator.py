@@ -43,11 +43,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from art.estimators.classification import PyTorchClassifier
-from art.utils import check_and_transform_label_format
 from torch import nn
 
 from rs_plugin._validation import (
+    MissingExtraError,
     RSValueError,
     check_finite_inputs,
     check_int,
@@ -58,6 +57,12 @@ from rs_plugin.certification.classifier import SmoothedClassifier, SmoothedLogPr
 from rs_plugin.certification.grid import GridCertifier
 from rs_plugin.smoothings.base import Smoothing
 from rs_plugin.smoothings.gaussian import Gaussian
+
+try:
+    from art.estimators.classification import PyTorchClassifier
+    from art.utils import check_and_transform_label_format
+except ImportError as error:
+    raise MissingExtraError("rs_plugin.adapters.art", "art", error.name or "art") from error
 from rs_plugin.training.augmentation import NoiseAugmentation
 from rs_plugin.training.loop import TrainingGenerators, check_training_data, train
 from rs_plugin.training.objective import Objective

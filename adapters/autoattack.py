@@ -24,13 +24,19 @@ import logging
 from typing import Any, ClassVar
 
 import torch
-from pyautoattack import AutoAttack as _PyAutoAttack
-from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 from torch import nn
 
-from rs_plugin._validation import RSValueError, check_int
+from rs_plugin._validation import MissingExtraError, RSValueError, check_int
 from rs_plugin.auditing.attack import Attack, AttackTarget, Candidates, budget_groups, project
 from rs_plugin.certification.classifier import SmoothedLogProbabilities
+
+try:
+    from pyautoattack import AutoAttack as _PyAutoAttack
+    from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
+except ImportError as error:
+    raise MissingExtraError(
+        "the autoattack audit attack", "audit", error.name or "pyautoattack"
+    ) from error
 
 __all__ = ["AutoAttack"]
 

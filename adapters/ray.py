@@ -32,16 +32,14 @@ from typing import Any
 
 import torch
 
-from rs_plugin._validation import RSValueError
+from rs_plugin._validation import MissingExtraError, RSValueError
 from rs_plugin.runs import CertifyJob, iter_records
 
 try:
     import ray
     from ray.exceptions import RayActorError, RayTaskError
-except ImportError as error:  # pragma: no cover - exercised only without the extra
-    raise RSValueError(
-        "engine", "ray installed (pip install 'rs-plugin[ray]')", "ray is not importable"
-    ) from error
+except ImportError as error:
+    raise MissingExtraError("the Ray engine", "ray", error.name or "ray") from error
 
 __all__ = ["InputsFailed", "RayCertifier", "certify_on_ray"]
 
@@ -297,11 +295,11 @@ def certify_on_ray(
     progress: bool = False,
 ) -> None:
     """Certify ``indices`` of ``job`` on Ray, streaming records to ``on_record``."""
-    from tqdm import tqdm
+    from rs_plugin.auditing.progress import Progress
 
     with (
         RayCertifier(job, workers=workers, address=address) as certifier,
-        tqdm(total=len(indices), unit="input", disable=not progress, desc="certify") as bar,
+        Progress("certify", len(indices), "input", enabled=progress) as bar,
     ):
 
         def record_and_count(record: dict[str, Any]) -> None:

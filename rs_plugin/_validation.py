@@ -1,14 +1,18 @@
 """One error type and one warning type for the whole package, and the checks that raise them.
 
 Every user error is an :class:`RSValueError` (a ``ValueError``) whose message names the parameter,
-what is accepted and what was received. Checks run before any sampling starts. The module
+what is accepted and what was received. Checks run before any sampling starts. A feature whose
+optional dependency is not installed raises :class:`MissingExtraError` (an ``ImportError``) naming
+the ``pip install 'rs-plugin[extra]'`` line that installs it (:func:`import_extra`). The module
 imports no tensor library at import time (the command line's ``--help`` loads it).
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import numbers
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -16,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_SEED",
+    "MissingExtraError",
     "RSValueError",
     "RSWarning",
     "check_finite_inputs",
@@ -23,6 +28,7 @@ __all__ = [
     "check_noise_scale",
     "check_open_unit",
     "check_positive",
+    "import_extra",
 ]
 
 
@@ -38,6 +44,33 @@ class RSValueError(ValueError):
 
 class RSWarning(UserWarning):
     """Something will work but probably not as the user meant; the message says how to fix it."""
+
+
+class MissingExtraError(ImportError):
+    """``feature`` needs a package of the optional extra ``extra``, which is not installed.
+
+    The one-line message names the missing module and the command that installs it, the way
+    scikit-learn's ``check_matplotlib_support`` does: ``pip install 'rs-plugin[extra]'``.
+    """
+
+    def __init__(self, feature: str, extra: str, missing: str) -> None:
+        self.feature = feature
+        self.extra = extra
+        super().__init__(
+            f"{feature}: {missing} is not installed; install it with "
+            f"pip install 'rs-plugin[{extra}]'",
+            name=missing,
+        )
+
+
+def import_extra(module: str, extra: str, feature: str) -> ModuleType:
+    """Import and return ``module``, an optional dependency of ``feature`` from the extra
+    ``extra``; raise :class:`MissingExtraError` naming the pip line if it (or one of its own
+    dependencies) is missing."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise MissingExtraError(feature, extra, error.name or module) from error
 
 
 # A received value is shown whole up to this length: the part of a message that says what to fix

@@ -1,5 +1,7 @@
 """Progress of a long audit on standard error: a bar on a terminal, plain lines elsewhere.
 
+The bar is tqdm's (the ``cli`` extra); without tqdm a terminal gets the plain lines too.
+
 A log file or CI job gets one line per step (at most one every few seconds for fast steps, and
 always the last one), each with the elapsed time and an estimate of what is left, so a slow run
 on a busy machine shows where it is instead of printing nothing until the verdict.
@@ -47,9 +49,12 @@ class Progress:
         self._last_line = -_LINE_EVERY
         self._bar: Any = None
         if enabled and self.stream.isatty():
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, desc=stage, unit=unit, file=self.stream)
+            try:
+                from tqdm import tqdm
+            except ImportError:  # without the cli extra a terminal gets the plain lines too
+                pass
+            else:
+                self._bar = tqdm(total=total, desc=stage, unit=unit, file=self.stream)
 
     @property
     def elapsed(self) -> float:

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rs_plugin._validation import import_extra
+
 __all__ = ["FILES", "format_markdown", "write_report"]
 
 FILES = ("report.json", "report.md", "curves.png", "distances.png")
@@ -204,8 +206,7 @@ def _cap_lines(cap: float | None, settings: dict[str, Any]) -> list[str]:
 
 
 def _plots(data: dict[str, Any], folder: Path) -> None:
-    import matplotlib
-
+    matplotlib = import_extra("matplotlib", "plots", "the audit report's plots")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

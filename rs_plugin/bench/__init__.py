@@ -2,6 +2,9 @@
 (:mod:`~rs_plugin.bench.speed`), peak memory per n (:mod:`~rs_plugin.bench.memory`),
 sequential against fixed-n certification (:mod:`~rs_plugin.bench.sequential`, on votes kept by
 :mod:`~rs_plugin.bench.votes`) and radii against the literature (:mod:`~rs_plugin.bench.radii`).
+The timed methods live in :mod:`~rs_plugin.bench.methods`, the timed models in
+:mod:`~rs_plugin.bench.models`, how timings are taken in :mod:`~rs_plugin.bench.timing` and the
+targets met or missed in :mod:`~rs_plugin.bench.report`.
 
 May import every part of the core, the data package and (for the comparison with ART) the ART
 adapter; nothing imports it but the command line.

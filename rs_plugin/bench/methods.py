@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from rs_plugin._validation import import_extra
 from rs_plugin.certification.classifier import SmoothedClassifier
 
 __all__ = [
@@ -144,10 +145,12 @@ def estimator(
     """ART's ``PyTorchRandomizedSmoothing`` (``kind="art"``) or ours, with identical arguments
     (the one-line swap)."""
     if kind == "art":
-        from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing
+        module = import_extra(
+            "art.estimators.certification.randomized_smoothing", "bench", "the bench's ART rows"
+        )
     else:
-        from rs_plugin.adapters.art import PyTorchRandomizedSmoothing
-    return PyTorchRandomizedSmoothing(
+        module = import_extra("rs_plugin.adapters.art", "bench", "the bench's adapter rows")
+    return module.PyTorchRandomizedSmoothing(
         model=model,
         loss=torch.nn.CrossEntropyLoss(),
         input_shape=shape,

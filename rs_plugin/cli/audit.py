@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from rs_plugin._validation import RSValueError
+from rs_plugin._validation import RSValueError, import_extra
 from rs_plugin.auditing.progress import Progress
 from rs_plugin.auditing.results import CertificateSet
 from rs_plugin.auditing.runner import Audit
@@ -202,6 +202,7 @@ def audit_command(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace, threads: Threads) -> int:
+    import_extra("matplotlib", "plots", "the audit report's plots")  # before any work starts
     records = None if args.certificates is None else _read_records(args.certificates)
     if records is not None and args.limit is not None:
         records = [r for r in records if int(r.get("index", 0)) < args.limit]

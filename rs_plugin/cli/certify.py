@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from rs_plugin._validation import RSValueError, check_int
+from rs_plugin._validation import RSValueError, check_int, import_extra
 from rs_plugin.certification.radii import sampling_cap
 from rs_plugin.certification.threads import torch_threads
 from rs_plugin.cli.flags import parse_smoothing_params
@@ -54,6 +54,8 @@ def certify_command(args: argparse.Namespace) -> int:
             "sees every input, in order, in one process)",
             f"{args.certifier} with --engine ray",
         )
+    if args.engine == "ray":  # before the output file is created
+        import_extra("ray", "ray", "--engine ray")
     threads = parse_threads(args.threads)
     with torch_threads(threads.number):
         return _certify(args, job, workers, threads)
@@ -125,11 +127,9 @@ def _certify(
 def _certify_here(
     job: CertifyJob, smoothed: Any, x: Any, y: Any, todo: list[int], store: ResultStore
 ) -> None:
-    from tqdm import tqdm
+    from rs_plugin.auditing.progress import Progress
 
-    with tqdm(
-        total=len(todo), unit="input", disable=not sys.stderr.isatty(), desc="certify"
-    ) as bar:
+    with Progress("certify", len(todo), "input", enabled=sys.stderr.isatty()) as bar:
         for record in iter_records(job, smoothed, x, y, todo):
             store.append(record)
             bar.update(1)

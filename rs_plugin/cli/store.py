@@ -14,7 +14,9 @@ What makes the one file safe is small:
   ``O_APPEND`` (no buffer in this process, so a killed process loses nothing it had appended;
   ``fsync`` at most once a second and at close bounds what a power cut can take);
 - an exclusive ``flock`` on the file, held from open to close: a second writer is refused
-  (records are never interleaved or duplicated);
+  (records are never interleaved or duplicated). Where Python has no ``fcntl`` (Windows) the
+  file is not locked: opening it warns (:class:`~rs_plugin.RSWarning`) that two runs writing
+  the same file are not refused there;
 - the file is parsed as bytes, line by line (``\\n`` or ``\\r\\n``), so offsets are exact;
 - what follows the last newline is parsed, never discarded blindly: a whole record (only its
   newline missing) is checked like any other and kept; the beginning of a record as this store
@@ -28,19 +30,31 @@ Resume reads the file once: linear in its size.
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import re
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from rs_plugin._validation import RSValueError
+from rs_plugin._validation import RSValueError, RSWarning
 
 __all__ = ["JsonLines", "ResultStore", "read_json_lines"]
+
+
+def _fcntl() -> ModuleType | None:
+    """The ``fcntl`` module, or None on a platform without it (Windows): imported here, not at
+    module level, so that the command line imports everywhere."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    return fcntl
+
 
 # The first bytes of every record this store writes (json.dumps of a dict whose first key is
 # index), and a record cut short after them.
@@ -239,6 +253,15 @@ class ResultStore:
         return self
 
     def _lock(self, fd: int) -> None:
+        fcntl = _fcntl()
+        if fcntl is None:
+            warnings.warn(
+                f"{self.path} is not locked: this platform has no fcntl (flock), so a second run "
+                "writing the same file at the same time is not refused; run one writer per file",
+                RSWarning,
+                stacklevel=3,
+            )
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:

@@ -1,4 +1,11 @@
-"""Datasets and reference models; nothing here downloads anything."""
+"""Datasets and reference models; nothing here downloads anything.
+
+What lives here: the loaders of the embedded digits (scikit-learn's, the ``digits`` extra), IDX
+files such as Debian's Fashion-MNIST and ``.npz`` files (:mod:`~rs_plugin.data._datasets`); the
+reference models and loading a user's model (:mod:`~rs_plugin.data._models`); the scripts that
+trained the shipped weights (:mod:`~rs_plugin.data.train_demo`,
+:mod:`~rs_plugin.data.train_fashion`).
+"""
 
 from rs_plugin.data._datasets import (
     FASHION_MNIST_DIR,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rs_plugin._validation import RSValueError
+from rs_plugin._validation import RSValueError, import_extra
 
 __all__ = ["FASHION_MNIST_DIR", "load_dataset", "load_digits", "load_idx", "load_npz"]
 
@@ -33,12 +33,12 @@ def load_digits(split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's handwritten digits (1797 images, 8×8, 10 classes), scaled to [0, 1].
 
     The split is fixed: a permutation from ``numpy.random.default_rng(2019)`` puts the last 360
-    images in ``"test"`` and the other 1437 in ``"train"``.
+    images in ``"test"`` and the other 1437 in ``"train"``. Needs scikit-learn (the ``digits``
+    extra).
     """
-    from sklearn.datasets import load_digits as sklearn_digits
-
     _check_split(split)
-    bunch = sklearn_digits()
+    datasets = import_extra("sklearn.datasets", "digits", "the digits dataset")
+    bunch = datasets.load_digits()
     x = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
     y = bunch.target.astype(np.int64)
     order = np.random.default_rng(_DIGITS_SPLIT_SEED).permutation(len(y))

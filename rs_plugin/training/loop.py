@@ -20,6 +20,18 @@ from rs_plugin.training.objective import Objective
 __all__ = ["TrainingGenerators", "train"]
 
 
+def _epochs(epochs: int, verbose: bool, name: str) -> Any:
+    """range(epochs), with a progress bar when ``verbose`` and tqdm (the ``cli`` extra) is
+    installed; without tqdm there is no bar."""
+    if verbose:
+        try:
+            from tqdm.auto import trange
+        except ImportError:
+            return range(epochs)
+        return trange(epochs, desc=name)
+    return range(epochs)
+
+
 @dataclass
 class TrainingGenerators:
     """The generators of a training run: ``noise`` (the objective's draws, on the model's
@@ -88,9 +100,7 @@ def train(
     device = _device(model)
     if not isinstance(generators, TrainingGenerators):
         generators = TrainingGenerators.from_seed(generators, device)
-    from tqdm.auto import trange
-
-    for epoch in trange(epochs, disable=not verbose, desc=objective.name):
+    for epoch in _epochs(epochs, verbose, objective.name):
         model.train(mode=training_mode)
         order = torch.randperm(len(x), generator=generators.shuffle)
         starts = range(0, len(x), batch_size)

@@ -10,14 +10,13 @@ import torch
 from rs_plugin import AttackTarget, Gaussian, SmoothedClassifier
 from rs_plugin.adapters.autoattack import AutoAttack
 from rs_plugin.certification.classifier import SmoothedLogProbabilities
-from rs_plugin.data import load_demo_model, load_digits
 
 
-@pytest.fixture(scope="module")
-def setting():
-    x, y = load_digits("test")
+@pytest.fixture
+def setting(digits):
+    model, x, y = digits
     smoothed = SmoothedClassifier(
-        load_demo_model(), Gaussian(0.01), 10, num_noise_samples=4, clip_values=(0.0, 1.0), seed=5
+        model, Gaussian(0.01), 10, num_noise_samples=4, clip_values=(0.0, 1.0), seed=5
     )
     return AttackTarget(smoothed, "l2", "input", (0.0, 1.0), seed=3), x[:12], y[:12]
 

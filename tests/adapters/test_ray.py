@@ -22,6 +22,8 @@ from rs_plugin.cli import main
 from rs_plugin.cli.models import load_model_for
 from rs_plugin.runs import CertifyJob, iter_records
 
+# Every test starts Ray or a program that does: seconds each.
+pytestmark = pytest.mark.slow
 TESTS = str(Path(__file__).resolve().parents[1])  # flaky_models.py, for the Ray workers
 
 

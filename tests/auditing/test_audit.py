@@ -32,16 +32,12 @@ from rs_plugin.auditing.attack import load_attack
 from rs_plugin.auditing.report import FILES, format_markdown
 from rs_plugin.auditing.results import poisson_binomial_tail
 from rs_plugin.cli import main
-from rs_plugin.data import load_demo_model, load_digits
 from tests.analytic import LinearModel
 
 N_INPUTS = 30
 
 
-@pytest.fixture(scope="module")
-def digits():
-    x, y = load_digits("test")
-    return load_demo_model(), x[:N_INPUTS], y[:N_INPUTS]
+# The digits fixture (tests/conftest.py): the demo CNN and the first N_INPUTS test digits.
 
 
 class OverclaimingGaussian(Gaussian):
@@ -62,6 +58,7 @@ def test_poisson_binomial_tail_matches_the_binomial_and_a_simulation():
     assert poisson_binomial_tail(mixed, 6) == pytest.approx((draws >= 6).mean(), abs=0.005)
 
 
+@pytest.mark.slow
 def test_honest_certificates_of_the_demo_model_hold_under_every_default_attack(digits):
     model, x, y = digits
     report = audit(model, Gaussian(0.25), x, y, num_classes=10, n=2000, seed=1)
@@ -124,6 +121,7 @@ def test_verdict_against_the_exact_radius_of_a_linear_classifier(factor, violate
         assert float(ratio.median()) <= 1.4
 
 
+@pytest.mark.slow
 def test_a_wrong_radius_formula_is_flagged(digits):
     model, x, y = digits
     report = audit(model, OverclaimingGaussian(0.25), x, y, num_classes=10, n=2000, attacks=["pgd"])
@@ -143,6 +141,7 @@ def honest_run(tmp_path_factory):
     return code, printed.getvalue(), out
 
 
+@pytest.mark.slow
 def test_cli_audit_passes_honest_certificates_and_fails_tampered_ones(honest_run, tmp_path, capsys):
     code, printed, out = honest_run
     assert code == 0
@@ -172,6 +171,7 @@ def test_cli_audit_passes_honest_certificates_and_fails_tampered_ones(honest_run
     assert "## What to do next" not in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_report_files_parse_and_match_the_json(honest_run):
     code, _, out = honest_run
     assert code == 0
@@ -228,6 +228,7 @@ def _target(model, smoothing, norm, semantics="input"):
     return AttackTarget(smoothed, norm, semantics, (0.0, 1.0), seed=3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(discover("rs_plugin.attacks")))
 def test_each_attack_fools_an_undefended_model_at_a_fragile_budget(digits, name):
     """Smoothing so small the smoothed classifier is the base model; budgets at which the base
@@ -254,6 +255,7 @@ def test_each_attack_fools_an_undefended_model_at_a_fragile_budget(digits, name)
         assert bool(((found.x - x).flatten(1).norm(dim=1) <= budgets.float() + 1e-4).all())
 
 
+@pytest.mark.slow
 def test_semantic_certificates_hold_in_both_semantics(digits):
     model, x, y = digits
     x, y = x[:12], y[:12]
@@ -267,6 +269,7 @@ def test_semantic_certificates_hold_in_both_semantics(digits):
         assert report.verdict["certified_inputs"] >= 8
 
 
+@pytest.mark.slow
 def test_parametric_rotation_with_a_wrong_radius_is_flagged(digits):
     class OverclaimingRotation(Rotation):
         def _parameter_radii(self, p_lower):
@@ -316,6 +319,7 @@ def test_diagnostics_warn_with_a_fix(digits):
             runner.run(x[:4], y[:4], certificates)
 
 
+@pytest.mark.slow
 def test_bad_input_is_refused_before_any_attack(digits, honest_run, tmp_path, capsys):
     model = digits[0]
     with pytest.raises(RSValueError, match="attacks: expected attacks that apply"):
@@ -344,6 +348,7 @@ def test_bad_input_is_refused_before_any_attack(digits, honest_run, tmp_path, ca
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_converted_certificates_without_configuration_are_audited(digits, tmp_path, capsys):
     """Another tool's file: index, prediction, radius, alpha only; the flags say the rest."""
     model, x, _ = digits
@@ -365,6 +370,7 @@ def test_converted_certificates_without_configuration_are_audited(digits, tmp_pa
     assert report["verdict"]["certified_inputs"] == int((certificates.prediction >= 0).sum())
 
 
+@pytest.mark.slow
 def test_report_labels_the_sampling_cap(honest_run):
     """No radius can exceed σΦ⁻¹(α^{1/n}) (all n votes for one class); the report says where."""
     _, _, out = honest_run

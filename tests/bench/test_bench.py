@@ -114,6 +114,7 @@ def _check_legacy(result: dict, *, art: bool) -> None:
         assert "art_seconds" not in result and "swap_in" not in result
 
 
+@pytest.mark.slow
 def test_run_bench_ratios_are_quotients_of_the_timings():
     result = run_bench(**SMALL, art=True)
     assert KEYS <= result.keys()
@@ -124,6 +125,7 @@ def test_run_bench_ratios_are_quotients_of_the_timings():
     _check_legacy(result, art=True)
 
 
+@pytest.mark.slow
 def test_bench_command_under_load_reports_slowdowns(capsys):
     argv = ["bench", "--models", "digits", "--inputs", "1", "--n0", "10", "-n", "100"]
     argv += ["--repeats", "1", "--threads", "1", "--memory-n", "1000", "--no-art"]
@@ -152,6 +154,7 @@ def test_busy_loop_runs_only_inside_its_block():
         assert nothing is None
 
 
+@pytest.mark.slow
 def test_bench_models_have_the_stated_sizes_and_seeded_random_weights():
     cpu = torch.device("cpu")
     state = torch.random.get_rng_state()
@@ -194,6 +197,7 @@ def test_bench_command_reports_bad_settings(capsys):
     assert "error: --threads:" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bench_sequential_reports_both_certifiers_against_fixed_n(capsys, tmp_path):
     """Reductions are quotients of the reported evaluations, replays of the certifiers' rules
     on the kept votes give the real runs' answers, and the frontier plot is written."""

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +14,7 @@ from scipy.stats import norm
 
 from rs_plugin.cli import main
 from rs_plugin.data import load_digits
+from tests.kill import kill_before_the_end
 
 RECORD_KEYS = {
     "index",
@@ -36,10 +34,8 @@ FAST = ["-n", "200", "--n0", "20"]
 CONSOLE_SCRIPT = Path(sys.executable).parent / "rs-plugin"
 
 
-@pytest.fixture(autouse=True)
-def _in_tmp_path(tmp_path, monkeypatch):
-    # Nothing a test does may land in the working tree (e.g. the default results.jsonl).
-    monkeypatch.chdir(tmp_path)
+# Nothing a test does may land in the working tree (e.g. the default results.jsonl).
+pytestmark = pytest.mark.usefixtures("in_tmp_path")
 
 
 def _records(path: Path) -> list[dict]:
@@ -204,6 +200,7 @@ def test_plugins_lists_the_builtin_gaussian(capsys):
     assert ["rs_plugin.smoothings", "gaussian", "rs_plugin:Gaussian", "rs-plugin"] in rows
 
 
+@pytest.mark.slow
 def test_module_and_console_script_run_like_the_in_process_command(tmp_path):
     args = ["certify", "--limit", "2", "-n", "100", "--n0", "10"]
     assert main([*args, "--out", str(tmp_path / "in_process.jsonl")]) == 0
@@ -243,13 +240,7 @@ def test_module_and_console_script_run_like_the_in_process_command(tmp_path):
     assert not (tmp_path / "bad.jsonl").exists()
 
 
-def _line_count(path: Path) -> int:
-    try:
-        return path.read_bytes().count(b"\n")
-    except FileNotFoundError:
-        return 0
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("trial", [0, 1, 2])
 def test_killed_run_resumes_to_the_records_of_an_uninterrupted_run(tmp_path, trial):
     """SIGKILL at a random point (after 1-6 records plus a random delay), then resume."""
@@ -258,28 +249,11 @@ def test_killed_run_resumes_to_the_records_of_an_uninterrupted_run(tmp_path, tri
     limit = 10
     args = ["certify", "--limit", str(limit), "-n", "20000", "--n0", "100"]
     out = tmp_path / "killed.jsonl"
-    with open(tmp_path / "stderr.txt", "w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "rs_plugin.cli", *args, "--out", str(out)],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            cwd=tmp_path,
-        )
-        try:
-            deadline = time.monotonic() + 120
-            while _line_count(out) < kill_after and process.poll() is None:
-                assert time.monotonic() < deadline, "no records appeared"
-                time.sleep(0.01)
-            time.sleep(extra_delay)
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGKILL)
-        finally:
-            process.kill()
-            process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL, "the run finished before it was killed"
-    written = _line_count(out)
-    assert kill_after <= written < limit
-    assert "it/s" not in (tmp_path / "stderr.txt").read_text()
+    written, after = kill_before_the_end(
+        args, out, limit, kill_after, extra_delay, tmp_path, stderr=tmp_path / "stderr.txt"
+    )
+    assert after <= written < limit
+    assert "it/s" not in (tmp_path / "stderr.txt").read_text()  # no bar outside a terminal
 
     # A crash in the middle of a write leaves a partial last line; resuming must drop it.
     with open(out, "a", encoding="utf-8") as handle:

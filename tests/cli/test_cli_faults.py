@@ -31,9 +31,8 @@ FUZZ = settings(
 _FRESH = itertools.count()
 
 
-@pytest.fixture(autouse=True)
-def _in_tmp_path(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+# Nothing a test does may land in the working tree (e.g. the default results.jsonl).
+pytestmark = pytest.mark.usefixtures("in_tmp_path")
 
 
 def _refused(capsys, argv: list[str], parameter: str, out: Path | None = None) -> str:
@@ -264,6 +263,7 @@ def test_a_model_in_float64_is_certified(tmp_path, models):
     assert len(out.read_bytes().splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_console_script_loads_a_model_from_the_working_folder_and_survives_a_closed_stdout(
     tmp_path, models
 ):
@@ -372,6 +372,7 @@ _BAD_RECORD = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.slow
 @FUZZ
 @given(records=st.lists(_BAD_RECORD, min_size=1, max_size=4, unique_by=lambda r: r["index"]))
 def test_any_malformed_certificate_file_is_one_error(tmp_path, capsys, records):

@@ -6,17 +6,13 @@ killed in tests/adapters/test_ray.py.)"""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rs_plugin.cli import main
+from tests.kill import kill_before_the_end
 
 # Sequential decisions and DDRS's memory write their records in bursts (many inputs end in the
 # same batch; DDRS writes after its memory pass), so each run is long enough that records are
@@ -28,13 +24,6 @@ RUNS = {
 }
 
 
-def _lines(path: Path) -> int:
-    try:
-        return path.read_bytes().count(b"\n")
-    except FileNotFoundError:
-        return 0
-
-
 def _by_index(path: Path) -> dict[int, dict]:
     text = path.read_text(encoding="utf-8")
     assert text.endswith("\n")
@@ -44,28 +33,7 @@ def _by_index(path: Path) -> dict[int, dict]:
     return by_index
 
 
-def _kill(args: list[str], out: Path, after: int, delay: float, cwd: Path) -> int:
-    """Start ``rs-plugin certify``, SIGKILL it ``delay`` seconds after ``after`` records exist;
-    return the number of complete lines it left."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rs_plugin.cli", *args, "--out", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=cwd,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while _lines(out) < after and process.poll() is None:
-            assert time.monotonic() < deadline, "no records appeared"
-            time.sleep(0.002)
-        time.sleep(delay)
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait(timeout=30)
-    return _lines(out)
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("certifier", list(RUNS))
 def test_sigkill_at_a_random_moment_then_resume_gives_the_uninterrupted_records(
     tmp_path, certifier
@@ -75,15 +43,7 @@ def test_sigkill_at_a_random_moment_then_resume_gives_the_uninterrupted_records(
     limit = int(args[args.index("--limit") + 1])
     after, delay = int(rng.integers(0, limit // 4)), float(rng.uniform(0.0, 0.02))
     out = tmp_path / "killed.jsonl"
-    # A CPU fast enough to finish between two polls gets another try at an earlier moment; the
-    # last try kills as soon as the process exists, which is always before its first record.
-    for attempt in range(3):
-        out.unlink(missing_ok=True)
-        written = _kill(args, out, after, delay, tmp_path)
-        if written < limit:
-            break
-        after, delay = after // 4 if attempt == 0 else 0, 0.0
-    assert written < limit, "the run finished before it was killed"
+    written, _ = kill_before_the_end(args, out, limit, after, delay, tmp_path)
     if rng.uniform() < 0.5 and out.exists():  # the write in flight when it died, cut short
         with open(out, "ab") as handle:
             handle.write(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
-from rs_plugin import RSValueError
+from rs_plugin import RSValueError, RSWarning
 from rs_plugin.cli.store import ResultStore
 
 CONFIG = {"model": "demo", "n0": 10, "n": 100, "alpha": 0.001, "seed": 0, "smoothing": {"s": 1}}
@@ -170,3 +171,17 @@ def test_a_refused_resume_leaves_even_a_partial_last_line_untouched(tmp_path):
     with pytest.raises(RSValueError, match="--resume"):
         ResultStore(path, {**CONFIG, "seed": 1}, resume=True).open()
     assert path.read_bytes() == original
+
+
+def test_without_fcntl_the_store_writes_unlocked_and_warns(tmp_path, monkeypatch):
+    """Windows has no fcntl: the store still writes and resumes, and says the file is unlocked."""
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # `import fcntl` now raises ImportError
+    path = tmp_path / "r.jsonl"
+    with pytest.warns(RSWarning, match=r"r\.jsonl is not locked: this platform has no fcntl"):
+        with ResultStore(path, CONFIG, resume=False) as store:
+            store.append(_record(0))
+    with pytest.warns(RSWarning, match="not locked"):
+        with ResultStore(path, CONFIG, resume=True) as store:
+            assert store.done() == {0}
+            store.append(_record(1))
+    assert path.read_text(encoding="utf-8") == _line(0) + _line(1)

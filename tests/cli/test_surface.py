@@ -17,9 +17,8 @@ from rs_plugin.cli.arguments import _HelpFormatter
 COMMANDS = ("certify", "audit", "bench", "plugins")
 
 
-@pytest.fixture(autouse=True)
-def _in_tmp_path(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+# Nothing a test does may land in the working tree (e.g. the default results.jsonl).
+pytestmark = pytest.mark.usefixtures("in_tmp_path")
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:

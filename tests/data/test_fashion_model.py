@@ -29,6 +29,7 @@ def few_images() -> tuple[torch.Tensor, torch.Tensor]:
     return x[:48], y[:48]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trainer", TRAINERS)
 def test_every_objective_of_the_table_trains_the_fashion_cnn(trainer, few_images):
     objective = fashion_objective(trainer, 0.5, epochs=3)
@@ -40,6 +41,7 @@ def test_every_objective_of_the_table_trains_the_fashion_cnn(trainer, few_images
         assert torch.isfinite(model(few_images[0][:2])).all()
 
 
+@pytest.mark.slow
 def test_the_training_script_runs_and_reproduces_its_weights(tmp_path):
     out = tmp_path / "fashion.pt"
     tiny = ["--epochs", "1", "--train-size", "64", "--trainer", "consistency"]

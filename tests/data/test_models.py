@@ -162,6 +162,7 @@ def _clean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float
         return float((model(x).argmax(1) == y).double().mean())
 
 
+@pytest.mark.slow
 def test_retraining_is_deterministic_on_one_machine():
     """Two runs of the training script in one process give identical weights (every draw comes
     from the seed). Across CPUs (AVX2 vs AVX-512) torch does not promise identical floating-point
@@ -176,6 +177,7 @@ def test_retraining_is_deterministic_on_one_machine():
     assert any(not torch.equal(first[k], other_seed[k]) for k in first)
 
 
+@pytest.mark.slow
 def test_retraining_reproduces_a_model_of_the_shipped_quality():
     model = train_demo_model(seed=0)
     assert isinstance(model, DemoCNN)
@@ -197,6 +199,7 @@ def test_shipped_model_clean_accuracy():
     assert _clean_accuracy(load_demo_model(), x, y) >= 0.95
 
 
+@pytest.mark.slow
 def test_demo_model_smoothed_clean_accuracy_at_sigma_025_is_at_least_95_percent():
     """Requirement: smoothed clean accuracy at σ = 0.25 is at least 95% on the test split."""
     x, y = load_digits("test")

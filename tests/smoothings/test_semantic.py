@@ -378,7 +378,15 @@ def test_every_registered_transform_has_a_soundness_case():
     assert set(SEMANTIC) <= set(CASES)
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+# Cases whose certification takes more than a few seconds (interpolating transforms on large
+# batches): run by make test, left out by make test-fast.
+SLOW_CASES = {"translation[bilinear]", "scaling", "translation", "blur", "affine"}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CASES else c for c in sorted(CASES)],
+)
 def test_parametric_certificates_are_sound_against_the_known_truth(case):
     smoothing, x, model, label, truth = CASES[case]()
     alpha = 0.01
@@ -397,6 +405,7 @@ def test_parametric_certificates_are_sound_against_the_known_truth(case):
     assert {r["semantics"] for r in certs.to_records()} == {smoothing.config()["semantics"]}
 
 
+@pytest.mark.slow
 def test_soundness_check_has_power_against_a_plug_in_radius():
     """p̂ instead of its lower bound overstates brightness radii often enough to be caught."""
     smoothing, x, model, _, truth = _brightness("gaussian")
@@ -428,6 +437,7 @@ class Sharpness(nn.Module):
         return torch.stack([-z, z], dim=1)
 
 
+@pytest.mark.slow
 def test_parametric_rotation_certificate_is_violated_by_a_rotated_image_but_input_domain_is_not():
     x = torch.zeros(1, 1, SIZE, SIZE)
     x[0, 0, 3:5, 7:9] = 1.0
@@ -556,7 +566,11 @@ def test_bad_semantic_settings_are_refused_before_any_work(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "smoothing",
-    [Rotation(10.0), Brightness(0.2), Rotation(10.0, semantics="input", grid_step=10.0)],
+    [
+        pytest.param(Rotation(10.0), marks=pytest.mark.slow),
+        Brightness(0.2),
+        pytest.param(Rotation(10.0, semantics="input", grid_step=10.0), marks=pytest.mark.slow),
+    ],
     ids=["rotation", "brightness", "rotation[input]"],
 )
 def test_transforms_plug_into_the_art_adapter(smoothing):
@@ -588,6 +602,7 @@ def _input_domain_truth(offset: float, slope: float, r: int, sigma: float, noise
     return math.inf
 
 
+@pytest.mark.slow
 def test_input_domain_rotation_certificates_are_sound_against_the_known_truth():
     offsets = _offsets(60, 0.44, 0.56)
     slope, r, sigma, noise = 0.04, 4, 10.0, 0.05

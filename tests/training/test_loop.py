@@ -137,6 +137,7 @@ def test_one_step_per_chunk_and_one_scheduler_step_per_epoch():
     assert len(steps) == 2
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_on_noisy_inputs():
     x, y = _data(600)
     model = _train(0, count=600, epochs=10)
