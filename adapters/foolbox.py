@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from rs_plugin._validation import RSValueError, check_int, check_positive
+from rs_plugin._validation import MissingExtraError, RSValueError, check_int, check_positive
 from rs_plugin.auditing.attack import Attack, AttackTarget, Candidates, project
 from rs_plugin.certification.classifier import SmoothedClassifier
 from rs_plugin.smoothings.norms import lp_norm
@@ -42,11 +42,9 @@ from rs_plugin.smoothings.norms import lp_norm
 try:
     import foolbox as fb
 except ImportError as error:  # pragma: no cover - exercised in a subprocess without the extra
-    raise RSValueError(
-        "foolbox",
-        "Foolbox 3 installed (pip install 'rs-plugin[foolbox]')",
-        f"{error}",
-    ) from None
+    raise MissingExtraError(
+        "the Foolbox attacks and model", "foolbox", error.name or "foolbox"
+    ) from error
 
 __all__ = [
     "FixedBudgetAttack",

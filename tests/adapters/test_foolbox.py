@@ -206,7 +206,7 @@ def test_without_foolbox_one_line_names_the_extra(tmp_path):
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("rs-plugin audit: error: foolbox: expected Foolbox 3 installed")
+    assert lines[0].startswith("rs-plugin audit: error: the Foolbox attacks and model: foolbox")
     assert "pip install 'rs-plugin[foolbox]'" in lines[0]
     assert not (tmp_path / "o").exists()  # refused before anything was certified
     # Listing the plugins does not import them.
