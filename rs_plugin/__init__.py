@@ -7,10 +7,12 @@ Public surface::
     certificates = smoothed.certify(x, n0=100, n=100_000, alpha=0.001)
 
 The package's parts (docs/architecture.md): :mod:`rs_plugin.smoothings` (noises and transforms)
-← :mod:`rs_plugin.certification` (engine, statistics, certifiers) ← :mod:`rs_plugin.auditing`
-(attacks, verdict, report) ← :mod:`rs_plugin.cli` (commands, jobs, store), with
-:mod:`rs_plugin.bench`, :mod:`rs_plugin.data` and the adapters beside them. The names below are
-imported on first use, so ``import rs_plugin`` (and ``rs-plugin --help``) costs no torch import.
+← :mod:`rs_plugin.certification` (engine, statistics, the certifier contract and certifiers)
+← :mod:`rs_plugin.auditing` (attacks, verdict, report) and :mod:`rs_plugin.runs` (the certify
+job every engine shares) ← the adapters (ART, AutoAttack, Ray) ← :mod:`rs_plugin.cli`
+(commands, flags, store), with :mod:`rs_plugin.bench` and :mod:`rs_plugin.data` beside them.
+The names below are imported on first use, so ``import rs_plugin`` (and ``rs-plugin --help``)
+costs no torch import.
 """
 
 from __future__ import annotations
