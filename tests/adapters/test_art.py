@@ -52,6 +52,7 @@ def _count_from_radius(radius: float, n: int, alpha: float) -> int:
     return int(counts[np.argmin(np.abs(bounds - p_lower))])
 
 
+@pytest.mark.slow
 def test_art_documented_usage_fit_predict_certify_matches_art():
     train, test = load_digits("train"), load_digits("test")
     x_train, y_train = train[0][:300].numpy(), train[1][:300].numpy()
@@ -159,6 +160,7 @@ def test_bad_constructor_arguments_name_the_parameter(kwargs, parameter):
         )
 
 
+@pytest.mark.slow
 def test_noise_is_added_before_art_preprocessing():
     """Radii are in the user's input units: preprocessing (x − m) / s runs after the noise."""
     model = load_demo_model()
@@ -220,6 +222,7 @@ def _log_smoothed(est, x: np.ndarray, label: int) -> float:
     return float(est.predict(x)[0, label])
 
 
+@pytest.mark.slow
 def test_gradient_matches_finite_differences_within_monte_carlo_error():
     """∇ log p̄_c from class_gradient (m samples, K seeds) vs a finite difference of the soft
     classifier with M ≫ m common-noise samples, along a random direction."""
@@ -297,6 +300,7 @@ def test_clone_for_refitting_keeps_the_smoothing_and_resets_weights():
     assert est.smoothing.sigma == 0.5
 
 
+@pytest.mark.slow
 def test_smoothadv_fit_trains_the_base_model():
     x, y = load_digits("train")
     model = copy.deepcopy(load_demo_model())

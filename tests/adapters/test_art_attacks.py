@@ -113,6 +113,7 @@ ATTACKS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_attack_runs_in_budget_and_never_breaks_a_certificate(setting, name):
     estimator, x, y, certificates = setting
