@@ -73,7 +73,7 @@ def test_cli_precision_is_recorded_and_options_need_cohen(tmp_path, capsys):
     assert main(bad) == 2
     assert main([*args[:-1], "float8", "--out", str(tmp_path / "y.jsonl")]) == 2
     err = capsys.readouterr().err
-    assert "--precision/--channels-last/--compile: expected the defaults unless" in err
+    assert "--compile: expected no compile with certifier 'ddrs'" in err
     assert "--precision: expected one of" in err
 
 
