@@ -4,6 +4,7 @@ What lives here: the argument parsers (:mod:`~rs_plugin.cli.arguments`, torch-fr
 ``--help`` answers at once), the commands (:mod:`~rs_plugin.cli.certify`,
 :mod:`~rs_plugin.cli.audit`), the one table from library parameters to flags and the parsing of
 flag text (:mod:`~rs_plugin.cli.flags`), ``--threads`` (:mod:`~rs_plugin.cli.threads`), the
+``--model`` text turned into a model (:mod:`~rs_plugin.cli.models`), the
 append-only result store (:mod:`~rs_plugin.cli.store`) and run summaries
 (:mod:`~rs_plugin.cli.summary`). The job a run describes is :mod:`rs_plugin.runs`, below the
 command line. It may import every other part of the core and the adapters; nothing imports it.
