@@ -3,8 +3,8 @@
 What lives here: the argument parsers (:mod:`~rs_plugin.cli.arguments`, torch-free so that
 ``--help`` answers at once), the commands (:mod:`~rs_plugin.cli.certify`,
 :mod:`~rs_plugin.cli.audit`), the one table from library parameters to flags and the parsing of
-flag text (:mod:`~rs_plugin.cli.flags`), the ``--model`` text (:mod:`~rs_plugin.cli.models`),
-``--threads`` (:mod:`~rs_plugin.cli.threads`), the
+flag text (:mod:`~rs_plugin.cli.flags`), ``--threads`` (:mod:`~rs_plugin.cli.threads`), the
+``--model`` text turned into a model (:mod:`~rs_plugin.cli.models`), the
 append-only result store (:mod:`~rs_plugin.cli.store`) and run summaries
 (:mod:`~rs_plugin.cli.summary`). The job a run describes is :mod:`rs_plugin.runs`, below the
 command line. It may import every other part of the core and the adapters; nothing imports it.
@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from rs_plugin._validation import MissingExtraError, RSValueError, RSWarning
+from rs_plugin._validation import RSValueError, RSWarning
 from rs_plugin.cli.arguments import (
     Parser,
     add_audit_parser,
@@ -97,9 +97,6 @@ def _run(args: Any) -> int:
         return 0
     except RSValueError as error:
         print(f"rs-plugin {args.command}: error: {as_flags(error)}", file=sys.stderr)
-        return 2
-    except MissingExtraError as error:
-        print(f"rs-plugin {args.command}: error: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader of stdout closed it (`rs-plugin certify ... | head`); the records are in

@@ -63,7 +63,7 @@ def test_bad_precision_is_refused():
         SmoothedClassifier(load_demo_model(), Gaussian(0.25), 10, precision="float8")
 
 
-def test_cli_precision_is_recorded_and_options_need_cohen(tmp_path, capsys):
+def test_cli_precision_is_recorded_and_refused_by_a_certifier_without_it(tmp_path, capsys):
     out = tmp_path / "bf16.jsonl"
     args = ["certify", "--limit", "3", "-n", "300", "--n0", "30", "--precision", "bfloat16"]
     assert main([*args, "--channels-last", "--out", str(out)]) == 0
@@ -73,7 +73,7 @@ def test_cli_precision_is_recorded_and_options_need_cohen(tmp_path, capsys):
     assert main(bad) == 2
     assert main([*args[:-1], "float8", "--out", str(tmp_path / "y.jsonl")]) == 2
     err = capsys.readouterr().err
-    assert "--compile: expected no compile with certifier 'ddrs'" in err
+    assert "--compile: expected no compile with certifier 'ddrs', whose options are none" in err
     assert "--precision: expected one of" in err
 
 

@@ -363,7 +363,7 @@ def test_data_dependent_certifiers_run_from_the_command_line(certifier, tmp_path
     capsys.readouterr()
     assert main([*args, "--out", str(tmp_path / "ray.jsonl"), "--engine", "ray"]) == 2
     err = capsys.readouterr().err
-    assert "--certifier: expected a certifier without memory" in err and f"'{certifier} with" in err
+    assert "--certifier: expected a stateless certifier" in err and f"'{certifier} with" in err
     assert out.read_text() == before and not (tmp_path / "ray.jsonl").exists()
 
 
