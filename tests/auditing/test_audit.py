@@ -289,6 +289,7 @@ def test_parametric_rotation_with_a_wrong_radius_is_flagged(digits):
     assert report.violated
 
 
+@pytest.mark.slow
 def test_diagnostics_warn_with_a_fix(digits):
     model, x, y = digits
 

@@ -170,6 +170,7 @@ _MEMORY_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_n(tmp_path):
     """Materialising n = 200 000 samples of 784 floats would take 627 MB more than n = 10 000;
     the engine's peak stays within 64 MB, and the same measurement does see materialisation."""

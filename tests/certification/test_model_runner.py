@@ -77,6 +77,7 @@ def test_cli_precision_is_recorded_and_refused_by_a_certifier_without_it(tmp_pat
     assert "--precision: expected one of" in err
 
 
+@pytest.mark.slow
 def test_bench_compiled_ratios_are_quotients_of_its_timings(capsys):
     argv = ["bench", "--inputs", "2", "--n0", "10", "-n", "300", "--repeats", "1", "--no-art"]
     assert main([*argv, "--memory-n", "1000", "--compile", "--json"]) == 0
