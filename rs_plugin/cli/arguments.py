@@ -142,6 +142,17 @@ def add_certify_parser(commands: Any) -> None:
         help="further keyword of the smoothing, repeatable, e.g. additive_sigma=0.25, "
         "input_range=30, grid_step=0.5, noise=uniform, interpolation=nearest, padding=border",
     )
+    p.add_argument(
+        "--sound",
+        action="store_true",
+        help="sound in floating point: the smoothing's sound mode (gaussian, laplace, uniform): "
+        "inputs on --grid, noise drawn exactly on it, sums in integers; records say sound_fp",
+    )
+    p.add_argument(
+        "--grid",
+        default=None,
+        help="with --sound: the inputs' grid step, e.g. 1/255 (default) or 1/16 (digits)",
+    )
     p.add_argument("--n0", type=int, default=100, help="selection samples (default 100)")
     p.add_argument("-n", "--n", type=int, default=10_000, help="estimation samples")
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability")

@@ -95,9 +95,10 @@ class SoundNoise(Smoothing):
     def __init__(self, sigma: float, *, grid: Any = DEFAULT_GRID, round_inputs: bool = False):
         self.sigma = check_positive("sigma", sigma)
         self.grid = parse_grid(grid)
-        if not isinstance(round_inputs, bool):
+        flag = {"true": True, "false": False}.get(str(round_inputs).lower())
+        if flag is None or not isinstance(round_inputs, (bool, str)):
             raise RSValueError("round_inputs", "True or False", round_inputs)
-        self.round_inputs = round_inputs
+        self.round_inputs = flag
         self.continuous = self.family(self.sigma)  # type: ignore[call-arg]
         self.law: RoundedNoise = self._law()
 
@@ -136,8 +137,9 @@ class SoundNoise(Smoothing):
         if off > GRID_TOLERANCE:
             raise RSValueError(
                 "x",
-                f"inputs on the grid of step {self.grid} (multiples of {self.grid} within "
-                f"{GRID_TOLERANCE} steps; pass grid=<the data's step> or round_inputs=True)",
+                f"inputs on the grid of step {self.grid} (within {GRID_TOLERANCE} steps of a "
+                "multiple): give the data's step as grid (--grid, e.g. 1/16 for digits), or "
+                "round_inputs=True to certify the nearest grid point",
                 f"an input {off:.3g} steps off the grid",
             )
 
