@@ -279,6 +279,12 @@ def add_audit_parser(commands: Any) -> None:
         help="level of the verdict's one-sided binomial test (default 0.01)",
     )
     p.add_argument(
+        "--probe-fp",
+        action="store_true",
+        help="also probe whether the model's prediction changes with the last bits of its "
+        "noisy input (the floating-point counterexample's idea); a finding in report.md",
+    )
+    p.add_argument(
         "--noise-samples",
         type=int,
         default=16,

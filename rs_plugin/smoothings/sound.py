@@ -143,6 +143,13 @@ class SoundNoise(Smoothing):
                 f"an input {off:.3g} steps off the grid",
             )
 
+    def attack_point(self, x: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
+        """The grid point k + trunc(c/h − k) (k = x's grid point): every coordinate moved
+        towards k, so no farther from k in any ℓp norm than the candidate c."""
+        k = torch.round(x.detach().to(torch.float64) / float(self.grid))
+        moved = torch.trunc(candidate.detach().to(torch.float64) / float(self.grid) - k)
+        return ((k + moved) * float(self.grid)).to(candidate.dtype)
+
     def _grid_index(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         scaled = x.detach().to(torch.float64) / self.grid.numerator * self.grid.denominator
         return torch.round(scaled).sub_(self.law.support).to(dtype)
