@@ -385,6 +385,16 @@ def add_bench_parser(commands: Any) -> None:
         help="write the radius-mode frontier (samples vs radius lost) to this PNG",
     )
     p.add_argument(
+        "--sound",
+        action="store_true",
+        help="also time the sound-in-floating-point mode against the float mode on --models "
+        "and compare certified accuracy and ACR of both on the shipped digits and Fashion models",
+    )
+    p.add_argument("--sound-n", type=int, default=10_000, help="samples per input for --sound")
+    p.add_argument(
+        "--sound-inputs", type=int, default=100, help="test inputs per shipped model for --sound"
+    )
+    p.add_argument(
         "--radii",
         action="store_true",
         help="also compare every family's radii with the best sound radii in the literature",

@@ -121,9 +121,13 @@ class RoundedNoise:
         self, shape: torch.Size | tuple[int, ...], generator: torch.Generator
     ) -> torch.Tensor:
         """int64 tensor of ``shape`` of e + J ∈ [0, 2J], drawn on the generator's device."""
-        cut, alias = self._tables(generator.device)
         bits = torch.empty(shape, dtype=torch.int64, device=generator.device)
-        bits.random_(generator=generator)
+        return self.decode(bits.random_(generator=generator))
+
+    def decode(self, bits: torch.Tensor) -> torch.Tensor:
+        """e + J for 63-bit integers ``bits`` (int64 in [0, 2⁶³)), consumed in place: the alias
+        map that sends a uniform ``bits`` to the law Q."""
+        cut, alias = self._tables(bits.device)
         index = bits >> (_BITS - self.index_bits)
         keep = bits.bitwise_and_((1 << (_BITS - self.index_bits)) - 1) < torch.take(cut, index)
         return torch.where(keep, index, torch.take(alias, index))
