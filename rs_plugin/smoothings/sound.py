@@ -86,13 +86,16 @@ class SoundNoise(Smoothing):
     Args:
         sigma: per-coordinate standard deviation of the continuous noise, in input units (> 0).
         grid: the input grid's step h (default ``"1/255"``), as a fraction or number.
-        round_inputs: certify the nearest grid point of an off-grid input instead of refusing it.
+        round_inputs: certify the nearest grid point of an off-grid input instead of refusing it
+            (True or False; "true" or "false" as the command line's --smoothing-param gives it).
     """
 
     family: ClassVar[type[AdditiveNoise]]
     sound_fp: ClassVar[bool] = True
 
-    def __init__(self, sigma: float, *, grid: Any = DEFAULT_GRID, round_inputs: bool = False):
+    def __init__(
+        self, sigma: float, *, grid: Any = DEFAULT_GRID, round_inputs: bool | str = False
+    ) -> None:
         self.sigma = check_positive("sigma", sigma)
         self.grid = parse_grid(grid)
         flag = {"true": True, "false": False}.get(str(round_inputs).lower())
@@ -120,7 +123,7 @@ class SoundNoise(Smoothing):
         would not be exact in ``x``'s dtype; called once before any sampling."""
         if x.numel() == 0:
             return
-        scaled = x.detach().to(torch.float64) / self.grid.numerator * self.grid.denominator
+        scaled = self._in_steps(x)
         k = torch.round(scaled)
         largest = float(k.abs().max()) + self.law.support
         exact = 2.0 / torch.finfo(x.dtype).eps if x.is_floating_point() else 2.0**24
@@ -146,13 +149,16 @@ class SoundNoise(Smoothing):
     def attack_point(self, x: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
         """The grid point k + trunc(c/h − k) (k = x's grid point): every coordinate moved
         towards k, so no farther from k in any ℓp norm than the candidate c."""
-        k = torch.round(x.detach().to(torch.float64) / float(self.grid))
-        moved = torch.trunc(candidate.detach().to(torch.float64) / float(self.grid) - k)
-        return ((k + moved) * float(self.grid)).to(candidate.dtype)
+        k = torch.round(self._in_steps(x))
+        moved = torch.trunc(self._in_steps(candidate) - k)
+        return ((k + moved) * self.step).to(candidate.dtype)
+
+    def _in_steps(self, x: torch.Tensor) -> torch.Tensor:
+        """x / h in float64 (h's numerator and denominator are exact integers)."""
+        return x.detach().to(torch.float64) / self.grid.numerator * self.grid.denominator
 
     def _grid_index(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        scaled = x.detach().to(torch.float64) / self.grid.numerator * self.grid.denominator
-        return torch.round(scaled).sub_(self.law.support).to(dtype)
+        return torch.round(self._in_steps(x)).sub_(self.law.support).to(dtype)
 
     def perturb_(self, out: torch.Tensor, x: torch.Tensor, generator: torch.Generator) -> None:
         # out ← (e + J) exact integers, + (k − J) exact integer sum, · h: a function of k + e.
