@@ -39,8 +39,10 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import threading
 from collections.abc import Callable
 from fractions import Fraction
+from typing import Any
 
 import mpmath
 import torch
@@ -99,6 +101,7 @@ class RoundedNoise:
         self.eta = float(eta) * (1 + 2**-40)  # float64 rounding, on the safe side
         self.cut, self.alias, self.index_bits = _alias_table(self.masses)
         self._device_tables: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._buffers: dict[str, Any] = {}
 
     def probabilities(self) -> list[Fraction]:
         """Q(j) for j = −J … J, exactly (the sampled law)."""
@@ -133,8 +136,30 @@ class RoundedNoise:
         return torch.where(keep, index, torch.take(alias, index))
 
     def sample_(self, out: torch.Tensor, generator: torch.Generator) -> None:
-        """Overwrite ``out`` with draws of e + J (exact small integers in ``out``'s dtype)."""
-        out.copy_(self.sample_indices(out.shape, generator))
+        """Overwrite ``out`` with draws of e + J (exact small integers in ``out``'s dtype): the
+        same draws as :meth:`sample_indices`, through reused scratch buffers (large temporary
+        tensors would be mapped and unmapped on every block)."""
+        cut, alias = self._tables(generator.device)
+        bits, index, other, keep = self._scratch(tuple(out.shape), generator.device)
+        bits.random_(generator=generator)
+        torch.bitwise_right_shift(bits, _BITS - self.index_bits, out=index)
+        bits.bitwise_and_((1 << (_BITS - self.index_bits)) - 1)
+        torch.lt(bits, torch.take(cut, index, out=other), out=keep)
+        torch.take(alias, index, out=other)
+        out.copy_(torch.where(keep, index, other, out=other))
+
+    def _scratch(self, shape: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+        key = (shape, str(device), threading.get_ident())  # one thread's buffers at a time
+        if self._buffers.get("key") != key:
+            self._buffers = {
+                "key": key,
+                "tensors": tuple(
+                    torch.empty(shape, dtype=dtype, device=device)
+                    for dtype in (torch.int64, torch.int64, torch.int64, torch.bool)
+                ),
+            }
+        tensors: tuple[torch.Tensor, ...] = self._buffers["tensors"]
+        return tensors
 
     def _tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         key = str(device)
@@ -148,6 +173,7 @@ class RoundedNoise:
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
         state["_device_tables"] = {}
+        state["_buffers"] = {}
         return state
 
 
