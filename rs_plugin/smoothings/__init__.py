@@ -10,5 +10,6 @@ perturb a batch, turn p_lower into a radius), isotropic Gaussian noise
 and compositions (:mod:`~rs_plugin.smoothings.semantic`) and geometric transforms
 (:mod:`~rs_plugin.smoothings.geometric`).
 
-May import: torch, numpy, scipy and :mod:`rs_plugin._validation`; nothing else of the package.
+May import: torch, numpy, scipy, mpmath and :mod:`rs_plugin._validation`; nothing else of the
+package.
 """
