@@ -3,7 +3,9 @@
 What lives here: the interface every smoothing implements (:mod:`~rs_plugin.smoothings.base`:
 perturb a batch, turn p_lower into a radius), isotropic Gaussian noise
 (:mod:`~rs_plugin.smoothings.gaussian`), the other noise families
-(:mod:`~rs_plugin.smoothings.noises`: Laplace, uniform, ExpInf), anisotropic Gaussian
+(:mod:`~rs_plugin.smoothings.noises`: Laplace, uniform, ExpInf), their modes sound in floating
+point (:mod:`~rs_plugin.smoothings.sound`, sampled exactly by
+:mod:`~rs_plugin.smoothings.lattice`), anisotropic Gaussian
 (:mod:`~rs_plugin.smoothings.anisotropic`), ℓp-norm helpers and radius conversions
 (:mod:`~rs_plugin.smoothings.norms`), and semantic transforms: image operations
 (:mod:`~rs_plugin.smoothings.transforms`), the transform base class with photometric transforms
