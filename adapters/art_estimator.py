@@ -57,6 +57,7 @@ from rs_plugin.certification.classifier import SmoothedClassifier, SmoothedLogPr
 from rs_plugin.certification.grid import GridCertifier
 from rs_plugin.smoothings.base import Smoothing
 from rs_plugin.smoothings.gaussian import Gaussian
+from rs_plugin.smoothings.sound import DEFAULT_GRID, SoundGaussian
 
 try:
     from art.estimators.classification import PyTorchClassifier
@@ -513,7 +514,9 @@ class PyTorchRandomizedSmoothing(PyTorchSmoothedClassifier):
     the σ of isotropic Gaussian noise, whose certificate is the ℓ2 radius σ·Φ⁻¹(p_lower).
     Keyword-only extras: ``smoothing`` (any core smoothing instead of Gaussian(scale)),
     ``num_noise_samples``, ``outputs`` and ``seed``, documented on
-    :class:`PyTorchSmoothedClassifier`.
+    :class:`PyTorchSmoothedClassifier`; ``sound=True`` (with ``grid``, default ``"1/255"``)
+    smooths with :class:`rs_plugin.SoundGaussian` (scale, grid): inputs on the grid, exact
+    integer noise and sums, certificates sound in floating point.
     """
 
     estimator_params: ClassVar[list[str]] = [
@@ -542,8 +545,16 @@ class PyTorchRandomizedSmoothing(PyTorchSmoothedClassifier):
         num_noise_samples: int | None = None,
         outputs: str = "hard",
         seed: int = 0,
+        sound: bool = False,
+        grid: Any = DEFAULT_GRID,
     ) -> None:
-        if smoothing is None:
+        if sound not in (True, False) or (sound and smoothing is not None):
+            raise RSValueError(
+                "sound", "True (with scale and grid, no smoothing) or False", (sound, smoothing)
+            )
+        if sound:
+            smoothing = SoundGaussian(check_positive("scale", scale), grid=grid)
+        elif smoothing is None:
             smoothing = Gaussian(check_positive("scale", scale))
         super().__init__(
             model,
@@ -573,4 +584,7 @@ class PyTorchRandomizedSmoothing(PyTorchSmoothedClassifier):
 
     @scale.setter
     def scale(self, value: float) -> None:
-        self.smoothing = Gaussian(check_positive("scale", value))
+        if isinstance(self.smoothing, SoundGaussian):
+            self.smoothing = SoundGaussian(value, grid=self.smoothing.grid)
+        else:
+            self.smoothing = Gaussian(check_positive("scale", value))

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from rs_plugin.smoothings.noises import ExpInf, Laplace, Uniform
     from rs_plugin.smoothings.norms import LP_NORMS, convert_radius, dual_norm, lp_norm
     from rs_plugin.smoothings.semantic import Blur, Brightness, Compose, Contrast, SemanticSmoothing
+    from rs_plugin.smoothings.sound import SoundGaussian, SoundLaplace, SoundNoise, SoundUniform
 
 # Public name -> the module that defines it.
 _PUBLIC = {
@@ -94,6 +95,10 @@ _PUBLIC = {
     "SequentialCertifier": "rs_plugin.certification.sequential",
     "SmoothedClassifier": "rs_plugin.certification.classifier",
     "Smoothing": "rs_plugin.smoothings.base",
+    "SoundGaussian": "rs_plugin.smoothings.sound",
+    "SoundLaplace": "rs_plugin.smoothings.sound",
+    "SoundNoise": "rs_plugin.smoothings.sound",
+    "SoundUniform": "rs_plugin.smoothings.sound",
     "StagedBounds": "rs_plugin.certification.stopping",
     "Translation": "rs_plugin.smoothings.geometric",
     "Uniform": "rs_plugin.smoothings.noises",
@@ -152,6 +157,10 @@ __all__ = [
     "SequentialCertifier",
     "SmoothedClassifier",
     "Smoothing",
+    "SoundGaussian",
+    "SoundLaplace",
+    "SoundNoise",
+    "SoundUniform",
     "StagedBounds",
     "Translation",
     "Uniform",

@@ -178,3 +178,18 @@ def test_foolbox_attacks_example_runs():
     assert lines[4].startswith("HOLDS")
     assert lines[5].startswith("foolbox_fmn: ") and lines[5].endswith("inputs with an adversarial")
     assert len(lines) == 6
+
+
+def test_fp_counterexample_example_shows_the_false_certificate_and_the_sound_refusal():
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "fp_counterexample.py"), "-n", "10000"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("distance ||x1 - x0||_2: 0.448")
+    assert lines[1].startswith("float: certify x0 -> class 0")
+    assert lines[1].endswith("predict x1 -> class 1; false certificate: yes")
+    assert lines[2].startswith("sound: certify x0 -> class 1")
+    assert lines[2].endswith("false certificate: no")

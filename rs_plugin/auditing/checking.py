@@ -9,6 +9,7 @@ changes no figure the audit reports.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -110,6 +111,10 @@ class Checker:
         attack's closest confirmed adversarial; one engine run for all attacks' candidates."""
         picked: list[tuple[AttackState, Candidates, torch.Tensor, int]] = []
         for state, found, wanted, column in stage:
+            if found.params is None:  # the point the certificates speak about (e.g. on a grid)
+                found = dataclasses.replace(
+                    found, x=self.smoothed.smoothing.attack_point(x, found.x)
+                )
             d, moved = self._distances(x, found, norm)
             rows = torch.nonzero(moved & wanted.cpu() & (d < state.best.distance))[:, 0]
             state.checks.distance[rows, column] = d[rows]

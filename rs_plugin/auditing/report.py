@@ -76,6 +76,32 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def _floating_point(settings: dict[str, Any]) -> str:
+    """Whether the certificates were issued in the sound mode, and the probe's figure."""
+    smoothing = settings.get("smoothing") or {}
+    if smoothing.get("sound_fp") is True:
+        line = (
+            f"- Floating point: issued in the sound mode (inputs on the grid of step "
+            f"{smoothing.get('grid')}, exact integer noise and sums): they hold for the numbers "
+            "the computer adds."
+        )
+    else:
+        line = (
+            "- Floating point: issued in the float mode (x + noise rounded in floating point): "
+            "a model that reads the rounding can get false certificates (certify with --sound)."
+        )
+    probe = settings.get("fp_probe")
+    if probe:
+        largest = max(probe["fractions"].values(), default=0.0)
+        verdict = "flagged" if probe["flagged"] else "not flagged"
+        line += (
+            f" Low-bit probe: the prediction changed on {largest:.2%} of {probe['samples']} "
+            f"noisy samples under a last-bits change of the input ({verdict}; threshold "
+            f"{probe['flag_fraction']:.0%})."
+        )
+    return line
+
+
 def format_markdown(data: dict[str, Any]) -> str:
     """report.md from the JSON report."""
     verdict, settings = data["verdict"], data["settings"]
@@ -90,6 +116,7 @@ def format_markdown(data: dict[str, Any]) -> str:
         f" one-sided p-value {verdict['p_value']:.3g} (significance {verdict['significance']:g}).",
         f"- Smoothing: `{json.dumps(settings['smoothing'])}`; radii in `{norm}`, semantics"
         f" `{settings['semantics']}`, certificates' alpha {settings['certificate_alpha']:g}.",
+        _floating_point(settings),
         f"- Every candidate checked by PREDICT with n = {settings['predict_n']},"
         f" alpha = {settings['predict_alpha']:g} (an abstention is not a violation).",
         _tightness(verdict),

@@ -172,4 +172,8 @@ def format_result(result: dict[str, Any]) -> str:
         from rs_plugin.bench.radii import format_radii
 
         lines += format_radii(result)
+    if "sound" in result:
+        from rs_plugin.bench.sound import format_sound
+
+        lines += format_sound(result)
     return "\n".join(lines)

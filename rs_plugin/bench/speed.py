@@ -387,5 +387,18 @@ def bench_command(args: argparse.Namespace) -> int:
         from rs_plugin.bench.radii import run_radii_bench
 
         result.update(run_radii_bench())
+    if args.sound:
+        from rs_plugin.bench.sound import run_sound_bench
+
+        result.update(
+            run_sound_bench(
+                models=_names(args.models, "--models"),
+                sigma=args.sigma,
+                n=args.sound_n,
+                repeats=args.repeats,
+                inputs=args.sound_inputs,
+                device=args.device,
+            )
+        )
     print(json.dumps(result, indent=2) if args.json else format_result(result))
     return 0

@@ -211,6 +211,7 @@ def stream_counts(
     """
     if offset % NOISE_BLOCK or offset < 0:
         raise RSValueError("offset", f"a non-negative multiple of {NOISE_BLOCK}", offset)
+    smoothing.check_inputs(x)
     num_streams = len(streams)
     total = x.shape[0] * sum(size for _, size in streams)
     batches = _Batches(

@@ -142,6 +142,17 @@ def add_certify_parser(commands: Any) -> None:
         help="further keyword of the smoothing, repeatable, e.g. additive_sigma=0.25, "
         "input_range=30, grid_step=0.5, noise=uniform, interpolation=nearest, padding=border",
     )
+    p.add_argument(
+        "--sound",
+        action="store_true",
+        help="sound in floating point: the smoothing's sound mode (gaussian, laplace, uniform): "
+        "inputs on --grid, noise drawn exactly on it, sums in integers; records say sound_fp",
+    )
+    p.add_argument(
+        "--grid",
+        default=None,
+        help="with --sound: the inputs' grid step, e.g. 1/255 (default) or 1/16 (digits)",
+    )
     p.add_argument("--n0", type=int, default=100, help="selection samples (default 100)")
     p.add_argument("-n", "--n", type=int, default=10_000, help="estimation samples")
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability")
@@ -268,6 +279,12 @@ def add_audit_parser(commands: Any) -> None:
         help="level of the verdict's one-sided binomial test (default 0.01)",
     )
     p.add_argument(
+        "--probe-fp",
+        action="store_true",
+        help="also probe whether the model's prediction changes with the last bits of its "
+        "noisy input (the floating-point counterexample's idea); a finding in report.md",
+    )
+    p.add_argument(
         "--noise-samples",
         type=int,
         default=16,
@@ -366,6 +383,16 @@ def add_bench_parser(commands: Any) -> None:
         "--sequential-plot",
         default=None,
         help="write the radius-mode frontier (samples vs radius lost) to this PNG",
+    )
+    p.add_argument(
+        "--sound",
+        action="store_true",
+        help="also time the sound-in-floating-point mode against the float mode on --models "
+        "and compare certified accuracy and ACR of both on the shipped digits and Fashion models",
+    )
+    p.add_argument("--sound-n", type=int, default=10_000, help="samples per input for --sound")
+    p.add_argument(
+        "--sound-inputs", type=int, default=100, help="test inputs per shipped model for --sound"
     )
     p.add_argument(
         "--radii",

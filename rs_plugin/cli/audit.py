@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from rs_plugin._validation import RSValueError, import_extra
+from rs_plugin.auditing.fp_probe import probe_floating_point
 from rs_plugin.auditing.progress import Progress
 from rs_plugin.auditing.results import CertificateSet
 from rs_plugin.auditing.runner import Audit
@@ -39,7 +40,7 @@ from rs_plugin.runs import (
 __all__ = ["audit_command"]
 
 # Smoothing config entries that are descriptions, not constructor keywords.
-_DESCRIPTIVE = ("name", "sigma", "units")
+_DESCRIPTIVE = ("name", "sigma", "units", "sound_fp")
 
 
 # The fields of a record that describe the run it belongs to: equal in every record of a file.
@@ -251,7 +252,15 @@ def _audit(args: argparse.Namespace, threads: Threads) -> int:
         announce_threads("audit", threads)
     report = runner.run(x[index], y[index], certificates)
     report.settings.update(model=job.model, data=job.data, certificates=source)
+    if args.probe_fp:
+        probe = probe_floating_point(model, smoothing, x[index], seed=args.seed)
+        report.settings["fp_probe"] = probe.to_dict()
+        finding = probe.diagnostic()
+        if finding is not None:
+            report.diagnostics.append(finding)
     paths = report.write(out)
+    sound = (records[0].get("smoothing") or {}).get("sound_fp") is True
+    print(f"{source}: certificates issued in the {'sound' if sound else 'float'} mode")
     print(report.verdict["summary"])
     print("report: " + ", ".join(str(p) for p in paths))
     return 1 if report.violated else 0

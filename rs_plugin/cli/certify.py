@@ -7,6 +7,7 @@ import sys
 import time
 from typing import Any
 
+from rs_plugin._registry import discover
 from rs_plugin._validation import RSValueError, check_int, import_extra
 from rs_plugin.certification.radii import sampling_cap
 from rs_plugin.certification.threads import torch_threads
@@ -20,15 +21,34 @@ from rs_plugin.runs import CertifyJob, iter_records, resolve_device, restore_mem
 __all__ = ["certify_command"]
 
 
+def sound_mode(
+    smoothing: str, params: tuple[tuple[str, Any], ...], sound: bool, grid: str | None
+) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """``--smoothing NAME --sound [--grid STEP]`` as the registered ``NAME_sound`` smoothing
+    and its ``grid`` parameter (unchanged without ``--sound``)."""
+    if not sound:
+        if grid is not None:
+            raise RSValueError("--grid", "only with --sound", grid)
+        return smoothing, params
+    registered = discover("rs_plugin.smoothings")
+    if f"{smoothing}_sound" not in registered:
+        sound_names = sorted(n.removesuffix("_sound") for n in registered if n.endswith("_sound"))
+        raise RSValueError("--sound", f"a --smoothing with a sound mode: {sound_names}", smoothing)
+    return f"{smoothing}_sound", params + ((("grid", grid),) if grid is not None else ())
+
+
 def certify_command(args: argparse.Namespace) -> int:
     # Every parameter is checked before anything is loaded or sampled.
+    smoothing, params = sound_mode(
+        args.smoothing, parse_smoothing_params(args.smoothing_param), args.sound, args.grid
+    )
     job = CertifyJob(
         model=args.model,
         data=args.data,
-        smoothing=args.smoothing,
+        smoothing=smoothing,
         sigma=args.sigma,
         semantics=args.semantics,
-        smoothing_params=parse_smoothing_params(args.smoothing_param),
+        smoothing_params=params,
         n0=args.n0,
         n=args.n,
         alpha=args.alpha,

@@ -60,6 +60,17 @@ class Smoothing(abc.ABC):
         """
         out.copy_(self.perturb(x.expand(out.shape), generator))
 
+    def check_inputs(self, x: torch.Tensor) -> None:
+        """Raise :class:`~rs_plugin.RSValueError` for inputs ``x`` (N, ...) this smoothing cannot
+        certify (e.g. off its grid); the engine calls it once before sampling. Accepts all."""
+        return None
+
+    def attack_point(self, x: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
+        """The point an audit checks for the attack ``candidate`` (N, ...) of the inputs ``x``:
+        one this smoothing's certificates speak about, no farther from ``x`` in any ℓp norm
+        (a grid smoothing moves it onto the grid, towards ``x``). The candidate itself here."""
+        return candidate
+
     @abc.abstractmethod
     def radius(self, p_lower: torch.Tensor, dim: int) -> torch.Tensor:
         """Certified radius (in :attr:`norm`) for lower bounds ``p_lower`` on p_A, shape (N,).

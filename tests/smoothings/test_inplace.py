@@ -29,8 +29,12 @@ SHAPE = (3, 6, 5)  # channels, height, width: odd sizes and several channels
 
 def builtin_instances() -> list[tuple[str, Smoothing]]:
     """Every registered smoothing, plus the variants whose perturbation takes another path."""
+    # The sound families take any input here (rounded to their grid): the tables use rand.
+    rounding = {"round_inputs": True}
     built = [
-        (name, load_smoothing(name, sigma=SIGMAS.get(name, 0.3)))
+        (name, load_smoothing(name, sigma=SIGMAS.get(name, 0.3), **rounding))
+        if name.endswith("_sound")
+        else (name, load_smoothing(name, sigma=SIGMAS.get(name, 0.3)))
         for name in sorted(discover("rs_plugin.smoothings"))
     ]
     extra: list[tuple[str, Smoothing]] = [
