@@ -1,7 +1,8 @@
 """Benchmarks behind ``rs-plugin bench``: speed against the bare forward pass and ART
 (:mod:`~rs_plugin.bench.speed`), peak memory per n (:mod:`~rs_plugin.bench.memory`),
 sequential against fixed-n certification (:mod:`~rs_plugin.bench.sequential`, on votes kept by
-:mod:`~rs_plugin.bench.votes`) and radii against the literature (:mod:`~rs_plugin.bench.radii`).
+:mod:`~rs_plugin.bench.votes`), radii against the literature (:mod:`~rs_plugin.bench.radii`) and
+the sound-in-floating-point mode beside the float mode (:mod:`~rs_plugin.bench.sound`).
 The timed methods live in :mod:`~rs_plugin.bench.methods`, the timed models in
 :mod:`~rs_plugin.bench.models`, how timings are taken in :mod:`~rs_plugin.bench.timing` and the
 targets met or missed in :mod:`~rs_plugin.bench.report`.
