@@ -30,6 +30,7 @@ from rs_plugin._validation import (
 from rs_plugin.certification.certificates import Certificates
 from rs_plugin.certification.classifier import SmoothedClassifier
 from rs_plugin.certification.grid import GridCertifier, cohen_certifier
+from rs_plugin.certification.identity import model_identity
 from rs_plugin.certification.memory import MemoryCertifier
 from rs_plugin.certification.model_runner import (
     PRECISIONS,
@@ -60,15 +61,8 @@ _SEQUENTIAL = ("sequential", "anytime")
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """SHA-256 (first 16 hex digits) over the model's parameters and buffers."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(
-            tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-        )
-    return digest.hexdigest()[:16]
+    """The model's identity: weights, buffers, code and configuration (see model_identity)."""
+    return model_identity(model)
 
 
 def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
