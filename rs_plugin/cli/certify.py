@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from rs_plugin._validation import RSValueError, check_int
+from rs_plugin.auditing.plausibility import record_validator
 from rs_plugin.certification.model_runner import torch_threads
 from rs_plugin.certification.stats import clopper_pearson_lower
 from rs_plugin.cli.job import (
@@ -77,6 +78,13 @@ def _certify(
         job.config(smoothed, data_sha256),
         resume=args.resume,
         provenance=job.provenance(),
+        validate=record_validator(
+            smoothing=smoothing,
+            num_classes=int(getattr(smoothed, "num_classes", sys.maxsize)),
+            dim=int(x[0].numel()),
+            cap=not is_stateful(job.certifier),
+            path=args.out,
+        ),
     ) as store:
         done = store.done()
         restore_memory(smoothed, x, store.records.values())
