@@ -24,6 +24,7 @@ def probe_model(
     x: torch.Tensor,
     *,
     model_name: str = "model",
+    model_parameter: str = "model",
     inputs_name: str = "x",
     require_finite: bool = True,
 ) -> torch.Tensor:
@@ -33,6 +34,7 @@ def probe_model(
         model: the base classifier (already in the mode it will be sampled in).
         x: the probe inputs, (B, ...); never passed to the model itself, only a clone of it.
         model_name: how errors name the model (``"model"``, ``"--model demo"``).
+        model_parameter: the parameter an error about the model's output names (``"--model"``).
         inputs_name: how errors name the inputs' parameter (``"x"``, ``"--data"``).
         require_finite: refuse NaN or infinite logits on the clean inputs.
 
@@ -54,13 +56,13 @@ def probe_model(
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
         shown = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise RSValueError(
-            model_name,
+            model_parameter,
             f"a model returning logits of shape (B, num_classes), B = {x.shape[0]} here",
             f"{model_name} returned {shown} for {x.shape[0]} inputs",
         )
     if require_finite and not bool(torch.isfinite(out).all()):
         raise RSValueError(
-            model_name,
+            model_parameter,
             "a model returning finite logits",
             f"non-finite logits on the clean inputs {tuple(range(x.shape[0]))} of the probe",
         )

@@ -273,7 +273,11 @@ class CertifyJob:
         """The model's number of classes, from one forward pass on two inputs (one when the
         dataset holds one), with an error saying what failed."""
         out = probe_model(
-            model, x[:2].to(self.device), model_name=f"--model {self.model}", inputs_name="--data"
+            model,
+            x[:2].to(self.device),
+            model_name=f"--model {self.model}",
+            model_parameter="--model",
+            inputs_name="--data",
         )
         if out.shape[1] < 2:
             raise RSValueError(
