@@ -101,6 +101,8 @@ def _certify(
                     workers=workers,
                     address=args.ray_address,
                     progress=sys.stderr.isatty(),
+                    hint=f"The records so far are in {args.out}; run the same command with "
+                    "--resume to certify the rest.",
                 )
             except InputsFailed as error:
                 print(f"rs-plugin certify: {error}", file=sys.stderr)
