@@ -71,11 +71,13 @@ def _command_name(pid: int) -> str:
 
 
 def _alive(pid: int, start: str) -> bool:
+    """Running with that start time (a killed child of this driver stays a zombie, ``Z``)."""
     try:
         with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rpartition(")")[2].split()[19] == start
-    except (OSError, IndexError):
+            fields = handle.read().rpartition(")")[2].split()
+    except OSError:
         return False
+    return len(fields) > 19 and fields[19] == start and fields[0] not in ("Z", "X")
 
 
 def dead_processes(watched: list[tuple[int, str, str]]) -> list[str]:
