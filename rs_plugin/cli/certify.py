@@ -13,6 +13,7 @@ from rs_plugin._validation import RSValueError, check_int
 from rs_plugin.auditing.plausibility import record_validator
 from rs_plugin.certification.model_runner import torch_threads
 from rs_plugin.certification.stats import clopper_pearson_lower
+from rs_plugin.cli.failures import kept_on_failure
 from rs_plugin.cli.job import (
     CertifyJob,
     Threads,
@@ -90,26 +91,27 @@ def _certify(
         restore_memory(smoothed, x, store.records.values())
         todo = [i for i in range(len(y)) if i not in done]
         started = time.perf_counter()
-        if args.engine == "ray":
-            from rs_plugin.adapters.ray import InputsFailed, certify_on_ray
+        with kept_on_failure(args.out, lambda: len(store.records), todo, store.done):
+            if args.engine == "ray":
+                from rs_plugin.adapters.ray import InputsFailed, certify_on_ray
 
-            try:
-                certify_on_ray(
-                    job,
-                    todo,
-                    store.append,
-                    workers=workers,
-                    address=args.ray_address,
-                    progress=sys.stderr.isatty(),
-                    hint=f"The records so far are in {args.out}; run the same command with "
-                    "--resume to certify the rest.",
-                )
-            except InputsFailed as error:
-                print(f"rs-plugin certify: {error}", file=sys.stderr)
-                return 1
-        else:
-            announce_threads("certify", threads)
-            _certify_here(job, smoothed, x, y, todo, store)
+                try:
+                    certify_on_ray(
+                        job,
+                        todo,
+                        store.append,
+                        workers=workers,
+                        address=args.ray_address,
+                        progress=sys.stderr.isatty(),
+                        hint=f"The records so far are in {args.out}; run the same command with "
+                        "--resume to certify the rest.",
+                    )
+                except InputsFailed as error:
+                    print(f"rs-plugin certify: {error}", file=sys.stderr)
+                    return 1
+            else:
+                announce_threads("certify", threads)
+                _certify_here(job, smoothed, x, y, todo, store)
         elapsed = time.perf_counter() - started
         records = [store.records[i] for i in sorted(store.records)]
     sigma = float(getattr(smoothing, "sigma", 1.0))

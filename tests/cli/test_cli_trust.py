@@ -274,3 +274,92 @@ def test_audit_out_is_checked_before_the_first_attack(tmp_path, capsys, certifie
     err = _refused(capsys, argv, "--out")
     assert "FIFO" in err
     assert sorted(p.name for p in folder.iterdir()) == ["report.md"]
+
+
+# --- one line, never a traceback, and no record lost -------------------------------------------
+
+_FAILING = """
+import sys
+from pathlib import Path
+from rs_plugin.data import load_demo_model
+import torch
+from torch import nn
+
+class FailsWhileMarked(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.f, self.calls = load_demo_model(), 0
+    def forward(self, x):
+        self.calls += 1
+        if self.calls > 5 and Path("FAIL").exists():
+            raise RuntimeError("boom on a noisy batch")
+        return self.f(x)
+
+def fails(): return FailsWhileMarked().eval()
+def exits(): sys.exit(0)
+"""
+
+
+def _records(path: Path) -> dict[int, dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return {r["index"]: {k: v for k, v in r.items() if k != "seconds"} for r in rows}
+
+
+def test_a_model_that_raises_mid_run_is_one_line_and_its_records_are_kept(tmp_path, capsys):
+    name = f"failing_{next(_FRESH)}"
+    (tmp_path / f"{name}.py").write_text(_FAILING)
+    args = ["certify", "--model", f"{name}:fails", "--limit", "5", *FAST, "--batch-size", "110"]
+    assert main([*args, "--out", "clean.jsonl"]) == 0
+    (tmp_path / "FAIL").write_text("")
+    assert main([*args, "--out", "r.jsonl"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("error:") == 1, err
+    kept = _records(tmp_path / "r.jsonl")
+    assert "the model raised RuntimeError: boom on a noisy batch while certifying input" in err
+    assert f"{len(kept)} records are kept in r.jsonl" in err and "--resume" in err
+    assert 0 < len(kept) < 5
+    (tmp_path / "FAIL").unlink()
+    assert main([*args, "--out", "r.jsonl", "--resume"]) == 0
+    assert _records(tmp_path / "r.jsonl") == _records(tmp_path / "clean.jsonl")
+
+
+def test_a_factory_that_calls_sys_exit_is_reported_as_such(tmp_path, capsys):
+    name = f"failing_{next(_FRESH)}"
+    (tmp_path / f"{name}.py").write_text(_FAILING)
+    err = _refused(capsys, ["certify", "--model", f"{name}:exits", "--out", "r.jsonl"], "model")
+    assert "called sys.exit(0)" in err
+    (tmp_path / f"{name}_exits.py").write_text("import sys\nsys.exit(3)\n")
+    err = _refused(
+        capsys, ["certify", "--model", f"{name}_exits:make", "--out", "r.jsonl"], "model"
+    )
+    assert "SystemExit: 3" in err
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+_LIMITED = """
+import resource, sys
+from rs_plugin.cli import main
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("limit", [700, 1500])
+def test_a_file_size_limit_keeps_every_record_and_says_how_to_resume(tmp_path, limit):
+    import subprocess
+    import sys
+
+    args = ["certify", "--limit", "5", *FAST, "--batch-size", "110"]
+    assert main([*args, "--out", "clean.jsonl"]) == 0
+    run = subprocess.run(
+        [sys.executable, "-c", _LIMITED, str(limit), *args, "--out", "r.jsonl"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    assert "writing r.jsonl failed: File too large" in run.stderr, run.stderr
+    assert "ulimit -f" in run.stderr and "--resume" in run.stderr
+    assert main([*args, "--out", "r.jsonl", "--resume"]) == 0
+    assert _records(tmp_path / "r.jsonl") == _records(tmp_path / "clean.jsonl")
