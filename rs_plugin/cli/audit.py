@@ -41,6 +41,7 @@ from rs_plugin.cli.job import (
     parse_threads,
     resolve_device,
 )
+from rs_plugin.cli.linescan import scan_json_lines
 from rs_plugin.cli.outputs import check_report_folder
 from rs_plugin.cli.store import ResultStore, read_json_lines
 
@@ -78,6 +79,7 @@ def _read_records(path: str) -> list[dict[str, Any]]:
     file = Path(path)
     if not file.is_file():
         raise RSValueError("--certificates", "an existing JSON Lines file", path)
+    scan_json_lines(file, "--certificates")  # memory bounded by a line until the file is sane
     numbered = read_json_lines(file, "--certificates").records
     if not numbered:
         raise RSValueError(

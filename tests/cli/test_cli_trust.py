@@ -363,3 +363,33 @@ def test_a_file_size_limit_keeps_every_record_and_says_how_to_resume(tmp_path, l
     assert "ulimit -f" in run.stderr and "--resume" in run.stderr
     assert main([*args, "--out", "r.jsonl", "--resume"]) == 0
     assert _records(tmp_path / "r.jsonl") == _records(tmp_path / "clean.jsonl")
+
+
+_PEAK = """
+import resource, sys
+from rs_plugin.cli import main
+code = main(sys.argv[1:])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, code)
+"""
+
+
+def test_a_huge_garbage_certificate_file_is_refused_in_memory_of_one_line(tmp_path):
+    """2 GiB without a newline (a sparse file: no disk used): refused after 16 MiB are read,
+    the process's peak memory far below the file's size."""
+    import subprocess
+    import sys
+
+    huge = tmp_path / "huge.jsonl"
+    with huge.open("wb") as handle:
+        handle.truncate(2 << 30)
+    run = subprocess.run(
+        [sys.executable, "-c", _PEAK, "audit", "--certificates", str(huge), "--out", "o"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    peak, code = map(int, run.stdout.split())
+    assert code == 2, run.stderr
+    assert "line 1: longer than 16777216 bytes" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert peak < 1 << 30, peak
