@@ -205,7 +205,7 @@ class Audit:
             x,
             labels,
             certificates.prediction,
-            gradients=any(a.gradients for a in self.attacks),
+            gradients=any(a.gradients or a.base_gradients for a in self.attacks),
             dlr=any(a.dlr for a in self.attacks),
         )
         keys = iter(range(10**12))

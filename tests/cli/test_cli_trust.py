@@ -393,3 +393,31 @@ def test_a_huge_garbage_certificate_file_is_refused_in_memory_of_one_line(tmp_pa
     assert "line 1: longer than 16777216 bytes" in run.stderr
     assert "Traceback" not in run.stderr
     assert peak < 1 << 30, peak
+
+
+_GRADIENT_FREE = """
+import torch
+from torch import nn
+from rs_plugin.data import load_demo_model
+
+class NoGrad(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.f = load_demo_model()
+    def forward(self, x):
+        with torch.no_grad():
+            return self.f(x)
+
+def make(): return NoGrad().eval()
+"""
+
+
+@pytest.mark.parametrize("attack", ["deepfool", "pgd"])
+def test_a_gradient_free_model_is_refused_before_any_attack(tmp_path, capsys, attack):
+    name = f"gradient_free_{next(_FRESH)}"
+    (tmp_path / f"{name}.py").write_text(_GRADIENT_FREE)
+    flags = [a if a != "deepfool" else attack for a in AUDIT_FAST]
+    argv = ["audit", "--model", f"{name}:make", "--limit", "3", "-n", "100", *flags, "--out", "o"]
+    err = _refused(capsys, argv, "model")
+    assert "no gradient with respect to its input at all" in err
+    assert not (tmp_path / "o" / "report.json").exists()
