@@ -30,6 +30,8 @@ from rs_plugin.auditing.results import sampling_cap
 
 __all__ = [
     "CANNOT_HOLD",
+    "MAX_BUDGET_FRACTION",
+    "MAX_RADIUS",
     "check_record",
     "impossibility",
     "impossible_certificates",
@@ -39,6 +41,11 @@ __all__ = [
 ]
 
 CANNOT_HOLD = "cannot hold for any model"
+# Radii are measured on float32 inputs: a radius float32 cannot hold is not a distance the audit
+# can attack or plot (and no image domain is that wide). Budgets are fractions of the largest
+# radius, at most this many times it.
+MAX_RADIUS = 1e30
+MAX_BUDGET_FRACTION = 1e6
 # Relative slack on the cap: the record's radius and the cap are computed in float64 by
 # different routes (a beta quantile, a power), which agree to far better than this.
 _CAP_SLACK = 1e-6
@@ -71,6 +78,12 @@ def check_record(record: Mapping[str, Any], where: str, parameter: str = "--cert
         radius is None and prediction == -1
     ):
         raise RSValueError(parameter, "a radius: a finite number >= 0", f"{where}: {radius!r}")
+    if radius is not None and radius > MAX_RADIUS:
+        raise RSValueError(
+            parameter,
+            f"a radius: a finite number >= 0 and <= {MAX_RADIUS:g}",
+            f"{where}: {radius!r}",
+        )
     if not (_is_number(alpha) and 0 < alpha < 1):
         raise RSValueError(parameter, "an alpha: a number in (0, 1)", f"{where}: {alpha!r}")
     for key in ("n", "n0", "samples"):

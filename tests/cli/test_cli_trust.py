@@ -421,3 +421,14 @@ def test_a_gradient_free_model_is_refused_before_any_attack(tmp_path, capsys, at
     err = _refused(capsys, argv, "model")
     assert "no gradient with respect to its input at all" in err
     assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_radii_and_budgets_near_the_float_maximum_are_one_error(tmp_path, capsys):
+    path = _write(tmp_path / "huge_radius.jsonl", [_forged(0, radius=1.7e308), _forged(1)])
+    err = _refused(capsys, ["audit", "--certificates", str(path), "--out", "o"], "--certificates")
+    assert "<= 1e+30" in err and "line 1" in err
+    path = _write(tmp_path / "fine.jsonl", [_forged(0), _forged(1)])
+    flags = [*AUDIT_FAST[:2], "--budgets", "1e308", *AUDIT_FAST[4:]]
+    err = _refused(capsys, ["audit", "--certificates", str(path), *flags, "--out", "o"], "budgets")
+    assert "<= 1e+06" in err
+    assert not Path("o").exists()
