@@ -47,6 +47,7 @@ def model_identity(model: nn.Module, factory: Callable[..., Any] | None = None) 
         digest.update(
             tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
         )
+    sources: dict[type, str] = {}
     for path, module in model.named_modules():
         add("module", path)
         code = _script_code(module)
@@ -55,7 +56,9 @@ def model_identity(model: nn.Module, factory: Callable[..., Any] | None = None) 
             continue
         cls = type(module)
         add("class", f"{cls.__module__}.{cls.__qualname__}")
-        add("source", _source(cls))
+        if cls not in sources:  # one source read per class, however many instances
+            sources[cls] = _source(cls)
+        add("source", sources[cls])
         for key in sorted(vars(module)):
             if key in _SKIPPED:
                 continue
