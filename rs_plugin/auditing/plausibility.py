@@ -59,6 +59,11 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_whole(value: Any) -> bool:
+    """An integer, or a float holding one (some certifiers record sample counts as floats)."""
+    return _is_int(value) or (isinstance(value, float) and value.is_integer())
+
+
 def check_record(record: Mapping[str, Any], where: str, parameter: str = "--certificates") -> None:
     """Refuse a record whose fields are missing, non-numeric or non-finite (``where`` names its
     file and line)."""
@@ -88,10 +93,10 @@ def check_record(record: Mapping[str, Any], where: str, parameter: str = "--cert
         raise RSValueError(parameter, "an alpha: a number in (0, 1)", f"{where}: {alpha!r}")
     for key in ("n", "n0", "samples"):
         value = record.get(key)
-        if value is not None and not (_is_int(value) and value >= 1):
+        if value is not None and not (_is_whole(value) and value >= 1):
             raise RSValueError(parameter, f"{key}: an integer >= 1", f"{where}: {value!r}")
     count = record.get("count")
-    if count is not None and not (_is_int(count) and count >= 0):
+    if count is not None and not (_is_whole(count) and count >= 0):
         raise RSValueError(parameter, "count: an integer >= 0", f"{where}: {count!r}")
     p_lower = record.get("p_lower")
     if p_lower is not None and not (_is_number(p_lower) and 0 <= p_lower <= 1):

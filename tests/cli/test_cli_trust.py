@@ -110,6 +110,7 @@ def test_the_files_smoothing_is_used_and_a_contradicting_flag_refused(tmp_path, 
     [
         ({"radius": "NaN"}, "a radius"),
         ({"n": 1.5}, "n: an integer"),
+        ({"n": "200"}, "n: an integer"),
         ({"p_lower": 2}, "p_lower"),
         ({"count": -1}, "count"),
         ({"radii": {"l2": "x"}}, "radii"),
