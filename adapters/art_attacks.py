@@ -198,6 +198,8 @@ class ARTAutoAttack(Attack):
 class _Transfer(Attack):
     """Minimal-norm attack on the base model, scaled to each budget along its direction."""
 
+    base_gradients: ClassVar[bool] = True
+
     def __init__(self) -> None:
         self._memo: tuple[torch.Tensor, torch.Tensor] | None = None
 

@@ -55,6 +55,7 @@ from rs_plugin._validation import (
 )
 from rs_plugin.certification.classifier import SmoothedClassifier, SmoothedLogProbabilities
 from rs_plugin.certification.grid import GridCertifier
+from rs_plugin.certification.probe import probe_model
 from rs_plugin.smoothings.base import Smoothing
 from rs_plugin.smoothings.gaussian import Gaussian
 from rs_plugin.smoothings.sound import DEFAULT_GRID, SoundGaussian
@@ -231,13 +232,15 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
         )
         probe = torch.zeros((1, *self.input_shape), dtype=dtype, device=self._device)
         try:
-            with torch.no_grad():
-                out = base(probe)
-        except (RuntimeError, ValueError) as error:
+            out = probe_model(base, probe, inputs_name="input_shape", require_finite=False)
+        except RSValueError as error:
+            if error.parameter != "input_shape":
+                raise
+            cause = str(error.__cause__ or error).splitlines()[0]
             raise RSValueError(
                 "input_shape",
                 "the shape of one input the model accepts",
-                f"{self.input_shape} ({str(error).splitlines()[0]})",
+                f"{self.input_shape} ({cause})",
             ) from error
         finally:
             base.train(was_training)

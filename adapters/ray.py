@@ -9,8 +9,11 @@ every input's noise is derived from (seed, index), a retried input reproduces th
 the records equal those of the in-process engine; they reach ``on_record`` (the result store) as
 shards finish, so their order in the file follows completion, not index.
 
-``address`` names a running cluster; one that does not answer within ``connect_timeout`` seconds
-is refused (Ray itself would retry for ever).
+``address`` names a running cluster; one that does not answer within ``connect_timeout`` seconds,
+or answers but does not speak Ray's protocol, is refused (Ray itself would retry for ever). A
+run that makes no progress for ``stall_timeout`` seconds, or whose local Ray loses its GCS
+server or raylet, ends with one line saying what is missing and how to resume
+(:mod:`rs_plugin.adapters.ray_health`).
 
 A local Ray this module starts is shut down on exit, and if the driver is killed (``kill -9``),
 a small reaper process it started ends the Ray processes it leaves behind (Ray's dashboard and
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import subprocess
 import sys
 from collections import deque
@@ -33,6 +35,7 @@ from typing import Any
 import torch
 
 from rs_plugin._validation import MissingExtraError, RSValueError
+from rs_plugin.adapters.ray_health import Watchdog, check_ray_protocol, control_plane
 from rs_plugin.runs import CertifyJob, iter_records
 
 try:
@@ -111,14 +114,7 @@ def _check_reachable(address: str, timeout: float) -> None:
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not host or not port.isdigit():
         raise RSValueError("address", "HOST:PORT of a running Ray cluster, or auto", address)
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as error:
-        raise RSValueError(
-            "address",
-            f"the address of a running Ray cluster that answers within {timeout:g} s",
-            f"{address}: {error}",
-        ) from error
+    check_ray_protocol(host, int(port), timeout, address)
 
 
 class _Worker:
@@ -151,6 +147,9 @@ class RayCertifier:
         max_retries: attempts after the first for each input before it is reported failed.
         shard_size: inputs per shard (default: about eight batches of samples).
         connect_timeout: seconds to wait for ``address`` to answer.
+        stall_timeout: seconds without a finished shard before the run is declared stalled
+            (the process then exits with status 3 after saying what is missing).
+        hint: the sentence a stalled run ends with (where the records are, how to resume).
     """
 
     def __init__(
@@ -162,6 +161,8 @@ class RayCertifier:
         max_retries: int = 3,
         shard_size: int | None = None,
         connect_timeout: float = 10.0,
+        stall_timeout: float = 600.0,
+        hint: str | None = None,
     ) -> None:
         self.job = job
         self.workers = workers
@@ -169,6 +170,11 @@ class RayCertifier:
         self.max_retries = max_retries
         self.shard_size = shard_size if shard_size is not None else _shard_size(job)
         self.connect_timeout = connect_timeout
+        self.stall_timeout = stall_timeout
+        self.hint = (
+            hint or "Every record delivered so far is kept; rerun with --resume for the rest."
+        )
+        self._control_plane: list[tuple[int, str, str]] = []
         self._started_ray = False
         self._reaper: subprocess.Popen[str] | None = None
         self._actors: list[Any] = []
@@ -207,10 +213,12 @@ class RayCertifier:
             start_new_session=True,
         )
         assert self._reaper.stdin is not None
-        for pid, start in _descendants(os.getpid()):
+        processes = _descendants(os.getpid())
+        for pid, start in processes:
             if pid != self._reaper.pid:
                 self._reaper.stdin.write(f"{pid} {start}\n")
         self._reaper.stdin.flush()
+        self._control_plane = control_plane(processes)
 
     def _new_actor(self) -> Any:
         return self._actor_class.remote(self.job, self._threads)
@@ -232,12 +240,35 @@ class RayCertifier:
         failed: dict[int, str] = {}
         idle = list(self._actors)
         running: dict[Any, tuple[Any, list[int], int]] = {}
+        left = {int(i) for i in indices}
+        watchdog = Watchdog(
+            stall_timeout=self.stall_timeout,
+            missing=lambda: f"{len(left)} of {len(indices)} inputs have no record yet",
+            hint=self.hint,
+            watched=self._control_plane,
+        )
+        with watchdog:
+            self._loop(shards, failed, idle, running, left, on_record, watchdog)
+        if failed:
+            raise InputsFailed(failed, self.max_retries + 1)
+
+    def _loop(
+        self,
+        shards: deque[tuple[list[int], int]],
+        failed: dict[int, str],
+        idle: list[Any],
+        running: dict[Any, tuple[Any, list[int], int]],
+        left: set[int],
+        on_record: Callable[[dict[str, Any]], None],
+        watchdog: Watchdog,
+    ) -> None:
         while shards or running:
             while idle and shards:
                 actor = idle.pop()
                 shard, attempts = shards.popleft()
                 running[actor.certify.remote(shard)] = (actor, shard, attempts)
             (ref,), _ = ray.wait(list(running), num_returns=1)
+            watchdog.progress()
             actor, shard, attempts = running.pop(ref)
             try:
                 records = ray.get(ref)
@@ -256,9 +287,8 @@ class RayCertifier:
                 continue
             for record in records:
                 on_record(record)
+                left.discard(int(record["index"]))
             idle.append(actor)
-        if failed:
-            raise InputsFailed(failed, self.max_retries + 1)
 
     def __exit__(self, *exc: object) -> None:
         for actor in self._actors:
@@ -293,12 +323,14 @@ def certify_on_ray(
     workers: int | None = None,
     address: str | None = None,
     progress: bool = False,
+    hint: str | None = None,
 ) -> None:
-    """Certify ``indices`` of ``job`` on Ray, streaming records to ``on_record``."""
+    """Certify ``indices`` of ``job`` on Ray, streaming records to ``on_record``; ``hint`` is
+    what a stalled run tells the user to do (see :class:`RayCertifier`)."""
     from rs_plugin.auditing.progress import Progress
 
     with (
-        RayCertifier(job, workers=workers, address=address) as certifier,
+        RayCertifier(job, workers=workers, address=address, hint=hint) as certifier,
         Progress("certify", len(indices), "input", enabled=progress) as bar,
     ):
 

@@ -97,6 +97,9 @@ class Attack(abc.ABC):
     # they are not zero), and whether it uses AutoAttack's DLR losses (3 classes or more).
     gradients: ClassVar[bool] = False
     dlr: ClassVar[bool] = False
+    # Whether it needs the base model's input gradients (transfer attacks): a model without
+    # any is then refused before the first attack instead of failing inside it.
+    base_gradients: ClassVar[bool] = False
 
     def applies_to(self, smoothing: Smoothing) -> str | None:
         """None when this attack can audit certificates of ``smoothing``, else the reason."""

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from rs_plugin._validation import RSWarning
+from rs_plugin._validation import RSValueError, RSWarning
 from rs_plugin.certification.classifier import SmoothedClassifier
 
 __all__ = ["Diagnostic", "diagnose"]
@@ -64,13 +64,26 @@ def _probabilities(smoothed: SmoothedClassifier, x: torch.Tensor) -> Diagnostic 
     return None
 
 
+NO_GRADIENTS = "no gradients"
+
+
 def _zero_gradients(
     smoothed: SmoothedClassifier, x: torch.Tensor, y: torch.Tensor
 ) -> Diagnostic | None:
     probe = x.clone().requires_grad_(True)
     probs = smoothed(probe)
     loss = -torch.log(probs.gather(1, y[:, None]).clamp_min(1e-20)).sum()
-    (grad,) = torch.autograd.grad(loss, probe)
+    if not loss.requires_grad:  # the model detached its output (no_grad, numpy, a lookup)
+        return Diagnostic(
+            NO_GRADIENTS,
+            "the model's output has no gradient with respect to its input at all (computed "
+            "under torch.no_grad, detached, or outside torch)",
+            "compute the forward pass in differentiable torch operations, or audit with "
+            "attacks that need no gradients",
+        )
+    (grad,) = torch.autograd.grad(loss, probe, allow_unused=True)
+    if grad is None:
+        grad = torch.zeros_like(probe)
     zero = int((grad.flatten(1).abs().sum(dim=1) == 0).sum())
     if zero:
         return Diagnostic(
@@ -128,13 +141,23 @@ def diagnose(
     """
     probe = x[:_PROBE].to(smoothed.device)
     reference = torch.where(predictions >= 0, predictions, labels)[:_PROBE].to(smoothed.device)
-    found = [
+    found = []
+    if gradients and reference.max() < smoothed.num_classes:
+        # First: without any gradient every gradient attack would fail inside its library.
+        gradient = _zero_gradients(smoothed, probe, reference)
+        if gradient is not None and gradient.check == NO_GRADIENTS:
+            raise RSValueError(
+                "model",
+                "a model differentiable in its input (the chosen attacks follow its "
+                f"gradients; fix: {gradient.fix})",
+                gradient.finding,
+            )
+        found.append(gradient)
+    found += [
         _non_determinism(smoothed, probe),
         _probabilities(smoothed, probe),
         _class_count(smoothed, probe, labels, predictions, dlr),
     ]
-    if gradients and reference.max() < smoothed.num_classes:
-        found.append(_zero_gradients(smoothed, probe, reference))
     diagnostics = [d for d in found if d is not None]
     for d in diagnostics:
         warnings.warn(

@@ -102,6 +102,26 @@ def _floating_point(settings: dict[str, Any]) -> str:
     return line
 
 
+def _impossible_lines(verdict: dict[str, Any]) -> list[str]:
+    """The section on certificates that cannot hold for any model (see auditing/plausibility)."""
+    found = verdict.get("impossible") or []
+    if not found:
+        return []
+    lines = [
+        "",
+        "## Certificates that cannot hold for any model",
+        "",
+        f"{len(found)} record(s) claim more than any model could earn with the record's own"
+        " samples and level, or a class the model does not have: no attack is needed to refute"
+        " them, and each counts as a violation.",
+        "",
+    ]
+    lines += [f"- input {entry['index']}: {entry['reason']}" for entry in found[:_ROWS]]
+    if len(found) > _ROWS:
+        lines.append(f"- ... and {len(found) - _ROWS} more (report.json lists them all)")
+    return lines
+
+
 def format_markdown(data: dict[str, Any]) -> str:
     """report.md from the JSON report."""
     verdict, settings = data["verdict"], data["settings"]
@@ -127,6 +147,7 @@ def format_markdown(data: dict[str, Any]) -> str:
         f" {settings['seconds']:.1f} s.",
         "",
         "![certified vs empirical](curves.png) ![radius vs adversarial distance](distances.png)",
+        *_impossible_lines(verdict),
         "",
         *(_NEXT_STEPS if verdict["significantly_violated"] else []),
         "## Diagnostics",

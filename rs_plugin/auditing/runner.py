@@ -43,6 +43,7 @@ from rs_plugin.auditing.attack import Attack, AttackTarget, Candidates, load_att
 from rs_plugin.auditing.checking import SHRINK, AttackState, Checker
 from rs_plugin.auditing.defaults import ADDITIVE_ATTACKS, BUDGETS, SEMANTIC_ATTACKS
 from rs_plugin.auditing.diagnostics import diagnose
+from rs_plugin.auditing.plausibility import MAX_BUDGET_FRACTION
 from rs_plugin.auditing.progress import Progress
 from rs_plugin.auditing.results import (
     AuditReport,
@@ -115,6 +116,11 @@ class Audit:
             seed=seed + 1,
         )
         self.budgets = tuple(check_positive("budgets", float(b)) for b in budgets)
+        if any(b > MAX_BUDGET_FRACTION for b in self.budgets):
+            # Far beyond any input domain; near the float maximum the distances overflow.
+            raise RSValueError(
+                "budgets", f"fractions of the largest radius <= {MAX_BUDGET_FRACTION:g}", budgets
+            )
         if not self.budgets:
             raise RSValueError("budgets", "at least one fraction of the largest radius", budgets)
         self.predict_n = check_int("predict_n", predict_n, 1)
@@ -205,7 +211,7 @@ class Audit:
             x,
             labels,
             certificates.prediction,
-            gradients=any(a.gradients for a in self.attacks),
+            gradients=any(a.gradients or a.base_gradients for a in self.attacks),
             dlr=any(a.dlr for a in self.attacks),
         )
         keys = iter(range(10**12))

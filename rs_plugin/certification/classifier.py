@@ -29,6 +29,7 @@ from rs_plugin.certification.engine import (
     stream_counts,
 )
 from rs_plugin.certification.model_runner import VoteRunner
+from rs_plugin.certification.probe import probe_model
 from rs_plugin.certification.radii import pack_certificates
 from rs_plugin.certification.stats import binomial_p_value, clopper_pearson_lower
 from rs_plugin.smoothings.base import Smoothing
@@ -283,30 +284,7 @@ class SmoothedClassifier(nn.Module, Certifier):
 
     def _probe(self, x: torch.Tensor) -> None:
         """One clean forward on a few inputs: check shapes, class count and logit outputs."""
-        try:
-            with torch.inference_mode():
-                out = self.model(x[:4])
-        except Exception as error:
-            raise RSValueError(
-                "x",
-                "inputs on which the model's forward pass runs",
-                f"inputs of shape {tuple(x[:4].shape)} and dtype {x.dtype}, on which it "
-                f"raised {type(error).__name__}: {error}",
-            ) from error
-        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x[:4].shape[0]:
-            shown = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise RSValueError(
-                "model",
-                f"a model returning (B, num_classes) logits, B = {x[:4].shape[0]} here",
-                f"output {shown} for {x[:4].shape[0]} inputs",
-            )
-        if not bool(torch.isfinite(out).all()):
-            raise RSValueError(
-                "model",
-                "a model returning finite logits",
-                f"non-finite logits on the clean inputs {tuple(range(min(4, x.shape[0])))} "
-                "of this call",
-            )
+        out = probe_model(self.model, x[:4])
         if out.shape[1] != self.num_classes:
             raise RSValueError(
                 "num_classes", f"the model's output width {out.shape[1]}", self.num_classes

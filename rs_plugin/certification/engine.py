@@ -14,9 +14,12 @@ could in principle break differently).
 Shape of the work, chosen so that a batch costs a handful of large operations (each small
 multi-threaded operation is a synchronisation point that a busy machine makes slow):
 
-* every block is written in place into one reused buffer on the model's device
-  (:meth:`~rs_plugin.Smoothing.perturb_`), a block that straddles two batches stays where it is
-  and its tail is moved to the front once; nothing is allocated or concatenated per block;
+* every block is written in place into the one batch buffer the model is given
+  (:meth:`~rs_plugin.Smoothing.perturb_`); a block that straddles two batches is drawn into a
+  spill buffer of its own and copied in between forward passes, so every sample the model reads
+  was written after its previous forward pass and nothing it writes to its input (in-place
+  normalisation, or writes through the input's storage) reaches another sample or the inputs;
+  nothing is allocated or concatenated per block;
 * for additive noise (:class:`~rs_plugin.AdditiveNoise`) a block is one in-place draw and the
   input is added once per run of one input's samples in the batch, not once per block;
 * votes are counted on the device with one ``index_add_`` per batch. A sample whose logits are
@@ -80,11 +83,17 @@ def block_seed(seed: int, stream: int, key: int, block: int) -> int:
 
 
 class _Batches:
-    """The reused sample buffer and the device-side vote counts of one :func:`stream_counts` call.
+    """The model's batch buffer, the block spill buffer and the device-side vote counts of one
+    :func:`stream_counts` call.
 
-    Samples are appended block by block at ``end``; ``start`` is the first sample not yet run
-    through the model. ``runs`` lists, in buffer order from ``start``, the pieces
-    ``[row, owner, length]`` (owner = the row's stream slot whose counts the votes go to).
+    ``feed`` is the only tensor the model is given: ``fill`` samples are waiting in it, and
+    every one of them is rewritten before it is read again, so nothing the model writes to
+    its input (in-place normalisation, or a hostile model's writes through the input's
+    storage) reaches a later sample or the inputs being certified. A block that does not fit
+    in what is left of the feed is drawn whole into ``spill`` (its own storage, never given
+    to the model) and copied into the feed piece by piece between forward passes. ``runs``
+    lists, in feed order, the pieces ``[row, owner, length]`` (owner = the row's stream slot
+    whose counts the votes go to).
     """
 
     def __init__(
@@ -106,38 +115,61 @@ class _Batches:
         # One column more than classes: samples whose logits were not all finite.
         self.width = num_classes + 1
         self.counts = torch.zeros(owners * self.width, dtype=torch.int64, device=device)
-        # A block that does not fit in what is left of a batch is written whole past its end.
-        self.buffer = torch.empty(
-            (batch_size + NOISE_BLOCK - 1, *x.shape[1:]), dtype=x.dtype, device=device
-        )
+        self.feed = torch.empty((batch_size, *x.shape[1:]), dtype=x.dtype, device=device)
+        self.spill = torch.empty((0, *x.shape[1:]), dtype=x.dtype, device=device)
         self.slot_base = torch.empty(batch_size, dtype=torch.int64, device=device)
         self.ones = torch.ones(batch_size, dtype=torch.int64, device=device)
         self.runs: deque[list[int]] = deque()
-        self.start = 0
-        self.end = 0
+        self.fill = 0
+        self.spilled = 0  # length of the block waiting in ``spill`` (0: it went to the feed)
 
     @property
     def pending(self) -> int:
-        return self.end - self.start
+        return self.fill
 
     def block(self, length: int, row: int, owner: int) -> torch.Tensor:
-        """Room for the next ``length`` samples of ``owner`` (the caller fills it)."""
-        if self.end + length > self.buffer.shape[0]:
-            # Move the unrun tail (shorter than a batch, and than ``start``) to the front.
-            tail = self.pending
-            self.buffer[:tail].copy_(self.buffer[self.start : self.end])
-            self.start, self.end = 0, tail
+        """Room for the next ``length`` samples of ``owner``; the caller fills it, then calls
+        :meth:`commit`."""
         if self.runs and self.runs[-1][1] == owner:
             self.runs[-1][2] += length
         else:
             self.runs.append([row, owner, length])
-        out = self.buffer[self.end : self.end + length]
-        self.end += length
-        return out
+        if self.fill + length <= self.batch_size:
+            self.spilled = 0
+            return self.feed[self.fill : self.fill + length]
+        if self.spill.shape[0] < length:
+            self.spill = torch.empty(
+                (NOISE_BLOCK, *self.feed.shape[1:]), dtype=self.feed.dtype, device=self.feed.device
+            )
+        self.spilled = length
+        return self.spill[:length]
+
+    def commit(self, length: int) -> int:
+        """Place the ``length`` samples just written into :meth:`block`'s room in the feed,
+        running every batch they fill; returns the number of samples run."""
+        ran = 0
+        if not self.spilled:
+            self.fill += length
+        else:
+            position = 0
+            while position < length:
+                take = min(self.batch_size - self.fill, length - position)
+                self.feed[self.fill : self.fill + take].copy_(
+                    self.spill[position : position + take]
+                )
+                self.fill += take
+                position += take
+                if self.fill == self.batch_size and position < length:
+                    self.run(self.batch_size)
+                    ran += self.batch_size
+        if self.fill == self.batch_size:
+            self.run(self.batch_size)
+            ran += self.batch_size
+        return ran
 
     def run(self, size: int) -> None:
-        """Run the next ``size`` pending samples through the model and count their votes."""
-        batch = self.buffer[self.start : self.start + size]
+        """Run the ``size`` samples waiting in the feed through the model and count their votes."""
+        batch = self.feed[:size]
         position = 0
         added_row, added_from = -1, 0
         while position < size:
@@ -159,7 +191,7 @@ class _Batches:
         finite = torch.isfinite(logits).all(dim=1)
         votes = torch.where(finite, logits.argmax(dim=1), self.num_classes)
         self.counts.index_add_(0, votes.add_(self.slot_base[:size]), self.ones[:size])
-        self.start += size
+        self.fill = 0
 
     def _add_input(self, batch: torch.Tensor, row: int, begin: int, stop: int) -> None:
         if row >= 0 and stop > begin:
@@ -251,9 +283,9 @@ def stream_counts(
                     else:
                         smoothing.perturb_(out, single, generator)
                     enqueued += length
-                    while batches.pending >= batches.batch_size:
-                        batches.run(batches.batch_size)
-                        processed += batches.batch_size
+                    ran = batches.commit(length)
+                    if ran:
+                        processed += ran
                         yield from completed()
             open_rows.append((row, enqueued))
         if batches.pending:

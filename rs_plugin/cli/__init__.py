@@ -28,6 +28,7 @@ from rs_plugin.cli.arguments import (
     add_certify_parser,
     add_plugins_parser,
 )
+from rs_plugin.cli.failures import RunFailed
 from rs_plugin.cli.flags import as_flags
 
 __all__ = ["build_parser", "main"]
@@ -98,12 +99,18 @@ def _run(args: Any) -> int:
     except RSValueError as error:
         print(f"rs-plugin {args.command}: error: {as_flags(error)}", file=sys.stderr)
         return 2
+    except RunFailed as error:
+        print(f"rs-plugin {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # The reader of stdout closed it (`rs-plugin certify ... | head`); the records are in
         # the --out file already. Point stdout at /dev/null so the flush at exit cannot fail.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         print(f"rs-plugin {args.command}: stdout was closed by its reader", file=sys.stderr)
         return 141  # 128 + SIGPIPE, what a program the broken pipe had killed would report
+    except OSError as error:  # the machine (closing a full disk's file, reading a folder)
+        print(f"rs-plugin {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             f"rs-plugin {args.command}: interrupted; every finished record is saved",

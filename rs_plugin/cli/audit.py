@@ -12,7 +12,6 @@ command can gate CI), 2 for bad input (nothing is attacked).
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,23 @@ import torch
 
 from rs_plugin._validation import RSValueError, import_extra
 from rs_plugin.auditing.fp_probe import probe_floating_point
+from rs_plugin.auditing.plausibility import (
+    check_record,
+    impossible_certificates,
+    mark_impossible,
+    record_smoothing,
+    record_validator,
+)
 from rs_plugin.auditing.progress import Progress
+from rs_plugin.auditing.report import FILES
 from rs_plugin.auditing.results import CertificateSet
 from rs_plugin.auditing.runner import Audit
 from rs_plugin.certification.threads import torch_threads
 from rs_plugin.cli.arguments import AUDIT_DEFAULTS
 from rs_plugin.cli.flags import parse_smoothing_params
+from rs_plugin.cli.linescan import scan_json_lines
 from rs_plugin.cli.models import load_model_for
+from rs_plugin.cli.outputs import check_report_folder
 from rs_plugin.cli.store import ResultStore, read_json_lines
 from rs_plugin.cli.threads import Threads, announce_threads, parse_threads
 from rs_plugin.runs import (
@@ -71,6 +80,7 @@ def _read_records(path: str) -> list[dict[str, Any]]:
     file = Path(path)
     if not file.is_file():
         raise RSValueError("--certificates", "an existing JSON Lines file", path)
+    scan_json_lines(file, "--certificates")  # memory bounded by a line until the file is sane
     numbered = read_json_lines(file, "--certificates").records
     if not numbered:
         raise RSValueError(
@@ -95,30 +105,7 @@ def _read_records(path: str) -> list[dict[str, Any]]:
 
 
 def _check_record(record: dict[str, Any], where: str) -> None:
-    missing = [k for k in ("prediction", "radius", "alpha") if k not in record]
-    if missing:
-        raise RSValueError(
-            "--certificates",
-            "records with index, prediction (-1 = abstain), radius and alpha",
-            f"a record without {missing} ({where})",
-        )
-    prediction: Any = record.get("prediction")
-    radius: Any = record.get("radius")
-    alpha: Any = record.get("alpha")
-    if not isinstance(prediction, int) or isinstance(prediction, bool) or prediction < -1:
-        raise RSValueError(
-            "--certificates",
-            "a prediction: a class >= 0, or -1 to abstain",
-            f"{where}: {prediction!r}",
-        )
-    if not (_is_number(radius) and math.isfinite(radius) and radius >= 0) and not (
-        radius is None and prediction == -1
-    ):
-        raise RSValueError(
-            "--certificates", "a radius: a finite number >= 0", f"{where}: {radius!r}"
-        )
-    if not (_is_number(alpha) and 0 < alpha < 1):
-        raise RSValueError("--certificates", "an alpha: a number in (0, 1)", f"{where}: {alpha!r}")
+    check_record(record, where)
 
 
 def _setting(args: argparse.Namespace, key: str, stored: Any) -> Any:
@@ -151,7 +138,7 @@ def _job(args: argparse.Namespace, records: list[dict[str, Any]] | None) -> Cert
         limit = 100
     if records is not None and limit is None:
         limit = max(int(r.get("index", 0)) for r in records) + 1
-    stored = first.get("smoothing") if isinstance(first.get("smoothing"), dict) else None
+    stored = record_smoothing(first, f"{args.certificates} line 1") if records else None
     if records is not None and args.model is None and first.get("model", "demo") != "demo":
         raise RSValueError(
             "--model",
@@ -204,6 +191,7 @@ def audit_command(args: argparse.Namespace) -> int:
 
 def _audit(args: argparse.Namespace, threads: Threads) -> int:
     import_extra("matplotlib", "plots", "the audit report's plots")  # before any work starts
+    check_report_folder(args.out, (*FILES, "certificates.jsonl"))
     records = None if args.certificates is None else _read_records(args.certificates)
     if records is not None and args.limit is not None:
         records = [r for r in records if int(r.get("index", 0)) < args.limit]
@@ -241,6 +229,9 @@ def _audit(args: argparse.Namespace, threads: Threads) -> int:
         source = args.certificates
         _check_fingerprints(records[0], model, data_sha256, job, source)
     certificates = CertificateSet.from_records(records, norm=smoothing.norm, source=source)
+    impossible = impossible_certificates(
+        records, smoothing=smoothing, num_classes=num_classes, dim=int(x[0].numel())
+    )
     index = certificates.index
     if int(index.max()) >= len(y) or int(index.min()) < 0:
         raise RSValueError(
@@ -251,6 +242,7 @@ def _audit(args: argparse.Namespace, threads: Threads) -> int:
     if args.certificates is not None:
         announce_threads("audit", threads)
     report = runner.run(x[index], y[index], certificates)
+    mark_impossible(report.verdict, report.inputs, impossible)
     report.settings.update(model=job.model, data=job.data, certificates=source)
     if args.probe_fp:
         probe = probe_floating_point(model, smoothing, x[index], seed=args.seed)
@@ -302,8 +294,20 @@ def _certify(
         f"a folder whose {path.name} was certified with the same settings (it is reused), or "
         "a new --out folder",
     )
+    validate = record_validator(
+        smoothing=certifier.smoothing,
+        num_classes=int(certifier.num_classes),
+        dim=int(x[0].numel()),
+        cap=True,
+        path=path,
+    )
     with ResultStore(
-        path, config, resume=True, provenance=job.provenance(), mismatch=mismatch
+        path,
+        config,
+        resume=True,
+        provenance=job.provenance(),
+        mismatch=mismatch,
+        validate=validate,
     ) as store:
         done = store.done()
         todo = [i for i in range(len(y)) if i not in done]

@@ -9,8 +9,10 @@ from typing import Any
 
 from rs_plugin._registry import discover
 from rs_plugin._validation import RSValueError, check_int, import_extra
+from rs_plugin.auditing.plausibility import record_validator
 from rs_plugin.certification.radii import sampling_cap
 from rs_plugin.certification.threads import torch_threads
+from rs_plugin.cli.failures import kept_on_failure
 from rs_plugin.cli.flags import parse_smoothing_params
 from rs_plugin.cli.models import load_model_for
 from rs_plugin.cli.store import ResultStore
@@ -91,29 +93,39 @@ def _certify(
         job.config(smoothed, data_sha256),
         resume=args.resume,
         provenance=job.provenance(),
+        validate=record_validator(
+            smoothing=smoothing,
+            num_classes=int(getattr(smoothed, "num_classes", sys.maxsize)),
+            dim=int(x[0].numel()),
+            cap=not job.stateful,
+            path=args.out,
+        ),
     ) as store:
         done = store.done()
         restore_memory(smoothed, x, store.records.values())
         todo = [i for i in range(len(y)) if i not in done]
         started = time.perf_counter()
-        if args.engine == "ray":
-            from rs_plugin.adapters.ray import InputsFailed, certify_on_ray
+        with kept_on_failure(args.out, lambda: len(store.records), todo, store.done):
+            if args.engine == "ray":
+                from rs_plugin.adapters.ray import InputsFailed, certify_on_ray
 
-            try:
-                certify_on_ray(
-                    job,
-                    todo,
-                    store.append,
-                    workers=workers,
-                    address=args.ray_address,
-                    progress=sys.stderr.isatty(),
-                )
-            except InputsFailed as error:
-                print(f"rs-plugin certify: {error}", file=sys.stderr)
-                return 1
-        else:
-            announce_threads("certify", threads)
-            _certify_here(job, smoothed, x, y, todo, store)
+                try:
+                    certify_on_ray(
+                        job,
+                        todo,
+                        store.append,
+                        workers=workers,
+                        address=args.ray_address,
+                        progress=sys.stderr.isatty(),
+                        hint=f"The records so far are in {args.out}; run the same command with "
+                        "--resume to certify the rest.",
+                    )
+                except InputsFailed as error:
+                    print(f"rs-plugin certify: {error}", file=sys.stderr)
+                    return 1
+            else:
+                announce_threads("certify", threads)
+                _certify_here(job, smoothed, x, y, todo, store)
         elapsed = time.perf_counter() - started
         records = [store.records[i] for i in sorted(store.records)]
     sigma = smoothing.noise_scale or 1.0

@@ -75,6 +75,12 @@ def load_model(spec: str) -> nn.Module:
         pass
     try:
         model = factory()
+    except SystemExit as error:  # sys.exit in user code must not end the run without a word
+        raise RSValueError(
+            "model",
+            "a factory that returns a torch.nn.Module",
+            f"{spec} called sys.exit({error.code!r}) instead of returning a model",
+        ) from error
     except Exception as error:
         raise RSValueError(
             "model",
@@ -116,7 +122,7 @@ def _import_named_module(module_name: str, spec: str) -> ModuleType:
                 f"{spec}: no module named {error.name!r}",
             ) from error
         raise _module_failed(spec, error) from error
-    except Exception as error:  # SyntaxError, the module's own ImportError or any other
+    except (Exception, SystemExit) as error:  # SyntaxError, its own ImportError, sys.exit
         raise _module_failed(spec, error) from error
     finally:
         if added:

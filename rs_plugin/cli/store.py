@@ -35,13 +35,14 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from rs_plugin._validation import RSValueError, RSWarning
+from rs_plugin.cli.outputs import refuse_irregular
 
 __all__ = ["JsonLines", "ResultStore", "read_json_lines"]
 
@@ -206,6 +207,9 @@ class ResultStore:
         mismatch: (parameter, accepted) of the error a record of another configuration raises:
             what the user should change (``rs-plugin audit`` has no ``--resume``; it reuses the
             certificates in its ``--out`` folder).
+        validate: called with (line number, record) for every stored record on resume, after
+            its configuration is compared; raises to refuse the file (a forged or corrupt record,
+            see :func:`rs_plugin.auditing.plausibility.record_validator`).
     """
 
     def __init__(
@@ -219,8 +223,10 @@ class ResultStore:
             "--resume",
             "the same configuration as the run that wrote the file",
         ),
+        validate: Callable[[int, Mapping[str, Any]], None] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.validate = validate
         self.mismatch = mismatch
         self.config = dict(config)
         self.provenance = dict(provenance or {})
@@ -237,12 +243,14 @@ class ResultStore:
             raise RSValueError("--out", "a file path, not a folder", str(self.path))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            # Non-blocking: opening a FIFO must not wait for a reader (it is refused below).
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK, 0o644)
         except OSError as error:
             raise RSValueError(
                 "--out", "a file this process may create and write", f"{self.path}: {error}"
             ) from error
         try:
+            refuse_irregular(fd, self.path, "--out")
             self._lock(fd)
             self._load_existing(fd)
         except BaseException:
@@ -301,6 +309,8 @@ class ResultStore:
         parsed = _parse(data, self.path, "--out")
         for number, record in parsed.records:
             self._check_config(number, record)
+            if self.validate is not None:
+                self.validate(number, record)
         # Every record is checked: only now may the file change.
         if parsed.cut:
             os.ftruncate(fd, parsed.complete_bytes)

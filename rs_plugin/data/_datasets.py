@@ -6,8 +6,6 @@ labels of shape (N,). Nothing is downloaded.
 
 from __future__ import annotations
 
-import gzip
-import struct
 import zipfile
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import numpy as np
 import torch
 
 from rs_plugin._validation import RSValueError, import_extra
+from rs_plugin.data._containers import UNREADABLE, check_npz_members, read_idx
 
 __all__ = ["FASHION_MNIST_DIR", "load_dataset", "load_digits", "load_idx", "load_npz"]
 
@@ -48,22 +47,7 @@ def load_digits(split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as handle:
-            data = handle.read()
-    except (OSError, EOFError) as error:
-        raise RSValueError("data", "a readable (gzipped) IDX file", f"{path}: {error}") from error
-    if len(data) < 4 or len(data) < 4 + 4 * data[3]:
-        raise RSValueError("data", "an IDX file with a complete header", f"{path} ({len(data)} B)")
-    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise RSValueError("data", "IDX files of unsigned bytes (magic 0x0000 08 ..)", str(path))
-    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
-    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if array.size != int(np.prod(shape)):
-        raise RSValueError("data", f"an IDX file holding {shape} bytes", f"{path} ({array.size})")
-    return array.reshape(shape)
+    return read_idx(path)
 
 
 def load_idx(directory: str | Path, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,9 +99,10 @@ def load_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
         raise RSValueError(
             "data", accepted, f"{path} ({size} bytes), not a zip archive as numpy.savez writes"
         )
+    check_npz_members(path, ("x", "y"), accepted)
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+    except UNREADABLE as error:
         raise RSValueError("data", accepted, f"{path}: {type(error).__name__}: {error}") from error
     with archive:
         if "x" not in archive or "y" not in archive:
@@ -128,7 +113,7 @@ def load_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
             )
         try:
             x, y = archive["x"], archive["y"]
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        except UNREADABLE as error:
             raise RSValueError(
                 "data", accepted, f"{path}: {type(error).__name__}: {error}"
             ) from error

@@ -10,19 +10,14 @@ import hashlib
 import torch
 from torch import nn
 
+from rs_plugin.certification.identity import model_identity
+
 __all__ = ["data_fingerprint", "model_fingerprint"]
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """SHA-256 (first 16 hex digits) over the model's parameters and buffers."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(
-            tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-        )
-    return digest.hexdigest()[:16]
+    """The model's identity: weights, buffers, code and configuration (see model_identity)."""
+    return model_identity(model)
 
 
 def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:

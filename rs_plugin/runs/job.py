@@ -32,6 +32,7 @@ from rs_plugin._validation import (
 )
 from rs_plugin.certification.base import Certifier
 from rs_plugin.certification.model_runner import PRECISIONS
+from rs_plugin.certification.probe import probe_model
 from rs_plugin.runs.fingerprints import data_fingerprint, model_fingerprint
 from rs_plugin.smoothings.base import Smoothing
 
@@ -200,24 +201,13 @@ class CertifyJob:
     def _probe(self, model: nn.Module, x: torch.Tensor) -> int:
         """The model's number of classes, from one forward pass on two inputs (one when the
         dataset holds one), with an error saying what failed."""
-        probe = x[:2].to(self.device)
-        try:
-            with torch.inference_mode():
-                out = model(probe)
-        except Exception as error:
-            raise RSValueError(
-                "data",
-                f"inputs on which the forward pass of --model {self.model} runs",
-                f"--model {self.model} raised {type(error).__name__}: {error} (on inputs of "
-                f"shape {tuple(probe.shape)} and dtype {probe.dtype})",
-            ) from error
-        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(probe):
-            shown = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise RSValueError(
-                "model",
-                f"a model returning logits of shape (B, num_classes), B = {len(probe)} here",
-                f"--model {self.model} returned {shown} for {len(probe)} inputs",
-            )
+        out = probe_model(
+            model,
+            x[:2].to(self.device),
+            model_name=f"--model {self.model}",
+            model_parameter="model",
+            inputs_name="data",
+        )
         if out.shape[1] < 2:
             raise RSValueError(
                 "model", "a model returning logits for at least 2 classes", tuple(out.shape)

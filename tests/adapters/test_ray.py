@@ -227,3 +227,89 @@ def test_a_killed_ray_driver_resumes_and_leaves_no_ray_process(tmp_path):
     expected = [json.loads(line) for line in reference.read_text().splitlines()]
     assert sorted(r["index"] for r in resumed) == list(range(limit))
     assert _without_seconds(resumed) == _without_seconds(expected)
+
+
+def _serve_once(reply: bytes) -> tuple[socket.socket, int]:
+    """A listening socket that answers each connection with ``reply`` (b"": says nothing)."""
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                if reply:
+                    conn.sendall(reply)
+                time.sleep(3)
+
+    threading.Thread(target=answer, daemon=True).start()
+    return server, server.getsockname()[1]
+
+
+@pytest.mark.parametrize("reply", [b"", b"HTTP/1.1 400 Bad Request\r\n\r\n"])
+def test_an_open_port_that_is_not_ray_is_refused_within_the_timeout(reply):
+    server, port = _serve_once(reply)
+    with server, pytest.raises(RSValueError, match=r"^--ray-address: .*answer(s|ing) within 1 s"):
+        RayCertifier(_job(), address=f"127.0.0.1:{port}", connect_timeout=1.0).__enter__()
+    assert not ray.is_initialized()
+
+
+def test_a_killed_control_plane_ends_the_run_with_what_is_missing(tmp_path):
+    """SIGKILL the GCS server of the driver's local Ray once records flow: the driver must end
+    (exit 3) saying what is missing and how to resume, and keep every record delivered."""
+    out = tmp_path / "r.jsonl"
+    args = ["certify", "--engine", "ray", "--workers", "1", "--limit", "300", "-n", "3000"]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "rs_plugin.cli", *args, "--n0", "50", "--out", str(out)],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (out.exists() and out.read_bytes().count(b"\n") >= 1):
+            assert driver.poll() is None and time.monotonic() < deadline, driver.stderr
+            time.sleep(0.5)
+        gcs = [
+            int(pid)
+            for pid in os.listdir("/proc")
+            if pid.isdigit()
+            and _comm(int(pid)).startswith("gcs_server")
+            and _below(int(pid), driver.pid)
+        ]
+        assert gcs
+        os.kill(gcs[0], signal.SIGKILL)
+        _, err = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 3, err
+    assert "control plane lost gcs_server" in err and "--resume" in err, err
+    assert "Traceback" not in err
+    lines = out.read_text().splitlines()
+    assert lines and all(json.loads(line)["index"] >= 0 for line in lines)
+    assert f"{300 - len(lines)} of 300 inputs have no record yet" in err or "inputs have no" in err
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _below(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, IndexError, ValueError):
+            return False
+        if pid == ancestor:
+            return True
+    return False

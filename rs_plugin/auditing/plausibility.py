@@ -1,0 +1,223 @@
+"""What a certificate record may claim: checks of a file that may be forged.
+
+A certificate file is data someone hands us. Before the audit attacks a record, or ``--resume``
+builds on one, the record is checked against what any certifier could have issued:
+
+* its fields are of the right kind: ``prediction`` an integer ≥ −1 (−1 = abstain), ``radius``
+  a finite number ≥ 0 (or null for an abstention), ``alpha`` in (0, 1), and ``n``, ``n0``,
+  ``count``, ``samples``, ``p_lower``, ``radii`` finite and in range where present; a field that
+  is not is an error naming the record's line;
+* its smoothing is the file's own (``{"name": ..., "sigma": ...}``, or a name with a
+  ``sigma`` field), never silently replaced by defaults; flags that disagree are an error
+  naming both (see :func:`record_smoothing`);
+* it is *possible*: the prediction is one of the model's classes, and the radius is at most the
+  sampling cap of the record's own n and α under its smoothing and norm — the radius at
+  p_lower = α^{1/n}, the one-sided Clopper–Pearson bound when all n votes go to one class
+  (:func:`~rs_plugin.certification.radii.sampling_cap`). No model can earn more with n samples at
+  level α, so a larger radius cannot hold for any model: the audit reports it as a violation
+  of its own kind (``verdict["impossible"]`` in report.json, a section of report.md), and
+  ``--resume`` refuses the file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from rs_plugin._validation import RSValueError
+from rs_plugin.certification.radii import sampling_cap
+
+__all__ = [
+    "CANNOT_HOLD",
+    "MAX_BUDGET_FRACTION",
+    "MAX_RADIUS",
+    "check_record",
+    "impossibility",
+    "impossible_certificates",
+    "mark_impossible",
+    "record_smoothing",
+    "record_validator",
+]
+
+CANNOT_HOLD = "cannot hold for any model"
+# Radii are measured on float32 inputs: a radius float32 cannot hold is not a distance the audit
+# can attack or plot (and no image domain is that wide). Budgets are fractions of the largest
+# radius, at most this many times it.
+MAX_RADIUS = 1e30
+MAX_BUDGET_FRACTION = 1e6
+# Relative slack on the cap: the record's radius and the cap are computed in float64 by
+# different routes (a beta quantile, a power), which agree to far better than this.
+_CAP_SLACK = 1e-6
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_whole(value: Any) -> bool:
+    """An integer, or a float holding one (some certifiers record sample counts as floats)."""
+    return _is_int(value) or (isinstance(value, float) and value.is_integer())
+
+
+def check_record(record: Mapping[str, Any], where: str, parameter: str = "certificates") -> None:
+    """Refuse a record whose fields are missing, non-numeric or non-finite (``where`` names its
+    file and line)."""
+    missing = [k for k in ("prediction", "radius", "alpha") if k not in record]
+    if missing:
+        raise RSValueError(
+            parameter,
+            "records with index, prediction (-1 = abstain), radius and alpha",
+            f"a record without {missing} ({where})",
+        )
+    prediction, radius, alpha = record["prediction"], record["radius"], record["alpha"]
+    if not _is_int(prediction) or prediction < -1:
+        raise RSValueError(
+            parameter, "a prediction: a class >= 0, or -1 to abstain", f"{where}: {prediction!r}"
+        )
+    if not (_is_number(radius) and math.isfinite(radius) and radius >= 0) and not (
+        radius is None and prediction == -1
+    ):
+        raise RSValueError(parameter, "a radius: a finite number >= 0", f"{where}: {radius!r}")
+    if radius is not None and radius > MAX_RADIUS:
+        raise RSValueError(
+            parameter,
+            f"a radius: a finite number >= 0 and <= {MAX_RADIUS:g}",
+            f"{where}: {radius!r}",
+        )
+    if not (_is_number(alpha) and 0 < alpha < 1):
+        raise RSValueError(parameter, "an alpha: a number in (0, 1)", f"{where}: {alpha!r}")
+    for key in ("n", "n0", "samples"):
+        value = record.get(key)
+        if value is not None and not (_is_whole(value) and value >= 1):
+            raise RSValueError(parameter, f"{key}: an integer >= 1", f"{where}: {value!r}")
+    count = record.get("count")
+    if count is not None and not (_is_whole(count) and count >= 0):
+        raise RSValueError(parameter, "count: an integer >= 0", f"{where}: {count!r}")
+    p_lower = record.get("p_lower")
+    if p_lower is not None and not (_is_number(p_lower) and 0 <= p_lower <= 1):
+        raise RSValueError(parameter, "p_lower: a number in [0, 1]", f"{where}: {p_lower!r}")
+    radii = record.get("radii")
+    if radii is not None:
+        bad = (
+            [radii]
+            if not isinstance(radii, dict)
+            else [
+                v
+                for v in radii.values()
+                if v is not None and not (_is_number(v) and math.isfinite(v) and v >= 0)
+            ]
+        )
+        if bad:
+            raise RSValueError(
+                parameter, "radii: finite numbers >= 0 per norm", f"{where}: {bad[0]!r}"
+            )
+
+
+def record_smoothing(record: Mapping[str, Any], where: str) -> dict[str, Any] | None:
+    """The smoothing a record states, as ``{"name": ..., "sigma": ..., params}``; None when it
+    states none (a converted file: the flags say it)."""
+    stored = record.get("smoothing")
+    if stored is None:
+        return None
+    if isinstance(stored, str):
+        stored = {"name": stored, **({"sigma": record["sigma"]} if "sigma" in record else {})}
+    if not isinstance(stored, dict) or not isinstance(stored.get("name"), str):
+        raise RSValueError(
+            "certificates",
+            'a smoothing: a name, or {"name": ..., "sigma": ...}',
+            f"{where}: {stored!r}",
+        )
+    sigma = stored.get("sigma")
+    if sigma is not None and not (_is_number(sigma) and math.isfinite(sigma) and sigma > 0):
+        raise RSValueError("certificates", "a smoothing sigma: a number > 0", f"{where}: {sigma!r}")
+    return dict(stored)
+
+
+def impossibility(
+    record: Mapping[str, Any], *, smoothing: Any, num_classes: int, dim: int, cap: bool = True
+) -> str | None:
+    """Why no model could have earned this (checked) record, or None when some model could.
+
+    ``cap=False`` skips the sampling cap (certificates whose σ varies per input)."""
+    prediction = int(record["prediction"])
+    if prediction >= num_classes:
+        return f"prediction {prediction} is not a class of a {num_classes}-class model"
+    n = record.get("n")
+    if not cap or prediction < 0 or n is None:
+        return None
+    # A sequential certifier may record the samples it drew; the cap of the larger is sound.
+    size = max(int(n), int(record.get("samples") or 0))
+    limit = sampling_cap(smoothing, float(record["alpha"]), size, dim)
+    radius = float(record["radius"] or 0.0)
+    if limit is not None and radius > limit * (1 + _CAP_SLACK):
+        return (
+            f"radius {radius:g} exceeds {limit:.6g}, the largest {smoothing.norm} radius "
+            f"{size} samples can certify at alpha {record['alpha']:g} under {smoothing!r}"
+        )
+    return None
+
+
+def impossible_certificates(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    smoothing: Any,
+    num_classes: int,
+    dim: int,
+    cap: bool = True,
+) -> list[dict[str, Any]]:
+    """``{"index", "reason"}`` for every record that cannot hold for any model."""
+    found = []
+    for record in records:
+        reason = impossibility(
+            record, smoothing=smoothing, num_classes=num_classes, dim=dim, cap=cap
+        )
+        if reason is not None:
+            found.append({"index": int(record["index"]), "reason": reason})
+    return found
+
+
+def record_validator(
+    *, smoothing: Any, num_classes: int, dim: int, cap: bool, path: Any
+) -> Callable[[int, Mapping[str, Any]], None]:
+    """The check ``--resume`` runs on every stored record (its line number and fields)."""
+
+    def validate(number: int, record: Mapping[str, Any]) -> None:
+        where = f"{path} line {number}"
+        check_record(record, where, "--resume")
+        reason = impossibility(
+            record, smoothing=smoothing, num_classes=num_classes, dim=dim, cap=cap
+        )
+        if reason is not None:
+            raise RSValueError(
+                "--resume",
+                "stored records this configuration could have issued",
+                f"{where}: {reason} (a certificate that {CANNOT_HOLD})",
+            )
+
+    return validate
+
+
+def mark_impossible(
+    verdict: dict[str, Any], inputs: list[dict[str, Any]], found: list[dict]
+) -> None:
+    """Record impossible certificates in an audit report's verdict and rows: each is a
+    violation, and the verdict is violated whatever the attacks found."""
+    if not found:
+        return
+    verdict["impossible"] = found
+    verdict["significantly_violated"] = True
+    verdict["summary"] = (
+        f"VIOLATED: {len(found)} certificate(s) {CANNOT_HOLD} (beyond what their own n and "
+        f"alpha allow, or outside the model's classes); {verdict['summary']}"
+    )
+    reasons = {entry["index"]: entry["reason"] for entry in found}
+    for row in inputs:
+        reason = reasons.get(row.get("index"))
+        if reason is not None:
+            row["violation"] = True
+            row["violated_by"] = [*row.get("violated_by", []), f"{CANNOT_HOLD}: {reason}"]

@@ -1,0 +1,65 @@
+"""A run that fails midway ends in one line that says what failed and what is kept.
+
+Two things can fail after the first record is written: the machine (a full disk, a file-size
+limit, an I/O error: an :class:`OSError` from writing the results) and the model (its forward
+pass raising on a noisy batch). Neither may end in a traceback, and neither loses a record: each
+record is appended whole before the next input starts (a record cut short by the failure is
+recognised and dropped by ``--resume``), so the message says how many are kept, where, and that
+the same command with ``--resume`` finishes the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+from collections.abc import Callable, Iterator, Sequence
+
+from rs_plugin._validation import RSValueError
+
+__all__ = ["RunFailed", "kept_on_failure"]
+
+_WRITE_HINTS = {
+    errno.ENOSPC: "free space on its file system",
+    errno.EDQUOT: "free space in the disk quota",
+    errno.EFBIG: "raise the file-size limit (ulimit -f)",
+}
+
+
+class RunFailed(RuntimeError):
+    """The run stopped after some work; the message says what failed and what is kept
+    (the command line prints it on one line and exits with status 1)."""
+
+
+@contextlib.contextmanager
+def kept_on_failure(
+    out: str, stored: Callable[[], int], todo: Sequence[int], done: Callable[[], set[int]]
+) -> Iterator[None]:
+    """Turn an OS error on writing, or an error the model raised, into :class:`RunFailed`.
+
+    Args:
+        out: the results file (named in the message).
+        stored: the number of records in it now.
+        todo: the indices this run set out to certify, in order.
+        done: the indices stored now (the first of ``todo`` not among them is the input the
+            failure happened on, or one batched with it).
+    """
+    try:
+        yield
+    except (RSValueError, KeyboardInterrupt, RunFailed):
+        raise
+    except OSError as error:
+        hint = _WRITE_HINTS.get(error.errno or 0, "fix the cause")
+        raise RunFailed(
+            f"writing {out} failed: {error.strerror or error} (errno {error.errno}); "
+            f"{stored()} records are kept in it; {hint} and run the same command with --resume"
+        ) from error
+    except Exception as error:
+        finished = done()
+        pending = [i for i in todo if i not in finished]
+        where = f" while certifying input {pending[0]}" if pending else ""
+        first = str(error).strip().splitlines()
+        raise RunFailed(
+            f"the model raised {type(error).__name__}: {first[0] if first else ''}{where} (its "
+            f"noisy batch may hold samples of the inputs after it); {stored()} records are kept "
+            f"in {out}; fix the model and run the same command with --resume"
+        ) from error

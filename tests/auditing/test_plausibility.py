@@ -1,0 +1,84 @@
+"""Plausibility checks of certificate records: any record is accepted or refused with one error,
+an honest certificate is never called impossible, and one beyond its sampling cap always is."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rs_plugin import Gaussian, Laplace, RSValueError
+from rs_plugin.auditing.plausibility import check_record, impossibility
+from rs_plugin.certification.radii import sampling_cap
+from rs_plugin.certification.stats import clopper_pearson_lower
+
+FUZZ = settings(max_examples=200, deadline=None, derandomize=True)
+
+_ANY = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=4),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.floats(), max_size=2),
+)
+
+
+@FUZZ
+@given(
+    record=st.fixed_dictionaries(
+        {"index": st.integers(0, 9)},
+        optional={
+            k: _ANY
+            for k in ("prediction", "radius", "alpha", "n", "n0", "count", "p_lower", "radii")
+        },
+    )
+)
+def test_any_record_is_accepted_or_refused_with_one_error(record):
+    try:
+        check_record(record, "f line 1")
+    except RSValueError as error:
+        assert str(error).startswith("--certificates: expected ")
+        return
+    # Accepted: the fields are what the audit and the cap computation rely on.
+    prediction, radius = record["prediction"], record["radius"]
+    assert isinstance(prediction, int) and not isinstance(prediction, bool) and prediction >= -1
+    assert (radius is None and prediction == -1) or 0 <= radius <= 1e30
+    assert 0 < record["alpha"] < 1
+    found = impossibility(record, smoothing=Gaussian(0.25), num_classes=10, dim=64)
+    assert found is None or (prediction >= 10) == ("not a class" in found)
+
+
+@FUZZ
+@given(
+    n=st.integers(1, 10**6),
+    count_fraction=st.floats(0.0, 1.0),
+    alpha=st.floats(1e-8, 0.5),
+    sigma=st.floats(0.01, 4.0),
+    laplace=st.booleans(),
+)
+def test_honest_radii_are_possible_and_radii_beyond_the_cap_are_not(
+    n, count_fraction, alpha, sigma, laplace
+):
+    smoothing = Laplace(sigma) if laplace else Gaussian(sigma)
+    count = round(count_fraction * n)
+    p_lower = float(clopper_pearson_lower(np.array([count]), n, alpha)[0])
+    honest = float(smoothing.radius(torch.tensor([p_lower], dtype=torch.float64), 64)[0])
+    record = {"index": 0, "prediction": 3, "radius": honest, "alpha": alpha, "n": n}
+    check_record(record, "f line 1")
+    assert impossibility(record, smoothing=smoothing, num_classes=10, dim=64) is None
+    cap = sampling_cap(smoothing, alpha, n, 64)
+    assert cap is not None
+    forged = {**record, "radius": cap * 1.001 + 1e-12}
+    assert "exceeds" in str(impossibility(forged, smoothing=smoothing, num_classes=10, dim=64))
+
+
+@pytest.mark.parametrize("prediction", [10, 42, 2**40])
+def test_a_prediction_outside_the_classes_is_impossible(prediction):
+    record = {"index": 0, "prediction": prediction, "radius": 0.1, "alpha": 0.001}
+    assert "not a class" in str(
+        impossibility(record, smoothing=Gaussian(0.25), num_classes=10, dim=64)
+    )

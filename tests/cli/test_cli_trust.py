@@ -1,0 +1,435 @@
+"""Nothing handed to the command line is trusted: forged certificate files, stored records that
+claim the impossible, models that write their input or share another's weights, outputs that
+are not regular files. Each case gets one error naming what is wrong, or the certificate the
+model earns, never a certificate it does not.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from rs_plugin.cli import main
+
+FAST = ["-n", "100", "--n0", "10"]
+AUDIT_FAST = ["--attacks", "deepfool", "--budgets", "0.5", "--predict-n", "100"]
+AUDIT_FAST += ["--noise-samples", "4", "--n0", "10"]
+_FRESH = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def _refused(capsys, argv: list[str], parameter: str) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"{parameter}: expected" in err, err
+    return err
+
+
+def _write(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def _forged(index: int, **fields) -> dict:
+    return {
+        "index": index,
+        "prediction": 8 if index == 0 else 2,
+        "radius": 0.1,
+        "alpha": 0.001,
+        "n0": 10,
+        "n": 200,
+        "smoothing": {"name": "gaussian", "sigma": 0.25},
+        **fields,
+    }
+
+
+def _audit(tmp_path: Path, records: list[dict], *flags: str) -> tuple[int, dict, str]:
+    path = _write(tmp_path / f"forged{next(_FRESH)}.jsonl", records)
+    out = tmp_path / f"o{next(_FRESH)}"
+    code = main(["audit", "--certificates", str(path), *AUDIT_FAST, *flags, "--out", str(out)])
+    return code, json.loads((out / "report.json").read_text()), (out / "report.md").read_text()
+
+
+# --- forged certificate files -------------------------------------------------------------------
+
+
+def test_a_radius_beyond_its_sampling_cap_is_a_violation_that_cannot_hold(tmp_path):
+    cap = 0.25 * stats.norm.ppf(0.001 ** (1 / 200))
+    assert cap == pytest.approx(0.456, abs=1e-3)
+    code, report, markdown = _audit(tmp_path, [_forged(0, radius=5.0), _forged(1)])
+    assert code == 1
+    assert report["verdict"]["significantly_violated"] is True
+    [entry] = report["verdict"]["impossible"]
+    assert entry["index"] == 0 and "radius 5 exceeds 0.456" in entry["reason"]
+    assert "cannot hold for any model" in markdown
+    assert "HOLDS" not in report["verdict"]["summary"].split(";")[0]
+
+
+@pytest.mark.filterwarnings("default::rs_plugin.RSWarning")
+def test_a_prediction_outside_the_classes_cannot_hold(tmp_path, capsys):
+    code, report, markdown = _audit(tmp_path, [_forged(0, prediction=42), _forged(1)])
+    assert "class-count mismatch" in capsys.readouterr().err
+    assert code == 1
+    [entry] = report["verdict"]["impossible"]
+    assert "prediction 42 is not a class of a 10-class model" in entry["reason"]
+    assert "prediction 42" in markdown
+
+
+def test_the_files_smoothing_is_used_and_a_contradicting_flag_refused(tmp_path, capsys):
+    records = [
+        {**_forged(i), "smoothing": "laplace", "sigma": 0.5, "norm": "l1", "radius": 0.05}
+        for i in (0, 1)
+    ]
+    code, report, _ = _audit(tmp_path, records)
+    assert code in (0, 1)
+    assert report["settings"]["smoothing"] == {"name": "laplace", "sigma": 0.5}
+    path = _write(tmp_path / "laplace.jsonl", records)
+    for flag, says in (
+        (["--smoothing", "gaussian"], "'laplace'"),
+        (["--sigma", "0.25"], "sigma (0.5)"),
+    ):
+        argv = ["audit", "--certificates", str(path), *flag, "--out", "o"]
+        err = _refused(capsys, argv, flag[0])
+        assert says in err and flag[1] in err
+    assert not Path("o").exists()
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"radius": "NaN"}, "a radius"),
+        ({"n": 1.5}, "n: an integer"),
+        ({"n": "200"}, "n: an integer"),
+        ({"p_lower": 2}, "p_lower"),
+        ({"count": -1}, "count"),
+        ({"radii": {"l2": "x"}}, "radii"),
+        ({"smoothing": 7}, "a smoothing"),
+        ({"smoothing": "gaussian", "sigma": -1}, "sigma"),
+    ],
+)
+def test_non_numeric_fields_are_refused_with_their_line(tmp_path, capsys, fields, says):
+    # The smoothing is the run's (equal on every line): read from the first.
+    line = 1 if "smoothing" in fields else 2
+    records = [_forged(0, **fields)] if line == 1 else [_forged(0), _forged(1, **fields)]
+    path = _write(tmp_path / "bad.jsonl", records)
+    err = _refused(capsys, ["audit", "--certificates", str(path), "--out", "o"], "--certificates")
+    assert says in err and f"line {line}" in err, err
+
+
+# --- --resume checks every stored record --------------------------------------------------------
+
+
+@pytest.fixture
+def certified(tmp_path) -> Path:
+    out = tmp_path / "r.jsonl"
+    assert main(["certify", "--limit", "2", *FAST, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"radius": math.nan}, "a radius: a finite number"),
+        ({"prediction": 77}, "prediction 77 is not a class"),
+        ({"radius": 5.0}, "radius 5 exceeds 0.375"),
+        ({"radius": math.nan, "prediction": 77}, "line 1"),
+    ],
+)
+def test_resume_refuses_a_stored_record_that_cannot_hold(certified, capsys, change, says):
+    lines = certified.read_text().splitlines()
+    first = {**json.loads(lines[0]), **change}
+    lines[0] = json.dumps(first)  # NaN is written as the bare word NaN, as a forger would
+    certified.write_text("\n".join(lines[:1]) + "\n")
+    before = certified.read_bytes()
+    err = _refused(
+        capsys, ["certify", "--limit", "3", *FAST, "--out", str(certified), "--resume"], "--resume"
+    )
+    assert says in err and "line 1" in err, err
+    assert certified.read_bytes() == before  # nothing is changed
+
+
+# --- the model's identity -----------------------------------------------------------------------
+
+_PARAMETERLESS = """
+import torch
+from torch import nn
+
+class Bright(nn.Module):
+    def __init__(self, sign):
+        super().__init__()
+        self.sign = sign
+    def forward(self, x):
+        m = x.flatten(1).mean(dim=1, keepdim=True) * self.sign
+        return torch.cat([m * k for k in torch.linspace(-1, 1, 10).tolist()], dim=1)
+
+def up(): return Bright(1.0).eval()
+def down(): return Bright(-1.0).eval()
+"""
+
+
+def test_resume_and_audit_refuse_another_parameterless_model(tmp_path, capsys):
+    name = f"parameterless_{next(_FRESH)}"
+    (tmp_path / f"{name}.py").write_text(_PARAMETERLESS)
+    out = tmp_path / "p.jsonl"
+    assert main(["certify", "--model", f"{name}:up", "--limit", "1", *FAST, "--out", str(out)]) == 0
+    stored = json.loads(out.read_text())["model_sha256"]
+    assert stored != "e3b0c44298fc1c14"
+    argv = ["certify", "--model", f"{name}:down", "--limit", "2", *FAST, "--out", str(out)]
+    err = _refused(capsys, [*argv, "--resume"], "--resume")
+    assert f"model_sha256: stored {stored!r}" in err
+    err = _refused(
+        capsys,
+        ["audit", "--certificates", str(out), "--model", f"{name}:down", "--out", "o"],
+        "--model",
+    )
+    assert stored in err and err.count("sha256") >= 2
+
+
+_WRITES_INPUT = """
+from rs_plugin.data import load_demo_model
+
+class Zeroes:
+    pass
+
+import torch
+from torch import nn
+
+class ZeroesItsInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.f = load_demo_model()
+    def forward(self, x):
+        out = self.f(x.clone())
+        x.zero_()
+        return out
+
+class NormalisesInPlace(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.f = load_demo_model()
+    def forward(self, x):
+        x -= 0.25
+        x /= 0.5
+        return self.f(x * 0.5 + 0.25)
+
+def zeroes(): return ZeroesItsInput().eval()
+def normalises(): return NormalisesInPlace().eval()
+"""
+
+
+def _results(path: Path) -> list[tuple]:
+    return [
+        (r["prediction"], r["radius"], r["p_lower"], r["count"])
+        for r in map(json.loads, path.read_text().splitlines())
+    ]
+
+
+def test_a_model_that_writes_its_input_gets_the_certificates_of_its_function(tmp_path):
+    name = f"writes_input_{next(_FRESH)}"
+    (tmp_path / f"{name}.py").write_text(_WRITES_INPUT)
+    args = ["--limit", "3", "-n", "300", "--n0", "20", "--batch-size", "200"]
+    assert main(["certify", *args, "--out", "demo.jsonl"]) == 0
+    expected = _results(tmp_path / "demo.jsonl")
+    for factory in ("zeroes", "normalises"):
+        out = tmp_path / f"{factory}.jsonl"
+        assert main(["certify", "--model", f"{name}:{factory}", *args, "--out", str(out)]) == 0
+        got = _results(out)
+        assert [g[0] for g in got] == [e[0] for e in expected]
+        for g, e in zip(got, expected, strict=True):
+            assert g[1] == pytest.approx(e[1], rel=1e-6, abs=1e-9)
+
+
+# --- outputs that are not regular files ---------------------------------------------------------
+
+
+def test_an_out_that_is_not_a_regular_file_is_refused_up_front(tmp_path, capsys):
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    err = _refused(capsys, ["certify", "--limit", "1", *FAST, "--out", str(fifo)], "--out")
+    assert "FIFO" in err
+    err = _refused(capsys, ["certify", "--limit", "1", *FAST, "--out", "/dev/null"], "--out")
+    assert "character device" in err
+
+
+def test_audit_out_is_checked_before_the_first_attack(tmp_path, capsys, certified):
+    taken = tmp_path / "taken"
+    taken.write_text("a file, not a folder")
+    argv = ["audit", "--certificates", str(certified), *AUDIT_FAST, "--out", str(taken)]
+    err = _refused(capsys, argv, "--out")
+    assert "which is a file" in err
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    os.mkfifo(folder / "report.md")
+    argv = ["audit", "--certificates", str(certified), *AUDIT_FAST, "--out", str(folder)]
+    err = _refused(capsys, argv, "--out")
+    assert "FIFO" in err
+    assert sorted(p.name for p in folder.iterdir()) == ["report.md"]
+
+
+# --- one line, never a traceback, and no record lost -------------------------------------------
+
+_FAILING = """
+import sys
+from pathlib import Path
+from rs_plugin.data import load_demo_model
+import torch
+from torch import nn
+
+class FailsWhileMarked(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.f, self.calls = load_demo_model(), 0
+    def forward(self, x):
+        self.calls += 1
+        if self.calls > 5 and Path("FAIL").exists():
+            raise RuntimeError("boom on a noisy batch")
+        return self.f(x)
+
+def fails(): return FailsWhileMarked().eval()
+def exits(): sys.exit(0)
+"""
+
+
+def _records(path: Path) -> dict[int, dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return {r["index"]: {k: v for k, v in r.items() if k != "seconds"} for r in rows}
+
+
+def test_a_model_that_raises_mid_run_is_one_line_and_its_records_are_kept(tmp_path, capsys):
+    name = f"failing_{next(_FRESH)}"
+    (tmp_path / f"{name}.py").write_text(_FAILING)
+    args = ["certify", "--model", f"{name}:fails", "--limit", "5", *FAST, "--batch-size", "110"]
+    assert main([*args, "--out", "clean.jsonl"]) == 0
+    (tmp_path / "FAIL").write_text("")
+    assert main([*args, "--out", "r.jsonl"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("error:") == 1, err
+    kept = _records(tmp_path / "r.jsonl")
+    assert "the model raised RuntimeError: boom on a noisy batch while certifying input" in err
+    assert f"{len(kept)} records are kept in r.jsonl" in err and "--resume" in err
+    assert 0 < len(kept) < 5
+    (tmp_path / "FAIL").unlink()
+    assert main([*args, "--out", "r.jsonl", "--resume"]) == 0
+    assert _records(tmp_path / "r.jsonl") == _records(tmp_path / "clean.jsonl")
+
+
+def test_a_factory_that_calls_sys_exit_is_reported_as_such(tmp_path, capsys):
+    name = f"failing_{next(_FRESH)}"
+    (tmp_path / f"{name}.py").write_text(_FAILING)
+    err = _refused(capsys, ["certify", "--model", f"{name}:exits", "--out", "r.jsonl"], "model")
+    assert "called sys.exit(0)" in err
+    (tmp_path / f"{name}_exits.py").write_text("import sys\nsys.exit(3)\n")
+    err = _refused(
+        capsys, ["certify", "--model", f"{name}_exits:make", "--out", "r.jsonl"], "model"
+    )
+    assert "SystemExit: 3" in err
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+_LIMITED = """
+import resource, sys
+from rs_plugin.cli import main
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("limit", [700, 1500])
+def test_a_file_size_limit_keeps_every_record_and_says_how_to_resume(tmp_path, limit):
+    import subprocess
+    import sys
+
+    args = ["certify", "--limit", "5", *FAST, "--batch-size", "110"]
+    assert main([*args, "--out", "clean.jsonl"]) == 0
+    run = subprocess.run(
+        [sys.executable, "-c", _LIMITED, str(limit), *args, "--out", "r.jsonl"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    assert "writing r.jsonl failed: File too large" in run.stderr, run.stderr
+    assert "ulimit -f" in run.stderr and "--resume" in run.stderr
+    assert main([*args, "--out", "r.jsonl", "--resume"]) == 0
+    assert _records(tmp_path / "r.jsonl") == _records(tmp_path / "clean.jsonl")
+
+
+_PEAK = """
+import resource, sys
+from rs_plugin.cli import main
+code = main(sys.argv[1:])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, code)
+"""
+
+
+def test_a_huge_garbage_certificate_file_is_refused_in_memory_of_one_line(tmp_path):
+    """2 GiB without a newline (a sparse file: no disk used): refused after 16 MiB are read,
+    the process's peak memory far below the file's size."""
+    import subprocess
+    import sys
+
+    huge = tmp_path / "huge.jsonl"
+    with huge.open("wb") as handle:
+        handle.truncate(2 << 30)
+    run = subprocess.run(
+        [sys.executable, "-c", _PEAK, "audit", "--certificates", str(huge), "--out", "o"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    peak, code = map(int, run.stdout.split())
+    assert code == 2, run.stderr
+    assert "line 1: longer than 16777216 bytes" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert peak < 1 << 30, peak
+
+
+_GRADIENT_FREE = """
+import torch
+from torch import nn
+from rs_plugin.data import load_demo_model
+
+class NoGrad(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.f = load_demo_model()
+    def forward(self, x):
+        with torch.no_grad():
+            return self.f(x)
+
+def make(): return NoGrad().eval()
+"""
+
+
+@pytest.mark.parametrize("attack", ["deepfool", "pgd"])
+def test_a_gradient_free_model_is_refused_before_any_attack(tmp_path, capsys, attack):
+    name = f"gradient_free_{next(_FRESH)}"
+    (tmp_path / f"{name}.py").write_text(_GRADIENT_FREE)
+    flags = [a if a != "deepfool" else attack for a in AUDIT_FAST]
+    argv = ["audit", "--model", f"{name}:make", "--limit", "3", "-n", "100", *flags, "--out", "o"]
+    err = _refused(capsys, argv, "model")
+    assert "no gradient with respect to its input at all" in err
+    assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_radii_and_budgets_near_the_float_maximum_are_one_error(tmp_path, capsys):
+    path = _write(tmp_path / "huge_radius.jsonl", [_forged(0, radius=1.7e308), _forged(1)])
+    err = _refused(capsys, ["audit", "--certificates", str(path), "--out", "o"], "--certificates")
+    assert "<= 1e+30" in err and "line 1" in err
+    path = _write(tmp_path / "fine.jsonl", [_forged(0), _forged(1)])
+    flags = [*AUDIT_FAST[:2], "--budgets", "1e308", *AUDIT_FAST[4:]]
+    err = _refused(capsys, ["audit", "--certificates", str(path), *flags, "--out", "o"], "budgets")
+    assert "<= 1e+06" in err
+    assert not Path("o").exists()
