@@ -153,6 +153,7 @@ def test_art_picks_the_pytorch_pgd_on_the_adapter(setting):
     assert isinstance(attack._attack, ProjectedGradientDescentPyTorch)
 
 
+@pytest.mark.slow
 def test_strong_pgd_beyond_the_certified_radii_changes_the_smoothed_prediction(setting):
     """The soft gradients are useful: at ε = 2 (≫ the radii) PGD flips most inputs."""
     estimator, x, y, certificates = setting
@@ -166,6 +167,7 @@ def test_strong_pgd_beyond_the_certified_radii_changes_the_smoothed_prediction(s
     assert int(flipped.sum()) >= N_INPUTS // 2
 
 
+@pytest.mark.slow
 def test_default_hard_outputs_run_arts_decision_based_and_gradient_attacks(setting):
     """ART code that never heard of ``outputs`` keeps working with the default hard predict."""
     x = setting[1]

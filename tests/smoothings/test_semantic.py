@@ -380,7 +380,7 @@ def test_every_registered_transform_has_a_soundness_case():
 
 # Cases whose certification takes more than a few seconds (interpolating transforms on large
 # batches): run by make test, left out by make test-fast.
-SLOW_CASES = {"translation[bilinear]", "scaling", "translation", "blur", "affine"}
+SLOW_CASES = {"translation[bilinear]", "scaling", "translation", "blur", "affine", "deformation"}
 
 
 @pytest.mark.parametrize(
