@@ -20,6 +20,7 @@ from rs_plugin.training.consistency import Consistency
 from rs_plugin.training.loop import TrainingGenerators, train
 from rs_plugin.training.macer import MACER
 from rs_plugin.training.objective import Objective
+from rs_plugin.training.recipe import SGDRecipe, published_recipe
 from rs_plugin.training.smoothadv import SmoothAdv
 from rs_plugin.training.smoothmix import SmoothMix
 
@@ -28,8 +29,10 @@ __all__ = [
     "Consistency",
     "NoiseAugmentation",
     "Objective",
+    "SGDRecipe",
     "SmoothAdv",
     "SmoothMix",
     "TrainingGenerators",
+    "published_recipe",
     "train",
 ]
