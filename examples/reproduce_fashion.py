@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from rs_plugin import Gaussian
-from rs_plugin.data import FASHION_MNIST_DIR, LeNet, build_lenet, load_idx
+from rs_plugin.data import FASHION_MNIST_DIR, build_lenet, load_idx
 from rs_plugin.training import (
     MACER,
     Consistency,
@@ -150,7 +150,7 @@ def train_stage(args: argparse.Namespace) -> Path:
     objective = objective_for(
         args.method, args.sigma, epochs=args.epochs, noise_draws=args.noise_draws
     )
-    model = build_lenet(args.seed)
+    model: nn.Module = build_lenet(args.seed)
 
     def report(net: nn.Module, epoch: int) -> dict[str, Any]:
         accuracy = noisy_accuracy(net, x_test, y_test, args.sigma)

@@ -9,6 +9,7 @@ from torch import nn
 from rs_plugin import Gaussian, RSValueError
 from rs_plugin.data import load_digits
 from rs_plugin.training import (
+    CATRS,
     MACER,
     Consistency,
     NoiseAugmentation,
@@ -155,6 +156,7 @@ def test_training_lowers_the_loss_on_noisy_inputs():
         MACER(Gaussian(0.25), num_noise_samples=4),
         Consistency(Gaussian(0.25)),
         SmoothMix(Gaussian(0.25), num_noise_vec=2, num_steps=2),
+        CATRS(Gaussian(0.25), num_noise_vec=2, num_steps=2),
     ],
     ids=lambda objective: objective.name,
 )
