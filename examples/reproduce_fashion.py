@@ -30,6 +30,7 @@ Writes ``table.md`` and ``table.json`` into ``--workdir``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import time
@@ -39,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rs_plugin import Gaussian
+from rs_plugin import Gaussian, RSValueError
 from rs_plugin.data import FASHION_MNIST_DIR, build_lenet, load_idx
 from rs_plugin.training import (
     MACER,
@@ -76,13 +77,22 @@ N0, N, ALPHA = 100, 100_000, 0.001
 _CLIP = (0.0, 1.0)
 
 
-def objective_for(method: str, sigma: float, *, epochs: int, noise_draws: int) -> Objective:
+def objective_for(
+    method: str,
+    sigma: float,
+    *,
+    epochs: int,
+    noise_draws: int,
+    teacher: nn.Module | None = None,
+) -> Objective:
     """The method's objective with Gaussian(σ) noise and the papers' hyperparameters.
 
     Consistency: λ = 10 at σ = 0.25 and 5 above, η = 0.5 (Jeong & Shin 2020, MNIST); SmoothAdv:
     PGD ε = 1.0, T = 10 steps, warm-up over 10 epochs (Salman et al. 2019); MACER: β = 16,
     γ = 8, λ = 16 (Zhai et al. 2020, MNIST); CAT-RS: ε = 1.0, T = 4, λ = 0.5 at σ = 0.25 and
-    1.0 at σ = 0.5 (Jeong, Kim & Shin 2023). ``noise_draws`` is m.
+    1.0 at σ = 0.5 (Jeong, Kim & Shin 2023), its KL target the smoothed prediction of
+    ``teacher`` (the paper's code: a Gaussian-trained model's) or, without one, the model's own.
+    ``noise_draws`` is m.
     """
     smoothing = Gaussian(sigma)
     if method == "gaussian":
@@ -103,17 +113,41 @@ def objective_for(method: str, sigma: float, *, epochs: int, noise_draws: int) -
 
         return CATRS(
             smoothing, num_noise_vec=noise_draws, epsilon=1.0, num_steps=4,
-            lmbda=0.5 if sigma <= 0.25 else 1.0, clip_values=_CLIP,
+            lmbda=0.5 if sigma <= 0.25 else 1.0, teacher=teacher,
         )  # fmt: skip
     raise ValueError(f"--method: one of {METHODS}, got {method!r}")
+
+
+def load_teacher(args: argparse.Namespace) -> nn.Module | None:
+    """The ``--teacher`` TorchScript model (CAT-RS's KL target), frozen, or None."""
+    if args.teacher is None:
+        return None
+    if args.method != "catrs":
+        raise RSValueError("--teacher", "only with --method catrs", args.method)
+    if not args.teacher.is_file():
+        raise RSValueError("--teacher", "an existing TorchScript file", str(args.teacher))
+    teacher = torch.jit.load(str(args.teacher), map_location="cpu").eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher
+
+
+def build_objective(args: argparse.Namespace) -> Objective:
+    """The objective the arguments name."""
+    return objective_for(
+        args.method, args.sigma, epochs=args.epochs, noise_draws=args.noise_draws,
+        teacher=load_teacher(args),
+    )  # fmt: skip
 
 
 def training_config(args: argparse.Namespace) -> dict[str, Any]:
     """What defines a training run (a checkpoint of another configuration is refused)."""
     recipe = published_recipe(args.epochs)
-    objective = objective_for(
-        args.method, args.sigma, epochs=args.epochs, noise_draws=args.noise_draws
-    )
+    objective = build_objective(args)
+    teacher = None
+    if args.teacher is not None:
+        digest = hashlib.sha256(args.teacher.read_bytes()).hexdigest()[:16]
+        teacher = {"path": str(args.teacher), "sha256": digest}
     return {
         "model": "LeNet",
         "method": args.method,
@@ -122,6 +156,7 @@ def training_config(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "recipe": recipe.config(),
         "objective": json.loads(json.dumps(objective.config(), default=str)),
+        "teacher": teacher,
     }
 
 
@@ -147,9 +182,7 @@ def train_stage(args: argparse.Namespace) -> Path:
     x, y = x[: args.train_size], y[: args.train_size]
     x_test, y_test = load_idx(args.data_dir, "test")
     x_test, y_test = x_test[:1000], y_test[:1000]
-    objective = objective_for(
-        args.method, args.sigma, epochs=args.epochs, noise_draws=args.noise_draws
-    )
+    objective = build_objective(args)
     model: nn.Module = build_lenet(args.seed)
 
     def report(net: nn.Module, epoch: int) -> dict[str, Any]:
@@ -206,12 +239,11 @@ def certify_stage(args: argparse.Namespace, model: Path) -> None:
     """The three certification phases, each resumed where it stopped."""
     folder = args.workdir / "certify"
     folder.mkdir(parents=True, exist_ok=True)
-    limit = ["--limit", str(args.acr_size)]
-    _certify(args, model, folder / "cohen.jsonl", limit)
     for radius in RADII[args.sigma]:
         out = folder / f"anytime_r{radius:g}.jsonl"
         extra = ["--certifier", "anytime", "--radius", str(radius), "--limit", str(args.test_size)]
         _certify(args, model, out, extra)
+    _certify(args, model, folder / "cohen.jsonl", ["--limit", str(args.acr_size)])
 
 
 def _mean_interval(values: list[float]) -> tuple[float, float, float]:
@@ -319,6 +351,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--train-size", type=int, default=60_000, help="first N training images")
     parser.add_argument("--noise-draws", type=int, default=None, help="m (default: the paper's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--teacher", type=Path, default=None, help="CAT-RS: TorchScript model of the KL target"
+    )
     parser.add_argument("--stage", choices=("train", "certify", "all"), default="all")
     parser.add_argument("--test-size", type=int, default=10_000, help="anytime: first K images")
     parser.add_argument("--acr-size", type=int, default=1_000, help="fixed N: first K images")
@@ -338,6 +373,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    try:
+        return run(args)
+    except RSValueError as error:
+        raise SystemExit(f"reproduce_fashion.py: error: {error}") from error
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Train, certify and table the row ``args`` names (each stage resumed)."""
     torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
     scripted = args.workdir / "model.ts"
