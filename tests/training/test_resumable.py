@@ -64,7 +64,7 @@ def test_a_run_stopped_after_a_checkpoint_resumes_to_the_uninterrupted_weights(t
     """Stopped during its second epoch (the checkpoint holds the first), the run resumes with a
     fresh model and optimiser and ends with the uninterrupted run's weights, optimiser state and
     generators (same process, so exact equality)."""
-    x, y = _data()
+    x, y = _data(64)
     recipe = SGDRecipe(batch_size=32, epochs=3, step_size=2)
     objective = Consistency(Gaussian(0.25), num_noise_vec=2)
     config = {"run": "test"}
