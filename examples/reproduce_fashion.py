@@ -194,8 +194,11 @@ def train_stage(args: argparse.Namespace) -> Path:
         model, objective, x, y, recipe=recipe, checkpoint=checkpoint, config=config,
         seed=args.seed, on_epoch=report,
     )  # fmt: skip
-    torch.save(model.state_dict(), workdir / "model.pt")
-    torch.jit.script(model).save(str(scripted))
+    # Written whole or not at all: a complete checkpoint with a model.ts means training is done.
+    torch.save(model.state_dict(), workdir / "model.pt.tmp")
+    (workdir / "model.pt.tmp").replace(workdir / "model.pt")
+    torch.jit.script(model).save(str(workdir / "model.ts.tmp"))
+    (workdir / "model.ts.tmp").replace(scripted)
     _write_json(workdir / "training.json", {"config": config, "epochs": log})
     return scripted
 
