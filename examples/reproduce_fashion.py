@@ -144,11 +144,7 @@ def training_config(args: argparse.Namespace) -> dict[str, Any]:
     """What defines a training run (a checkpoint of another configuration is refused)."""
     recipe = published_recipe(args.epochs)
     objective = build_objective(args)
-    teacher = None
-    if args.teacher is not None:
-        digest = hashlib.sha256(args.teacher.read_bytes()).hexdigest()[:16]
-        teacher = {"path": str(args.teacher), "sha256": digest}
-    return {
+    config = {
         "model": "LeNet",
         "method": args.method,
         "sigma": args.sigma,
@@ -156,8 +152,11 @@ def training_config(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "recipe": recipe.config(),
         "objective": json.loads(json.dumps(objective.config(), default=str)),
-        "teacher": teacher,
     }
+    if args.teacher is not None:
+        digest = hashlib.sha256(args.teacher.read_bytes()).hexdigest()[:16]
+        config["teacher"] = {"path": str(args.teacher), "sha256": digest}
+    return config
 
 
 def noisy_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float) -> float:
