@@ -88,11 +88,11 @@ def objective_for(
     """The method's objective with Gaussian(σ) noise and the papers' hyperparameters.
 
     Consistency: λ = 10 at σ = 0.25 and 5 above, η = 0.5 (Jeong & Shin 2020, MNIST); SmoothAdv:
-    PGD ε = 1.0, T = 10 steps, warm-up over 10 epochs (Salman et al. 2019); MACER: β = 16,
-    γ = 8, λ = 16 (Zhai et al. 2020, MNIST); CAT-RS: ε = 1.0, T = 4, λ = 0.5 at σ = 0.25 and
-    1.0 at σ = 0.5 (Jeong, Kim & Shin 2023), its KL target the smoothed prediction of
-    ``teacher`` (the paper's code: a Gaussian-trained model's) or, without one, the model's own.
-    ``noise_draws`` is m.
+    PGD ε = 1.0, T = 10 steps, ε warmed up over the first ninth of the epochs (10 of 90; Salman
+    et al. 2019); MACER: β = 16, γ = 8, λ = 16 (Zhai et al. 2020, MNIST); CAT-RS: ε = 1.0,
+    T = 4, λ = 0.5 at σ = 0.25 and 1.0 at σ = 0.5 (Jeong, Kim & Shin 2023), its KL target the
+    smoothed prediction of ``teacher`` (the paper's code: a Gaussian-trained model's) or,
+    without one, the model's own. ``noise_draws`` is m.
     """
     smoothing = Gaussian(sigma)
     if method == "gaussian":
@@ -104,7 +104,7 @@ def objective_for(
     if method == "smoothadv":
         return SmoothAdv(
             smoothing, epsilon=1.0, num_noise_vec=noise_draws, num_steps=10,
-            warmup=min(10, epochs), clip_values=_CLIP,
+            warmup=max(1, round(epochs / 9)), clip_values=_CLIP,
         )  # fmt: skip
     if method == "macer":
         return MACER(smoothing, beta=16.0, gamma=8.0, lmbda=16.0, num_noise_samples=noise_draws)
