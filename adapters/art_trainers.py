@@ -2,8 +2,9 @@
 
 ``PyTorchSmoothAdv``, ``PyTorchMACER`` and ``PyTorchSmoothMix`` take ART 1.20's constructor
 arguments and defaults, so ART code that built them runs unchanged; ``PyTorchConsistency`` is
-consistency regularisation (Jeong & Shin 2020), which ART does not have, in the same form. Each
-is a :class:`~rs_plugin.adapters.art_estimator.PyTorchRandomizedSmoothing` (predict, certify and
+consistency regularisation (Jeong & Shin 2020) and ``PyTorchCATRS`` is CAT-RS (Jeong, Kim & Shin
+2023), which ART does not have, in the same form. Each is a
+:class:`~rs_plugin.adapters.art_estimator.PyTorchRandomizedSmoothing` (predict, certify and
 gradients by the core engine) whose ``fit`` minimises the paper's objective from
 :mod:`rs_plugin.training`: the class only maps ART's arguments onto it. Like the base class, each
 accepts the keyword-only ``smoothing`` (any input-space smoothing instead of Gaussian(scale)),
@@ -19,13 +20,20 @@ from torch import nn
 
 from rs_plugin.adapters.art_estimator import PyTorchRandomizedSmoothing
 from rs_plugin.smoothings.base import Smoothing
+from rs_plugin.training.catrs import CATRS
 from rs_plugin.training.consistency import Consistency
 from rs_plugin.training.macer import MACER
 from rs_plugin.training.objective import Objective
 from rs_plugin.training.smoothadv import SmoothAdv
 from rs_plugin.training.smoothmix import SmoothMix
 
-__all__ = ["PyTorchConsistency", "PyTorchMACER", "PyTorchSmoothAdv", "PyTorchSmoothMix"]
+__all__ = [
+    "PyTorchCATRS",
+    "PyTorchConsistency",
+    "PyTorchMACER",
+    "PyTorchSmoothAdv",
+    "PyTorchSmoothMix",
+]
 
 
 class PyTorchSmoothAdv(PyTorchRandomizedSmoothing):
@@ -300,4 +308,72 @@ class PyTorchConsistency(PyTorchRandomizedSmoothing):
     def training_objective(self) -> Objective:
         return Consistency(
             self.smoothing, num_noise_vec=self.num_noise_vec, lmbda=self.lmbda, eta=self.eta
+        )
+
+
+class PyTorchCATRS(PyTorchRandomizedSmoothing):
+    """CAT-RS (Jeong, Kim & Shin 2023): :class:`rs_plugin.training.CATRS`.
+
+    Not in ART; built like ART's trainers: the randomized-smoothing arguments, then
+    ``num_noise_vec`` (m noisy copies per input), ``epsilon`` (ℓ2 radius of the attack on each
+    noise vector), ``num_steps`` (its PGD steps) and ``lmbda`` (λ, weight of the worst-case
+    term). ``fit`` trains each input on the K ~ Binomial(m, p̂) copies with the smallest
+    cross-entropy (p̂: the fraction of its copies classified correctly, K ≥ 1), plus, where
+    every copy is correct, λ times the largest KL between the smoothed prediction and the
+    prediction under attacked noise. Needs an additive noise (the default Gaussian(scale)).
+    """
+
+    estimator_params: ClassVar[list[str]] = [
+        *PyTorchRandomizedSmoothing.estimator_params,
+        "num_noise_vec",
+        "epsilon",
+        "num_steps",
+        "lmbda",
+    ]
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.modules.loss._Loss,
+        input_shape: tuple[int, ...],
+        nb_classes: int,
+        optimizer: torch.optim.Optimizer | None = None,
+        channels_first: bool = True,
+        clip_values: Any = None,
+        preprocessing_defences: Any = None,
+        postprocessing_defences: Any = None,
+        preprocessing: Any = (0.0, 1.0),
+        device_type: str = "gpu",
+        sample_size: int = 32,
+        scale: float | None = 0.1,
+        alpha: float = 0.001,
+        num_noise_vec: int = 4,
+        epsilon: float = 1.0,
+        num_steps: int = 4,
+        lmbda: float = 1.0,
+        *,
+        smoothing: Smoothing | None = None,
+        num_noise_samples: int | None = None,
+        outputs: str = "hard",
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            model, loss, input_shape, nb_classes, optimizer, channels_first, clip_values,
+            preprocessing_defences, postprocessing_defences, preprocessing, device_type,
+            sample_size, scale, alpha, smoothing=smoothing, num_noise_samples=num_noise_samples,
+            outputs=outputs, seed=seed,
+        )  # fmt: skip
+        self.num_noise_vec = num_noise_vec
+        self.epsilon = epsilon
+        self.num_steps = num_steps
+        self.lmbda = lmbda
+        self.training_objective()
+
+    def training_objective(self) -> Objective:
+        return CATRS(
+            self.smoothing,
+            num_noise_vec=self.num_noise_vec,
+            epsilon=self.epsilon,
+            num_steps=self.num_steps,
+            lmbda=self.lmbda,
         )

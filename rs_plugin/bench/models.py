@@ -19,30 +19,9 @@ import torch
 from torch import nn
 
 from rs_plugin._validation import RSValueError
+from rs_plugin.data._lenet import LeNet
 
 __all__ = ["BENCH_MODELS", "BenchModel", "LeNet", "ResNet20", "ResNet50", "bench_inputs"]
-
-
-class LeNet(nn.Module):
-    """LeNet for 1×28×28 inputs: conv 5×5 (20) → pool → conv 5×5 (50) → pool → fc 500 → 10."""
-
-    def __init__(self, num_classes: int = 10) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Conv2d(1, 20, 5),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(20, 50, 5),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(50 * 4 * 4, 500),
-            nn.ReLU(),
-            nn.Linear(500, num_classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
 
 
 def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int) -> nn.Sequential:

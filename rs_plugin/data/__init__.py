@@ -14,6 +14,7 @@ from rs_plugin.data._datasets import (
     load_idx,
     load_npz,
 )
+from rs_plugin.data._lenet import LeNet, build_lenet
 from rs_plugin.data._models import (
     DEMO_SIGMA,
     DEMO_WEIGHTS,
@@ -34,6 +35,8 @@ __all__ = [
     "FASHION_WEIGHTS",
     "DemoCNN",
     "FashionCNN",
+    "LeNet",
+    "build_lenet",
     "load_dataset",
     "load_demo_model",
     "load_digits",

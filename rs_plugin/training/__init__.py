@@ -7,8 +7,11 @@ optimiser step minimises) and the helpers objectives share
 2019, :mod:`~rs_plugin.training.augmentation`), SmoothAdv (Salman et al. 2019,
 :mod:`~rs_plugin.training.smoothadv`), MACER (Zhai et al. 2020,
 :mod:`~rs_plugin.training.macer`), consistency regularisation (Jeong & Shin 2020,
-:mod:`~rs_plugin.training.consistency`) and SmoothMix (Jeong et al. 2021,
-:mod:`~rs_plugin.training.smoothmix`). Every objective draws its noise through a smoothing's
+:mod:`~rs_plugin.training.consistency`), SmoothMix (Jeong et al. 2021,
+:mod:`~rs_plugin.training.smoothmix`) and CAT-RS (Jeong, Kim & Shin 2023,
+:mod:`~rs_plugin.training.catrs`); the papers' optimiser and schedule
+(:mod:`~rs_plugin.training.recipe`) and checkpointed, resumable training
+(:mod:`~rs_plugin.training.resumable`). Every objective draws its noise through a smoothing's
 ``perturb``, so each works with any input-space smoothing (Gaussian, Laplace, uniform, ...).
 
 May import: :mod:`rs_plugin.smoothings`, :mod:`rs_plugin.certification` and
@@ -16,20 +19,25 @@ May import: :mod:`rs_plugin.smoothings`, :mod:`rs_plugin.certification` and
 """
 
 from rs_plugin.training.augmentation import NoiseAugmentation
+from rs_plugin.training.catrs import CATRS
 from rs_plugin.training.consistency import Consistency
 from rs_plugin.training.loop import TrainingGenerators, train
 from rs_plugin.training.macer import MACER
 from rs_plugin.training.objective import Objective
+from rs_plugin.training.recipe import SGDRecipe, published_recipe
 from rs_plugin.training.smoothadv import SmoothAdv
 from rs_plugin.training.smoothmix import SmoothMix
 
 __all__ = [
+    "CATRS",
     "MACER",
     "Consistency",
     "NoiseAugmentation",
     "Objective",
+    "SGDRecipe",
     "SmoothAdv",
     "SmoothMix",
     "TrainingGenerators",
+    "published_recipe",
     "train",
 ]

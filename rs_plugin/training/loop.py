@@ -20,16 +20,16 @@ from rs_plugin.training.objective import Objective
 __all__ = ["TrainingGenerators", "train"]
 
 
-def _epochs(epochs: int, verbose: bool, name: str) -> Any:
-    """range(epochs), with a progress bar when ``verbose`` and tqdm (the ``cli`` extra) is
-    installed; without tqdm there is no bar."""
+def _epochs(first: int, epochs: int, verbose: bool, name: str) -> Any:
+    """range(first, first + epochs), with a progress bar when ``verbose`` and tqdm (the ``cli``
+    extra) is installed; without tqdm there is no bar."""
     if verbose:
         try:
             from tqdm.auto import trange
         except ImportError:
-            return range(epochs)
-        return trange(epochs, desc=name)
-    return range(epochs)
+            return range(first, first + epochs)
+        return trange(first, first + epochs, desc=name)
+    return range(first, first + epochs)
 
 
 @dataclass
@@ -80,6 +80,7 @@ def train(
     drop_last: bool = False,
     training_mode: bool = True,
     verbose: bool = False,
+    first_epoch: int = 0,
 ) -> nn.Module:
     """Train ``model`` on (x, y) minimising ``objective``; returns the model in eval mode.
 
@@ -90,17 +91,21 @@ def train(
     ones. Inputs are checked (finite, labels int64) before the first step, so bad data leaves
     the weights untouched. ``training_mode`` is the mode the model is in while the objective's
     loss is computed (objectives attack in eval mode whatever it is); ``verbose`` shows a
-    progress bar over epochs.
+    progress bar over epochs. ``first_epoch`` is the index the objective sees for the first
+    epoch (its warm-up schedules count from it): training one epoch at a time with
+    ``first_epoch`` = e and the same generators, optimiser and scheduler takes the same steps as
+    one call over all epochs (how a run is checkpointed and resumed).
     """
     check_training_data(x, y)
     epochs = check_int("epochs", epochs, 1)
     batch_size = check_int("batch_size", batch_size, 1)
+    first_epoch = check_int("first_epoch", first_epoch, 0)
     if not isinstance(objective, Objective):
         raise RSValueError("objective", "an rs_plugin.training.Objective", objective)
     device = _device(model)
     if not isinstance(generators, TrainingGenerators):
         generators = TrainingGenerators.from_seed(generators, device)
-    for epoch in _epochs(epochs, verbose, objective.name):
+    for epoch in _epochs(first_epoch, epochs, verbose, objective.name):
         model.train(mode=training_mode)
         order = torch.randperm(len(x), generator=generators.shuffle)
         starts = range(0, len(x), batch_size)

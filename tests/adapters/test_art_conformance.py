@@ -27,6 +27,7 @@ from torch import nn
 
 from rs_plugin import Laplace, RSValueError
 from rs_plugin.adapters.art import (
+    PyTorchCATRS,
     PyTorchConsistency,
     PyTorchMACER,
     PyTorchRandomizedSmoothing,
@@ -34,7 +35,14 @@ from rs_plugin.adapters.art import (
     PyTorchSmoothMix,
 )
 from rs_plugin.data import load_demo_model, load_digits
-from rs_plugin.training import MACER, Consistency, NoiseAugmentation, SmoothAdv, SmoothMix
+from rs_plugin.training import (
+    CATRS,
+    MACER,
+    Consistency,
+    NoiseAugmentation,
+    SmoothAdv,
+    SmoothMix,
+)
 
 # Each class with the extra arguments ART's test file passes to it (ours: built like ART's).
 CLASSES: dict[str, tuple[type[PyTorchRandomizedSmoothing], dict[str, Any]]] = {
@@ -57,6 +65,7 @@ CLASSES: dict[str, tuple[type[PyTorchRandomizedSmoothing], dict[str, Any]]] = {
         },
     ),
     "consistency": (PyTorchConsistency, {"num_noise_vec": 2, "lmbda": 10.0, "eta": 0.5}),
+    "catrs": (PyTorchCATRS, {"num_noise_vec": 2, "epsilon": 1.0, "num_steps": 2, "lmbda": 0.5}),
 }
 ART_CLASSES: dict[str, type] = {
     "randomized_smoothing": art_rs.PyTorchRandomizedSmoothing,
@@ -310,7 +319,7 @@ def test_predict_checks_inputs_whatever_the_outputs(outputs, value, message):
         estimator.predict(x)
 
 
-@pytest.mark.parametrize("name", ["smoothadv", "macer", "smoothmix", "consistency"])
+@pytest.mark.parametrize("name", ["smoothadv", "macer", "smoothmix", "consistency", "catrs"])
 def test_trainers_take_any_input_space_smoothing(name):
     fewer_steps: dict[str, Any] = {"num_steps": 2} if name in ("smoothadv", "smoothmix") else {}
     estimator, _ = _build(name, smoothing=Laplace(0.25), **fewer_steps)
@@ -330,6 +339,22 @@ def test_trainer_settings_are_checked_at_construction():
         _build("smoothmix", mix_step=-1)
     with pytest.raises(RSValueError, match="^num_noise_vec: expected"):
         _build("consistency", num_noise_vec=1)
+    with pytest.raises(RSValueError, match="^epsilon: expected"):
+        _build("catrs", epsilon=0.0)
+
+
+def test_catrs_fit_is_reproducible_from_the_seed():
+    """PyTorchCATRS draws its noise, its K ~ Binomial and its shuffling from the seed."""
+    x, y = _test_data(8)
+
+    def run(seed: int) -> list[torch.Tensor]:
+        estimator, _ = _build("catrs", scale=0.25, seed=seed)
+        estimator.fit(x, y, batch_size=4, nb_epochs=1)
+        return [p.detach().clone() for p in estimator.base_model.parameters()]
+
+    first, again, other = run(0), run(0), run(1)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(first, other, strict=True))
 
 
 def test_smoothmix_steps_by_its_own_step_size_not_the_failure_probability():
@@ -354,6 +379,7 @@ def test_smoothmix_steps_by_its_own_step_size_not_the_failure_probability():
         ("macer", MACER, {"beta": 16.0, "gamma": 8.0, "lmbda": 12.0, "num_noise_samples": 16}),
         ("smoothmix", SmoothMix, {"eta": 5.0, "num_noise_vec": 2, "num_steps": 8, "warmup": 10}),
         ("consistency", Consistency, {"num_noise_vec": 2, "lmbda": 10.0, "eta": 0.5}),
+        ("catrs", CATRS, {"num_noise_vec": 2, "epsilon": 1.0, "num_steps": 2, "lmbda": 0.5}),
     ],
 )
 def test_fit_minimises_the_core_objective_with_the_estimators_settings(name, objective, settings):

@@ -9,6 +9,7 @@ from torch import nn
 from rs_plugin import Gaussian, RSValueError
 from rs_plugin.data import load_digits
 from rs_plugin.training import (
+    CATRS,
     MACER,
     Consistency,
     NoiseAugmentation,
@@ -156,6 +157,7 @@ def test_training_lowers_the_loss_on_noisy_inputs():
         MACER(Gaussian(0.25), num_noise_samples=4),
         Consistency(Gaussian(0.25)),
         SmoothMix(Gaussian(0.25), num_noise_vec=2, num_steps=2),
+        CATRS(Gaussian(0.25), num_noise_vec=2, num_steps=2),
     ],
     ids=lambda objective: objective.name,
 )
@@ -170,3 +172,27 @@ def test_every_objective_trains_reproducibly_from_the_seed(objective):
     first = run(0)
     assert _same(first, run(0))
     assert not _same(first, run(1))
+
+
+class _EpochRecorder(NoiseAugmentation):
+    """Noise augmentation that records the epoch index the loop passes."""
+
+    def __init__(self) -> None:
+        super().__init__(Gaussian(0.25))
+        self.epochs: list[int] = []
+
+    def loss(self, model, x, y, *, generator, epoch):
+        self.epochs.append(epoch)
+        return super().loss(model, x, y, generator=generator, epoch=epoch)
+
+
+def test_first_epoch_is_the_index_objectives_see():
+    """Epoch by epoch from first_epoch = e continues the warm-up schedules of one long call."""
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    objective = _EpochRecorder()
+    x, y = _data(20)
+    train(model, objective, x, y, optimizer=optimizer, epochs=2, batch_size=10, first_epoch=5)
+    assert objective.epochs == [5, 5, 6, 6]
+    with pytest.raises(RSValueError, match="^first_epoch"):
+        train(model, objective, x, y, optimizer=optimizer, first_epoch=-1)

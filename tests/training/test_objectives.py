@@ -15,6 +15,7 @@ from torch import nn
 from rs_plugin import Gaussian, Laplace, RSValueError, Uniform
 from rs_plugin.data import load_demo_model, load_digits
 from rs_plugin.training import (
+    CATRS,
     MACER,
     Consistency,
     NoiseAugmentation,
@@ -269,6 +270,7 @@ OBJECTIVES = {
     "macer": lambda s: MACER(s, num_noise_samples=4),
     "consistency": lambda s: Consistency(s),
     "smoothmix": lambda s: SmoothMix(s, num_noise_vec=2, num_steps=2, clip_values=(0.0, 1.0)),
+    "catrs": lambda s: CATRS(s, num_noise_vec=2, num_steps=2),
 }
 NOISES = {"gaussian": Gaussian(0.25), "laplace": Laplace(0.25), "uniform": Uniform(0.25)}
 

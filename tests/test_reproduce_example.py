@@ -1,0 +1,96 @@
+"""examples/reproduce_fashion.py end to end on a tiny setting, its resumption, and a run killed
+mid-training that resumes to the checkpoint of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "reproduce_fashion.py"
+TINY = ["--epochs", "2", "--train-size", "256", "--test-size", "6", "--acr-size", "4"]
+TINY += ["--check-size", "4", "-n", "400", "--batch-size", "200"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=ENV
+    )
+
+
+def test_a_row_trains_certifies_and_tables_then_resumes_without_redoing_anything(tmp_path):
+    args = ["--method", "consistency", "--sigma", "0.25", *TINY, "--workdir", str(tmp_path)]
+    first = _run(*args)
+    assert first.returncode == 0, first.stderr
+    assert "epoch 2/2" in first.stdout
+    row = json.loads((tmp_path / "table.json").read_text())
+    assert row["published"] == {"acr": 0.744, "certified": {"0.5": 0.788}}
+    assert sorted(row["certified"]) == ["0.25", "0.5", "0.75"]
+    assert all(entry["images"] == 6 for entry in row["certified"].values())
+    assert all(100 <= entry["average_samples"] <= 500 for entry in row["certified"].values())
+    assert row["acr"]["images"] == 4 and row["acr"]["ci95"][0] <= row["acr"]["value"]
+    assert all(check["images"] == 4 for check in row["check_against_fixed_n"].values())
+    assert row["training"]["epochs"] == 2 and row["training"]["cpu_seconds"] > 0
+    assert set(row["certify_cpu_seconds"]) == {
+        "cohen.jsonl", "anytime_r0.25.jsonl", "anytime_r0.5.jsonl", "anytime_r0.75.jsonl"
+    }  # fmt: skip
+    assert row["fixed_n_full_test_cpu_hours_projected"] > 0
+    table = (tmp_path / "table.md").read_text()
+    assert "| 0.25 | Consistency | published | 0.744 |" in table
+    assert "| 0.25 | Consistency | ours |" in table
+    lines = {p.name: p.read_text() for p in (tmp_path / "certify").iterdir()}
+    again = _run(*args)
+    assert again.returncode == 0, again.stderr
+    assert "epoch" not in again.stdout  # nothing retrained
+    assert {p.name: p.read_text() for p in (tmp_path / "certify").iterdir()} == lines
+    assert json.loads((tmp_path / "table.json").read_text())["certified"] == row["certified"]
+    other = _run(*[a if a != "256" else "128" for a in args])
+    assert other.returncode != 0
+    assert "workdir" in other.stderr and "train_size" in other.stderr
+
+
+def _epoch(checkpoint: Path) -> int:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    return int(state["epoch"])
+
+
+def test_a_run_killed_mid_training_resumes_to_the_uninterrupted_checkpoint(tmp_path):
+    args = ["--method", "gaussian", "--sigma", "0.5", "--epochs", "3", "--train-size", "1024"]
+    args += ["--stage", "train"]
+    whole = _run(*args, "--workdir", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args, "--workdir", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+    )
+    checkpoint = killed / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    stopped_at = _epoch(checkpoint)
+    if stopped_at == 3:
+        pytest.fail("the run ended before it could be killed; give it more epochs")
+    resumed = _run(*args, "--workdir", str(killed))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"epoch {stopped_at + 1}/3" in resumed.stdout and "epoch 1/3" not in resumed.stdout
+    first = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    second = torch.load(checkpoint, weights_only=True)
+    assert first["epoch"] == second["epoch"] == 3
+    for key, value in first["model"].items():
+        torch.testing.assert_close(second["model"][key], value, rtol=1e-6, atol=1e-7)
+    assert torch.equal(first["noise_rng"], second["noise_rng"])
+    assert torch.equal(first["shuffle_rng"], second["shuffle_rng"])
+    assert first["scheduler"] == second["scheduler"]
