@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from rs_plugin._validation import RSValueError, RSWarning
+from rs_plugin._validation import MissingExtraError, RSValueError, RSWarning
 from rs_plugin.cli.arguments import (
     Parser,
     add_audit_parser,
@@ -98,6 +98,9 @@ def _run(args: Any) -> int:
         return 0
     except RSValueError as error:
         print(f"rs-plugin {args.command}: error: {as_flags(error)}", file=sys.stderr)
+        return 2
+    except MissingExtraError as error:
+        print(f"rs-plugin {args.command}: error: {error}", file=sys.stderr)
         return 2
     except RunFailed as error:
         print(f"rs-plugin {args.command}: error: {error}", file=sys.stderr)
