@@ -220,16 +220,19 @@ def figure(path: Path, results: list[dict[str, Any]]) -> None:
     fig, axes = plt.subplots(len(rows), 3, figsize=(5.0, 1.7 * len(rows)), squeeze=False)
     for row, (name, i, r) in enumerate(rows):
         smoothing = smoothing_for(name)
-        params = torch.tensor([[-r], [0.0], [r]], dtype=torch.float32)
+        # The physical side: darker shadows, denser fog (the certificate also covers −r..0,
+        # the inverse operation, which leaves [0, 1]).
+        params = torch.tensor([[0.0], [r / 2], [r]], dtype=torch.float32)
         images = smoothing.apply(x[i : i + 1].expand(3, -1, -1, -1), params)
         for col in range(3):
             ax = axes[row, col]
             ax.imshow(images[col, 0].clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{name} {float(params[col, 0]):+.2f}", fontsize=7)
+            symbol = "s" if name == "shadow" else "β"
+            ax.set_title(f"{name} {symbol} = {float(params[col, 0]):.2f}", fontsize=7)
         axes[row, 0].set_ylabel(f"test #{i}", fontsize=7)
-    fig.suptitle("Fashion-MNIST at ± the certified radius (centre: clean)", fontsize=8)
+    fig.suptitle("Fashion-MNIST: clean, half and the whole certified radius", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
