@@ -247,11 +247,11 @@ def main() -> None:
     parser.add_argument("-n", "--n", type=int, default=1000)
     parser.add_argument("--alpha", type=float, default=0.001)
     parser.add_argument("--audit-inputs", type=int, default=100)
-    parser.add_argument("--predict-n", type=int, default=500)
+    parser.add_argument("--predict-n", type=int, default=200)
     parser.add_argument(
         "--contrast-inputs", type=int, default=500, help="inputs for the shipped noise model"
     )
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--train-size", type=int, default=15_000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
