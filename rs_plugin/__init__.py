@@ -50,6 +50,8 @@ if TYPE_CHECKING:
     from rs_plugin.smoothings.noises import ExpInf, Laplace, Uniform
     from rs_plugin.smoothings.norms import LP_NORMS, convert_radius, dual_norm, lp_norm
     from rs_plugin.smoothings.semantic import Blur, Brightness, Compose, Contrast, SemanticSmoothing
+    from rs_plugin.smoothings.shadow import Shadow
+    from rs_plugin.smoothings.weather import Fog, HorizonFog
     from rs_plugin.smoothings.sound import SoundGaussian, SoundLaplace, SoundNoise, SoundUniform
 
 # Public name -> the module that defines it.
@@ -75,8 +77,10 @@ _PUBLIC = {
     "DDRS": "rs_plugin.certification.memory",
     "Deformation": "rs_plugin.smoothings.geometric",
     "ExpInf": "rs_plugin.smoothings.noises",
+    "Fog": "rs_plugin.smoothings.weather",
     "Gaussian": "rs_plugin.smoothings.gaussian",
     "GridCertifier": "rs_plugin.certification.grid",
+    "HorizonFog": "rs_plugin.smoothings.weather",
     "LP_NORMS": "rs_plugin.smoothings.norms",
     "Laplace": "rs_plugin.smoothings.noises",
     "MemoryCertifier": "rs_plugin.certification.memory",
@@ -93,6 +97,7 @@ _PUBLIC = {
     "SemanticRandom": "rs_plugin.auditing.semantic_attacks",
     "SemanticSmoothing": "rs_plugin.smoothings.semantic",
     "SequentialCertifier": "rs_plugin.certification.sequential",
+    "Shadow": "rs_plugin.smoothings.shadow",
     "SmoothedClassifier": "rs_plugin.certification.classifier",
     "Smoothing": "rs_plugin.smoothings.base",
     "SoundGaussian": "rs_plugin.smoothings.sound",
@@ -142,8 +147,10 @@ __all__ = [
     "Contrast",
     "Deformation",
     "ExpInf",
+    "Fog",
     "Gaussian",
     "GridCertifier",
+    "HorizonFog",
     "Laplace",
     "MemoryCertifier",
     "Predictions",
@@ -155,6 +162,7 @@ __all__ = [
     "SemanticRandom",
     "SemanticSmoothing",
     "SequentialCertifier",
+    "Shadow",
     "SmoothedClassifier",
     "Smoothing",
     "SoundGaussian",

@@ -193,3 +193,32 @@ def test_fp_counterexample_example_shows_the_false_certificate_and_the_sound_ref
     assert lines[1].endswith("predict x1 -> class 1; false certificate: yes")
     assert lines[2].startswith("sound: certify x0 -> class 1")
     assert lines[2].endswith("false certificate: no")
+
+
+def test_weather_certify_example_writes_its_table_and_figure(tmp_path):
+    tiny = ["--inputs", "6", "-n", "100", "--n0", "20", "--audit-inputs", "3", "--predict-n"]
+    tiny += ["50", "--contrast-inputs", "3", "--epochs", "1", "--train-size", "200"]
+    script = str(EXAMPLES / "weather_certify.py")
+    for family in ("shadow", "fog"):
+        done = subprocess.run(
+            [sys.executable, script, "--family", family, *tiny, "--out-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+        result = json.loads((tmp_path / f"{family}.json").read_text())
+        trained = result["models"][f"{family}-trained"]
+        assert trained["norm"] == family and trained["inputs"] == 6
+        assert trained["audit"]["inputs"] == 3 and trained["audit"]["violations"] >= 0
+        assert result["models"]["noise-trained (shipped)"]["inputs"] == 3
+    subprocess.run(
+        [sys.executable, script, "--report", "--out-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    table = (tmp_path / "table.md").read_text(encoding="utf-8")
+    rows = [line for line in table.splitlines() if line.startswith("| shadow") or "| fog" in line]
+    assert len(rows) == 4 and len({line.count("|") for line in table.splitlines()}) == 1
+    assert (tmp_path / "weather.png").read_bytes().startswith(b"\x89PNG")

@@ -77,7 +77,7 @@ class _ParameterSearch(Attack):
     def applies_to(self, smoothing: Smoothing) -> str | None:
         if not isinstance(smoothing, SemanticSmoothing):
             return "certificates of an input-space noise (use pgd, autoattack, deepfool, cw_l2)"
-        if isinstance(smoothing, Compose):
+        if isinstance(smoothing, Compose) or getattr(smoothing, "sigma_units", False):
             return "compositions (their radius is in units of each component's sigma)"
         return None
 

@@ -128,7 +128,8 @@ def _certify(
                 _certify_here(job, smoothed, x, y, todo, store)
         elapsed = time.perf_counter() - started
         records = [store.records[i] for i in sorted(store.records)]
-    sigma = smoothing.noise_scale or 1.0
+    # The radius unit of the table: σ, or a smoothing's own scale where σ is not it.
+    sigma = getattr(smoothing, "radius_scale", None) or smoothing.noise_scale or 1.0
     # A stateful certifier's σ varies per input, so it has no single sampling cap.
     largest = None if job.stateful else sampling_cap(smoothing, job.alpha, job.n, x[0].numel())
     summary = summarize(
@@ -151,7 +152,7 @@ def _certify(
         f"alpha={job.alpha}, seed={job.seed}, {len(todo)} certified now, "
         f"{len(records) - len(todo)} resumed"
     )
-    print(format_summary(summary, smoothing.norm))
+    print(format_summary(summary, smoothing.norm, getattr(smoothing, "units", None)))
     sys.stdout.flush()  # now, so that a reader that has gone away is reported (cli.main)
     return 0
 

@@ -58,8 +58,9 @@ def summarize(
     }
 
 
-def format_summary(summary: Mapping[str, Any], norm: str) -> str:
-    """A plain-text table for people."""
+def format_summary(summary: Mapping[str, Any], norm: str, units: str | None = None) -> str:
+    """A plain-text table for people; ``units`` (a semantic smoothing's parameter units) follow
+    every radius, e.g. ``fog radius >= 0.12 (beta, 1/depth)``."""
     if summary["inputs"] == 0:
         return "no inputs certified"
     lines = [
@@ -67,12 +68,15 @@ def format_summary(summary: Mapping[str, Any], norm: str) -> str:
         f"{'clean smoothed accuracy':<44}{summary['clean_accuracy']:>10.1%}",
         f"{'abstentions':<44}{summary['abstention_rate']:>10.1%}",
     ]
+    unit = f" ({units})" if units else ""
     for radius, accuracy in summary["certified_accuracy"].items():
-        lines.append(f"{f'certified accuracy, {norm} radius >= {radius}':<44}{accuracy:>10.1%}")
+        label = f"certified accuracy, {norm} radius >= {radius}{unit}"
+        lines.append(f"{label:<44}{accuracy:>10.1%}")
     if "decided_certified" in summary:
         label = f"decided certified at {norm} radius {summary['decision_radius']:g}"
         lines.append(f"{label:<44}{summary['decided_certified']:>10.1%}")
-    lines.append(f"{'average certified radius':<44}{summary['average_certified_radius']:>10.4f}")
+    label = f"average certified radius{unit}"
+    lines.append(f"{label:<44}{summary['average_certified_radius']:>10.4f}")
     if "largest_certifiable_radius" in summary:
         label = f"largest certifiable {norm} radius (cap)"
         lines.append(f"{label:<44}{summary['largest_certifiable_radius']:>10.4g}")

@@ -10,8 +10,9 @@ point (:mod:`~rs_plugin.smoothings.sound`, sampled exactly by
 (:mod:`~rs_plugin.smoothings.anisotropic`), ℓp-norm helpers and radius conversions
 (:mod:`~rs_plugin.smoothings.norms`), and semantic transforms: image operations
 (:mod:`~rs_plugin.smoothings.transforms`), the transform base class with photometric transforms
-and compositions (:mod:`~rs_plugin.smoothings.semantic`) and geometric transforms
-(:mod:`~rs_plugin.smoothings.geometric`).
+and compositions (:mod:`~rs_plugin.smoothings.semantic`), geometric transforms
+(:mod:`~rs_plugin.smoothings.geometric`), cast shadows (:mod:`~rs_plugin.smoothings.shadow`) and
+fog (:mod:`~rs_plugin.smoothings.weather`).
 
 May import: torch, numpy, scipy, mpmath and :mod:`rs_plugin._validation`; nothing else of the
 package.

@@ -41,6 +41,7 @@ from rs_plugin import (
 from rs_plugin._registry import discover, load_smoothing
 from rs_plugin.cli import main
 from tests.analytic import assert_art_adapter_matches_core, binomial_upper_tail
+from tests.smoothings.test_weather import _case as _weather_case
 
 FALSE_ALARM = 1e-4
 SIZE = 15  # odd: the centre pixel sits on the rotation/scaling centre
@@ -59,6 +60,9 @@ SIGMAS = {
     "brightness": 0.2,
     "contrast": 0.2,
     "blur": 0.5,
+    "shadow": 0.5,
+    "fog": 0.3,
+    "horizon_fog": 0.3,
 }
 
 
@@ -359,6 +363,12 @@ def _composed() -> Case:
     return smoothing, _ramps(g, a, 0.0), PixelThreshold(C, C, 0.5), label, truth
 
 
+def _weather(name: str) -> Case:
+    """Shadow darkness and fog (tests/smoothings/test_weather.py): half-lines at the centre."""
+    smoothing, x, model, label, truth = _weather_case(name)
+    return smoothing, x, model, label, {smoothing.norm: truth}
+
+
 CASES: dict[str, Callable[[], Case]] = {
     "brightness": lambda: _brightness("gaussian"),
     "brightness[uniform]": lambda: _brightness("uniform"),
@@ -371,6 +381,9 @@ CASES: dict[str, Callable[[], Case]] = {
     "deformation": _deformation,
     "blur": _blur,
     "compose": _composed,
+    "shadow": lambda: _weather("shadow-darkness"),
+    "fog": lambda: _weather("fog"),
+    "horizon_fog": lambda: _weather("horizon_fog"),
 }
 
 
