@@ -51,8 +51,8 @@ if TYPE_CHECKING:
     from rs_plugin.smoothings.norms import LP_NORMS, convert_radius, dual_norm, lp_norm
     from rs_plugin.smoothings.semantic import Blur, Brightness, Compose, Contrast, SemanticSmoothing
     from rs_plugin.smoothings.shadow import Shadow
-    from rs_plugin.smoothings.weather import Fog, HorizonFog
     from rs_plugin.smoothings.sound import SoundGaussian, SoundLaplace, SoundNoise, SoundUniform
+    from rs_plugin.smoothings.weather import Fog, HorizonFog
 
 # Public name -> the module that defines it.
 _PUBLIC = {
