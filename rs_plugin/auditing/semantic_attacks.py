@@ -18,6 +18,7 @@ gradient), so they are the semantic counterparts of the worst-of-k evaluation of
 from __future__ import annotations
 
 import abc
+import math
 from typing import ClassVar
 
 import torch
@@ -38,6 +39,8 @@ __all__ = [
 
 # Images evaluated per forward pass while scoring (candidates × noise samples).
 _CHUNK = 8192
+# Rounding allowed when checking that a transformed image stays within the clip values.
+_RANGE_SLACK = 1e-6
 
 
 def parameter_norm(norm: str) -> str:
@@ -112,16 +115,35 @@ class _ParameterSearch(Attack):
                 generator.manual_seed(target.seed)
                 probs = parametric_soft(target, xs, flat, generator)
             else:
-                probs = target.smoothed(smoothing.apply(xs, flat))
+                images = smoothing.apply(xs, flat)
+                probs = target.smoothed(images)
             labels = y[part].repeat_interleave(count)
             score = probs.gather(1, labels[:, None])[:, 0].view(-1, count)
+            if target.semantics != "parametric":
+                # An image outside the input range is no input at all: never a candidate.
+                score = score.masked_fill(~_in_range(images, target).view(-1, count), math.inf)
             pick = score.argmin(dim=1)
             best[part] = phis[part][torch.arange(pick.shape[0]), pick]
         active = (eps > 0).to(x.dtype)[:, None]
         best = best * active
-        images = smoothing.apply(x, best).clamp(*target.clip_values)
+        images = smoothing.apply(x, best)
+        if target.semantics == "parametric":
+            images = images.clamp(*target.clip_values)
+        else:
+            # An input-domain certificate speaks of T(x, φ) itself: clipping it would check an
+            # image outside the certified family (fog's inverse side leaves [0, 1]), so a
+            # parameter whose image leaves the input range is dropped instead.
+            active = active * _in_range(images, target).to(x.dtype)[:, None]
+            best = best * active
         images = torch.where(active.view(-1, *([1] * (x.ndim - 1))) > 0, images, x)
         return Candidates(x=images, params=best)
+
+
+def _in_range(images: torch.Tensor, target: AttackTarget) -> torch.Tensor:
+    """(N,) whether each image lies within the target's clip values (up to rounding)."""
+    low, high = target.clip_values
+    flat = images.flatten(1)
+    return (flat >= low - _RANGE_SLACK).all(dim=1) & (flat <= high + _RANGE_SLACK).all(dim=1)
 
 
 class SemanticGrid(_ParameterSearch):

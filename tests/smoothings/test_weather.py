@@ -336,3 +336,29 @@ def test_noise_augmentation_trains_with_the_smoothing(smoothing):
 )
 def test_the_art_adapter_certifies_like_the_core(smoothing):
     assert (assert_art_adapter_matches_core(smoothing, inputs=3) > 0).any()
+
+
+class _FogRatio(nn.Module):
+    """Class 0 when (1 − z₁)/(1 − z₀) < 1/2, a ratio fog (airlight 1) leaves unchanged: its
+    smoothed classifier is class 0 at every fog of x = (0, 0.9), on both sides of β = 0. Clipping
+    the inverse side's image (z₀ = 1 − e^{|β|} < 0) to [0, 1] breaks the ratio (e^{|β|}·0.1), and
+    PREDICT on that clipped image answers class 1 once |β| > ln 5."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        flat = z.flatten(1)
+        ratio = (1 - flat[:, 1]) / (1 - flat[:, 0]).clamp_min(1e-12)
+        one = (ratio >= 0.5).to(z.dtype)
+        return torch.stack([1 - one, one], dim=1) * 10.0
+
+
+def test_the_audit_checks_fog_images_themselves_not_clipped_ones():
+    x = torch.tensor([[[[0.0, 0.9]]]])
+    y = torch.tensor([0])
+    report = audit(
+        _FogRatio().eval(), Fog(1.0), x, y, num_classes=2, n=1000, predict_n=200,
+        attacks=["semantic_grid"],
+    )  # fmt: skip
+    assert report.verdict["certified_inputs"] == 1
+    # The certified radius (≈ 2.46) reaches past ln 5 on the inverse side.
+    assert float(report.inputs[0]["radius"]) > math.log(5.0)
+    assert not report.violated
