@@ -20,6 +20,9 @@ TINY += ["--check-size", "4", "-n", "400", "--batch-size", "200"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+pytestmark = pytest.mark.slow
+
+
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=ENV

@@ -6,6 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 
 def _records(path):
     rows = [json.loads(line) for line in path.read_text().splitlines()]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from rs_plugin.bench.sound import format_sound, run_sound_bench
+
+pytestmark = pytest.mark.slow
 
 
 def test_sound_bench_compares_both_modes_on_a_tiny_setting():
