@@ -188,13 +188,13 @@ def record_validator(
 
     def validate(number: int, record: Mapping[str, Any]) -> None:
         where = f"{path} line {number}"
-        check_record(record, where, "--resume")
+        check_record(record, where, "resume")
         reason = impossibility(
             record, smoothing=smoothing, num_classes=num_classes, dim=dim, cap=cap
         )
         if reason is not None:
             raise RSValueError(
-                "--resume",
+                "resume",
                 "stored records this configuration could have issued",
                 f"{where}: {reason} (a certificate that {CANNOT_HOLD})",
             )

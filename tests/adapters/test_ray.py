@@ -255,7 +255,7 @@ def _serve_once(reply: bytes) -> tuple[socket.socket, int]:
 @pytest.mark.parametrize("reply", [b"", b"HTTP/1.1 400 Bad Request\r\n\r\n"])
 def test_an_open_port_that_is_not_ray_is_refused_within_the_timeout(reply):
     server, port = _serve_once(reply)
-    with server, pytest.raises(RSValueError, match=r"^--ray-address: .*answer(s|ing) within 1 s"):
+    with server, pytest.raises(RSValueError, match=r"^address: .*answer(s|ing) within 1 s"):
         RayCertifier(_job(), address=f"127.0.0.1:{port}", connect_timeout=1.0).__enter__()
     assert not ray.is_initialized()
 

@@ -41,7 +41,7 @@ def test_any_record_is_accepted_or_refused_with_one_error(record):
     try:
         check_record(record, "f line 1")
     except RSValueError as error:
-        assert str(error).startswith("--certificates: expected ")
+        assert str(error).startswith("certificates: expected ")
         return
     # Accepted: the fields are what the audit and the cap computation rely on.
     prediction, radius = record["prediction"], record["radius"]
