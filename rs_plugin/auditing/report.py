@@ -78,7 +78,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _floating_point(settings: dict[str, Any]) -> str:
     """Whether the certificates were issued in the sound mode, and the probe's figure."""
-    smoothing = settings.get("smoothing") or {}
+    smoothing = settings.get("smoothing")
+    if not isinstance(smoothing, dict):
+        smoothing = {}
     if smoothing.get("sound_fp") is True:
         line = (
             f"- Floating point: issued in the sound mode (inputs on the grid of step "

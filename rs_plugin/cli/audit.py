@@ -251,7 +251,8 @@ def _audit(args: argparse.Namespace, threads: Threads) -> int:
         if finding is not None:
             report.diagnostics.append(finding)
     paths = report.write(out)
-    sound = (records[0].get("smoothing") or {}).get("sound_fp") is True
+    stored = records[0].get("smoothing")  # a description (dict) or, in older files, a name
+    sound = isinstance(stored, dict) and stored.get("sound_fp") is True
     print(f"{source}: certificates issued in the {'sound' if sound else 'float'} mode")
     print(report.verdict["summary"])
     print("report: " + ", ".join(str(p) for p in paths))
