@@ -44,7 +44,7 @@ typecheck: install
 	$(VENV)/bin/mypy rs_plugin adapters tests examples
 
 pytest: install fashion-mnist
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=25
 
 test: lint typecheck pytest
 
