@@ -9,7 +9,8 @@ estimators (:mod:`~rs_plugin.adapters.art_estimator`) and trainers
 (:mod:`~rs_plugin.adapters.art_attacks`) and through pyautoattack
 (:mod:`~rs_plugin.adapters.autoattack`); the smoothed classifier as a Foolbox model and Foolbox
 attacks as audit attacks (:mod:`~rs_plugin.adapters.foolbox`); the Ray engine of
-``rs-plugin certify --engine ray`` (:mod:`~rs_plugin.adapters.ray`). Each needs its extra
+``rs-plugin certify --engine ray`` (:mod:`~rs_plugin.adapters.ray`) and its bounded waits
+(:mod:`~rs_plugin.adapters.ray_health`). Each needs its extra
 (``art``, ``audit``, ``foolbox``, ``ray``); importing one
 without it raises an ImportError naming the ``pip install 'rs-plugin[extra]'`` line.
 """

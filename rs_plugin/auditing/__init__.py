@@ -4,7 +4,8 @@ What lives here: the attack contract and the attack registry lookup
 (:mod:`~rs_plugin.auditing.attack`), gradient-free semantic searches
 (:mod:`~rs_plugin.auditing.semantic_attacks`), pre-flight diagnostics of the model
 (:mod:`~rs_plugin.auditing.diagnostics`) and its floating-point probe
-(:mod:`~rs_plugin.auditing.fp_probe`), the runner that spends budgets and checks candidates
+(:mod:`~rs_plugin.auditing.fp_probe`), what a certificate record may claim
+(:mod:`~rs_plugin.auditing.plausibility`), the runner that spends budgets and checks candidates
 (:mod:`~rs_plugin.auditing.runner`), the certificate set, verdict and curves
 (:mod:`~rs_plugin.auditing.results`), the report files (:mod:`~rs_plugin.auditing.report`) and
 the default budgets and attacks (:mod:`~rs_plugin.auditing.defaults`), the batched PREDICT checks

@@ -6,7 +6,9 @@ conformance checks every registered certifier passes
 batches and counts votes, with every noise stream id (:mod:`~rs_plugin.certification.engine`);
 how the model is called for votes (precision, layout, compilation:
 :mod:`~rs_plugin.certification.model_runner`) and on how many threads
-(:mod:`~rs_plugin.certification.threads`); confidence bounds and tests
+(:mod:`~rs_plugin.certification.threads`); the one model probe, on a copy of the inputs
+(:mod:`~rs_plugin.certification.probe`), and a model's identity
+(:mod:`~rs_plugin.certification.identity`); confidence bounds and tests
 (:mod:`~rs_plugin.certification.stats`, :mod:`~rs_plugin.certification.stopping`,
 :mod:`~rs_plugin.certification.confidence_sequence`); the certificate records
 (:mod:`~rs_plugin.certification.certificates`) and how a lower bound becomes one, with the

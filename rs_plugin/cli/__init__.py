@@ -5,7 +5,10 @@ What lives here: the argument parsers (:mod:`~rs_plugin.cli.arguments`, torch-fr
 :mod:`~rs_plugin.cli.audit`), the one table from library parameters to flags and the parsing of
 flag text (:mod:`~rs_plugin.cli.flags`), ``--threads`` (:mod:`~rs_plugin.cli.threads`), the
 ``--model`` text turned into a model (:mod:`~rs_plugin.cli.models`), the
-append-only result store (:mod:`~rs_plugin.cli.store`) and run summaries
+append-only result store (:mod:`~rs_plugin.cli.store`), outputs that must be regular files
+(:mod:`~rs_plugin.cli.outputs`), a user's JSON Lines file scanned line by line
+(:mod:`~rs_plugin.cli.linescan`), runs that fail midway with the records kept
+(:mod:`~rs_plugin.cli.failures`) and run summaries
 (:mod:`~rs_plugin.cli.summary`). The job a run describes is :mod:`rs_plugin.runs`, below the
 command line. It may import every other part of the core and the adapters; nothing imports it.
 """

@@ -1,8 +1,10 @@
 """Datasets and reference models; nothing here downloads anything.
 
 What lives here: the loaders of the embedded digits (scikit-learn's, the ``digits`` extra), IDX
-files such as Debian's Fashion-MNIST and ``.npz`` files (:mod:`~rs_plugin.data._datasets`); the
-reference models and loading a user's model (:mod:`~rs_plugin.data._models`); the scripts that
+files such as Debian's Fashion-MNIST and ``.npz`` files (:mod:`~rs_plugin.data._datasets`), with
+their containers checked before anything is allocated (:mod:`~rs_plugin.data._containers`); the
+reference models shipped for each dataset (:mod:`~rs_plugin.data._models`) and the papers' LeNet
+(:mod:`~rs_plugin.data._lenet`); the scripts that
 trained the shipped weights (:mod:`~rs_plugin.data.train_demo`,
 :mod:`~rs_plugin.data.train_fashion`).
 """
