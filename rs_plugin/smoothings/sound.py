@@ -105,6 +105,10 @@ class SoundNoise(Smoothing):
         self.continuous = self.family(self.sigma)  # type: ignore[call-arg]
         self.law: RoundedNoise = self._law()
 
+    @property
+    def noise_scale(self) -> float:
+        return self.sigma
+
     def _law(self) -> RoundedNoise:
         raise NotImplementedError
 
