@@ -366,11 +366,14 @@ def test_a_file_size_limit_keeps_every_record_and_says_how_to_resume(tmp_path, l
     assert _records(tmp_path / "r.jsonl") == _records(tmp_path / "clean.jsonl")
 
 
+# The peak resident set of this process's own memory (VmHWM starts afresh at exec; ru_maxrss
+# would include the parent's memory at fork, here the whole pytest process).
 _PEAK = """
-import resource, sys
+import re, sys
 from rs_plugin.cli import main
 code = main(sys.argv[1:])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, code)
+status = open("/proc/self/status").read()
+print(int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) * 1024, code)
 """
 
 
