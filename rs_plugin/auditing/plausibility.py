@@ -91,10 +91,11 @@ def check_record(record: Mapping[str, Any], where: str, parameter: str = "certif
         )
     if not (_is_number(alpha) and 0 < alpha < 1):
         raise RSValueError(parameter, "an alpha: a number in (0, 1)", f"{where}: {alpha!r}")
-    for key in ("n", "n0", "samples"):
+    # A sequential certifier that stops before its estimation samples records samples = 0.
+    for key, least in (("n", 1), ("n0", 1), ("samples", 0)):
         value = record.get(key)
-        if value is not None and not (_is_whole(value) and value >= 1):
-            raise RSValueError(parameter, f"{key}: an integer >= 1", f"{where}: {value!r}")
+        if value is not None and not (_is_whole(value) and value >= least):
+            raise RSValueError(parameter, f"{key}: an integer >= {least}", f"{where}: {value!r}")
     count = record.get("count")
     if count is not None and not (_is_whole(count) and count >= 0):
         raise RSValueError(parameter, "count: an integer >= 0", f"{where}: {count!r}")

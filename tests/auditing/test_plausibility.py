@@ -82,3 +82,13 @@ def test_a_prediction_outside_the_classes_is_impossible(prediction):
     assert "not a class" in str(
         impossibility(record, smoothing=Gaussian(0.25), num_classes=10, dim=64)
     )
+
+
+def test_a_sequential_record_that_drew_no_estimation_samples_is_possible():
+    """The anytime certifier can stop after its selection samples: samples = 0 is a record."""
+    record = {
+        "prediction": -1, "radius": 0.0, "alpha": 0.001, "n": 100_000, "n0": 100, "samples": 0.0,
+    }  # fmt: skip
+    check_record(record, "f line 1")
+    with pytest.raises(RSValueError, match="samples: an integer >= 0"):
+        check_record({**record, "samples": -1}, "f line 1")
