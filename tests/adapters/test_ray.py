@@ -255,9 +255,12 @@ def _serve_once(reply: bytes) -> tuple[socket.socket, int]:
 @pytest.mark.parametrize("reply", [b"", b"HTTP/1.1 400 Bad Request\r\n\r\n"])
 def test_an_open_port_that_is_not_ray_is_refused_within_the_timeout(reply):
     server, port = _serve_once(reply)
+    # The module's other tests may hold a local Ray (a module-scoped fixture): refusing the
+    # address must leave that state as it was, neither connecting nor starting Ray.
+    initialized = ray.is_initialized()
     with server, pytest.raises(RSValueError, match=r"^address: .*answer(s|ing) within 1 s"):
         RayCertifier(_job(), address=f"127.0.0.1:{port}", connect_timeout=1.0).__enter__()
-    assert not ray.is_initialized()
+    assert ray.is_initialized() == initialized
 
 
 def test_a_killed_control_plane_ends_the_run_with_what_is_missing(tmp_path):
