@@ -1,15 +1,16 @@
 """Certify Fashion-MNIST classifiers against cast shadows and fog, and audit the certificates.
 
-One run per family (``--family shadow`` or ``--family fog``): a FashionCNN is trained (seeded)
-with noise augmentation by the family's own smoothing, then it and the shipped noise-trained
-model (Gaussian pixel noise, for contrast) are certified on the first ``--inputs`` test images
-with CERTIFY (n0, n, α as given), and the audit (grid and random search over the parameter
-within each input's certified radius, every candidate checked by PREDICT) runs on the first
-``--audit-inputs`` of them. Each run writes ``<family>.json``; ``--report`` then reads them and
-writes the Markdown table and the figure of example images at their certified radius.
+One run per family (``--family shadow``, ``fog`` or ``horizon_fog``): a FashionCNN is trained
+(seeded) with noise augmentation by the family's own smoothing, then it and the shipped
+noise-trained model (Gaussian pixel noise, for contrast) are certified on the first ``--inputs``
+test images with CERTIFY (n0, n, α as given), and the audit (grid and random search over the
+parameter within each input's certified radius, every candidate checked by PREDICT) runs on the
+first ``--audit-inputs`` of them. Each run writes ``<family>.json``; ``--report`` then reads them
+and writes the Markdown table and the figure of example images at their certified radius.
 
     python examples/weather_certify.py --family shadow --out-dir out/weather
     python examples/weather_certify.py --family fog --out-dir out/weather
+    python examples/weather_certify.py --family horizon_fog --out-dir out/weather
     python examples/weather_certify.py --report --out-dir out/weather   # table.md, weather.png
 """
 
@@ -25,19 +26,27 @@ from typing import Any
 import torch
 from torch import nn
 
-from rs_plugin import Audit, CertificateSet, Fog, SemanticSmoothing, Shadow, SmoothedClassifier
+from rs_plugin import (
+    Audit,
+    CertificateSet,
+    Fog,
+    HorizonFog,
+    SemanticSmoothing,
+    Shadow,
+    SmoothedClassifier,
+)
 from rs_plugin.data import FashionCNN, load_dataset
 from rs_plugin.data._models import load_fashion_model
 from rs_plugin.training.augmentation import NoiseAugmentation
 from rs_plugin.training.loop import train
 
 # The certified families: σ in the parameter's unit (log-transmission, 1/depth).
-SIGMA = {"shadow": 0.5, "fog": 0.5}
+SIGMA = {"shadow": 0.5, "fog": 0.5, "horizon_fog": 0.5}
 # The shadow falls on the left half (angle 180°: the direction of the shadowed side), edge
 # through the centre, 2-pixel soft edge.
 SHADOW_ANGLE, SHADOW_OFFSET, SHADOW_SOFTNESS = 180.0, 0.0, 2.0
 RADII = (0.25, 0.5, 0.75, 1.0)
-UNITS = {"shadow": "log-transmission", "fog": "1/depth"}
+UNITS = {"shadow": "log-transmission", "fog": "1/depth", "horizon_fog": "1/depth"}
 
 
 def smoothing_for(family: str) -> SemanticSmoothing:
@@ -45,6 +54,8 @@ def smoothing_for(family: str) -> SemanticSmoothing:
         return Shadow(
             SIGMA["shadow"], angle=SHADOW_ANGLE, offset=SHADOW_OFFSET, softness=SHADOW_SOFTNESS
         )
+    if family == "horizon_fog":
+        return HorizonFog(SIGMA["horizon_fog"], airlight=1.0)
     return Fog(SIGMA["fog"], airlight=1.0)
 
 
@@ -109,8 +120,16 @@ def certify_and_audit(
         ).run(x[:k], y[:k], _first(CertificateSet.from_certificates(certs), k))  # fmt: skip
         data = report.to_dict()
         curves = data["curves"]
+        certified = [row for row in data["inputs"] if row["certified"]]
         result["audit"] = {
             "inputs": k,
+            "certified_inputs": len(certified),
+            # PREDICT checks per attack, and per certified input within its radius (the clean
+            # check counts one): the audit attacked every certificate when the minimum is > 1.
+            "checks": {a["name"]: a["checks"] for a in data["attacks"]},
+            "min_checks_within_radius": min(
+                (row["checks_within_radius"] for row in certified), default=0
+            ),
             "violations": data["verdict"]["violations"],
             "expected_violations_bound": data["verdict"]["expected_violations_bound"],
             "budgets": curves["budgets"],

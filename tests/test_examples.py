@@ -199,7 +199,8 @@ def test_weather_certify_example_writes_its_table_and_figure(tmp_path):
     tiny = ["--inputs", "6", "-n", "100", "--n0", "20", "--audit-inputs", "3", "--predict-n"]
     tiny += ["50", "--contrast-inputs", "3", "--epochs", "1", "--train-size", "200"]
     script = str(EXAMPLES / "weather_certify.py")
-    for family in ("shadow", "fog"):
+    families = ("shadow", "fog", "horizon_fog")
+    for family in families:
         done = subprocess.run(
             [sys.executable, script, "--family", family, *tiny, "--out-dir", str(tmp_path)],
             capture_output=True,
@@ -210,7 +211,14 @@ def test_weather_certify_example_writes_its_table_and_figure(tmp_path):
         result = json.loads((tmp_path / f"{family}.json").read_text())
         trained = result["models"][f"{family}-trained"]
         assert trained["norm"] == family and trained["inputs"] == 6
-        assert trained["audit"]["inputs"] == 3 and trained["audit"]["violations"] >= 0
+        audit = trained["audit"]
+        # Honest certificates of an exactly composing family: the audit attacked each certified
+        # input (at least one PREDICT check within its radius besides the clean one) and found
+        # no violation.
+        assert audit["inputs"] == 3 and audit["certified_inputs"] >= 1
+        assert set(audit["checks"]) == {"semantic_grid", "semantic_random"}
+        assert all(count > 0 for count in audit["checks"].values())
+        assert audit["min_checks_within_radius"] > 1 and audit["violations"] == 0
         assert result["models"]["noise-trained (shipped)"]["inputs"] == 3
     subprocess.run(
         [sys.executable, script, "--report", "--out-dir", str(tmp_path)],
@@ -219,6 +227,7 @@ def test_weather_certify_example_writes_its_table_and_figure(tmp_path):
         check=True,
     )
     table = (tmp_path / "table.md").read_text(encoding="utf-8")
-    rows = [line for line in table.splitlines() if line.startswith("| shadow") or "| fog" in line]
-    assert len(rows) == 4 and len({line.count("|") for line in table.splitlines()}) == 1
+    rows = [line for line in table.splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" (")[0] for row in rows] == [f"| {f}" for f in families for _ in (0, 1)]
+    assert len({line.count("|") for line in table.splitlines()}) == 1
     assert (tmp_path / "weather.png").read_bytes().startswith(b"\x89PNG")

@@ -18,7 +18,11 @@ import torch
 from rs_plugin._validation import RSValueError
 from rs_plugin.auditing.attack import Attack, AttackTarget, Candidates
 from rs_plugin.auditing.results import UNCHECKED, Checks
-from rs_plugin.auditing.semantic_attacks import ShiftedParameters, parameter_distance
+from rs_plugin.auditing.semantic_attacks import (
+    ShiftedParameters,
+    parameter_distance,
+    parameter_scales,
+)
 from rs_plugin.certification.classifier import SmoothedClassifier
 from rs_plugin.smoothings.norms import LP_NORMS, lp_norm
 from rs_plugin.smoothings.semantic import SemanticSmoothing
@@ -134,7 +138,9 @@ class Checker:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(N,) distance of each candidate in the certificates' space, and whether it moved."""
         if found.params is not None:
-            d = parameter_distance(found.params, norm).cpu()
+            smoothing = self.smoothed.smoothing
+            assert isinstance(smoothing, SemanticSmoothing)
+            d = parameter_distance(found.params, norm, parameter_scales(smoothing)).cpu()
             return d, d > 0
         if norm not in LP_NORMS:
             raise RSValueError("attacks", f"attacks returning parameters for {norm!r}", "images")

@@ -10,6 +10,11 @@ T(x, φ) together with φ:
 * parametric certificates: the score is the parameter-smoothed classifier centred at φ,
   E[softmax f(T(x, φ + ε))], the function the certificate speaks about.
 
+Radii in σ units (:class:`~rs_plugin.smoothings.semantic.Compose`, a :class:`Shadow` over several
+parameters: the certified set is ‖δ/σ‖ < ρ) are searched in those units: proposals u with
+‖u‖ ≤ b become the parameters φ = σ ⊙ u (each in its own unit), so the search fills the certified
+ellipsoid (ℓ2) or box (ℓ∞) in parameter space, and distances are measured back as ‖φ/σ‖.
+
 Both attacks are gradient-free (transforms such as nearest-neighbour resampling have no useful
 gradient), so they are the semantic counterparts of the worst-of-k evaluation of Engstrom et al.
 2019 used by TSS and DeformRS.
@@ -27,13 +32,14 @@ from rs_plugin._validation import RSValueError, check_int
 from rs_plugin.auditing.attack import Attack, AttackTarget, Candidates
 from rs_plugin.smoothings.base import Smoothing
 from rs_plugin.smoothings.norms import LP_NORMS, lp_norm
-from rs_plugin.smoothings.semantic import Compose, SemanticSmoothing
+from rs_plugin.smoothings.semantic import SemanticSmoothing
 
 __all__ = [
     "SemanticGrid",
     "SemanticRandom",
     "ShiftedParameters",
     "parameter_distance",
+    "parameter_scales",
     "parametric_soft",
 ]
 
@@ -54,9 +60,22 @@ def parameter_norm(norm: str) -> str:
     return suffix
 
 
-def parameter_distance(params: torch.Tensor, norm: str) -> torch.Tensor:
-    """(N,) distance of parameters (N, k) from the identity in the certificate's ``norm``."""
-    return lp_norm(params.to(torch.float64), parameter_norm(norm))
+def parameter_scales(smoothing: SemanticSmoothing) -> torch.Tensor | None:
+    """(k,) float64 σ_j dividing each parameter when the radii are in σ units, else None."""
+    if not smoothing.sigma_units:
+        return None
+    return torch.tensor(smoothing.parameter_sigmas, dtype=torch.float64)
+
+
+def parameter_distance(
+    params: torch.Tensor, norm: str, scales: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(N,) distance of parameters (N, k) from the identity in the certificate's ``norm``,
+    measured in σ units (‖φ/σ‖) when ``scales`` (k,) gives the σ_j (:func:`parameter_scales`)."""
+    d = params.to(torch.float64)
+    if scales is not None:
+        d = d / scales.to(d.device)
+    return lp_norm(d, parameter_norm(norm))
 
 
 def parametric_soft(
@@ -80,15 +99,14 @@ class _ParameterSearch(Attack):
     def applies_to(self, smoothing: Smoothing) -> str | None:
         if not isinstance(smoothing, SemanticSmoothing):
             return "certificates of an input-space noise (use pgd, autoattack, deepfool, cw_l2)"
-        if isinstance(smoothing, Compose) or getattr(smoothing, "sigma_units", False):
-            return "compositions (their radius is in units of each component's sigma)"
         return None
 
     @abc.abstractmethod
     def proposals(
         self, k: int, budget: torch.Tensor, norm: str, generator: torch.Generator
     ) -> torch.Tensor:
-        """(N, P, k) parameters with ‖φ‖ ≤ budget (N,) in ``norm``."""
+        """(N, P, k) parameters with ‖φ‖ ≤ budget (N,) in ``norm`` (σ units where the radii
+        are: :meth:`generate` scales them to the parameters' own units)."""
 
     @torch.no_grad()
     def generate(
@@ -101,7 +119,11 @@ class _ParameterSearch(Attack):
         generator.manual_seed(target.seed)
         k = smoothing.num_parameters
         norm = parameter_norm(target.norm)
-        phis = self.proposals(k, eps.to(torch.float64), norm, generator).to(x.dtype)
+        phis = self.proposals(k, eps.to(torch.float64), norm, generator)
+        scales = parameter_scales(smoothing)
+        if scales is not None:
+            phis = phis * scales
+        phis = phis.to(x.dtype)
         count = phis.shape[1]
         m = target.smoothed.num_noise_samples
         rows = max(1, _CHUNK // (count * m))

@@ -165,6 +165,19 @@ class SemanticSmoothing(Smoothing):
     def noise_scale(self) -> float:
         return self.sigma
 
+    @property
+    def parameter_sigmas(self) -> tuple[float, ...]:
+        """(σ_1, ..., σ_k): each parameter's noise standard deviation in its own unit."""
+        return (self.sigma,) * self.num_parameters
+
+    @property
+    def sigma_units(self) -> bool:
+        """True when radii are in σ units: the certified ℓ2 set is Σ_j δ_j²/σ_j² < ρ² (ℓ∞:
+        max_j |δ_j|/σ_j < ρ), so a change δ in the parameters' own units lies at distance
+        ‖δ/σ‖ (σ = :attr:`parameter_sigmas`); False when radii are in the parameters' own
+        units."""
+        return False
+
     def config(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -295,6 +308,15 @@ class Compose(SemanticSmoothing):
             x = component.apply(x, params[:, start : start + k])
             start += k
         return x
+
+    @property
+    def parameter_sigmas(self) -> tuple[float, ...]:
+        """Each parameter's σ in component order."""
+        return tuple(s for c in self.components for s in c.parameter_sigmas)
+
+    @property
+    def sigma_units(self) -> bool:
+        return True
 
     def _parameter_radii(self, p_lower: torch.Tensor) -> dict[str, torch.Tensor]:
         k = self.num_parameters

@@ -172,6 +172,11 @@ class Shadow(SemanticSmoothing):
         return self.num_parameters > 1
 
     @property
+    def parameter_sigmas(self) -> tuple[float, ...]:
+        """The smoothed parameters' σ (darkness, angle, offset order)."""
+        return self.sigmas
+
+    @property
     def num_parameters(self) -> int:
         return len(self.parameters)
 

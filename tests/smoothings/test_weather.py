@@ -18,6 +18,9 @@ import torch
 from torch import nn
 
 from rs_plugin import (
+    Brightness,
+    Compose,
+    Contrast,
     Fog,
     HorizonFog,
     RSValueError,
@@ -300,12 +303,18 @@ def test_an_overclaiming_fog_is_flagged_by_the_audit(digits):
     assert report.violated
 
 
-def test_the_audit_declines_radii_in_sigma_units(digits):
+def test_the_audit_searches_compositions_in_sigma_units(digits):
+    """Radii in σ units (Compose, a shadow over several parameters) are attacked like the
+    others; the joint shadow's soundness against a known truth, the audit's search of its
+    certified ellipsoid and a forged certificate caught are in
+    tests/smoothings/test_shadow_joint.py."""
     model, x, y = digits
-    smoothing = Shadow(0.5, sigma_offset=1.0)
-    assert SemanticGrid().applies_to(smoothing) is not None
-    with pytest.raises(RSValueError, match="^attacks"):
-        audit(model, smoothing, x[:2], y[:2], num_classes=10, n=100, attacks=["semantic_grid"])
+    smoothing = Compose(Brightness(0.2), Contrast(0.2))
+    assert smoothing.sigma_units and smoothing.parameter_sigmas == (0.2, 0.2)
+    report = audit(model, smoothing, x[:6], y[:6], num_classes=10, n=500, predict_n=200)
+    assert [a["name"] for a in report.attacks] == ["semantic_grid", "semantic_random"]
+    assert all(a["checks"] > 0 for a in report.attacks)
+    assert not report.violated and report.verdict["certified_inputs"] >= 4
 
 
 @pytest.mark.parametrize(
