@@ -110,6 +110,32 @@ def test_exact_families_compose_exactly_and_the_law_is_checked(smoothing):
         assert float(gap) > 1e-3, other
 
 
+class _FirstOrderFog(Fog):
+    """Transmission 1 − βd, the first-order expansion of e^{−βd}: (1 − β₁d)(1 − β₂d) is not
+    1 − (β₁ + β₂)d, so it does not compose."""
+
+    def transmission(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        d = self.depth(x.shape[-2], x.shape[-1], dtype=x.dtype, device=x.device)
+        return 1.0 - params[:, 0].to(x.dtype)[:, None, None, None] * d[None, None]
+
+
+class _ClippedHorizonFog(HorizonFog):
+    """Horizon fog clipped to [0, 1]: dehazing (β < 0) then fog no longer gives the sum."""
+
+    def apply(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        return super().apply(x, params).clamp(0.0, 1.0)
+
+
+@pytest.mark.parametrize("mutant", [_FirstOrderFog(0.3), _ClippedHorizonFog(0.3)])
+def test_the_composition_check_fails_on_fogs_whose_law_is_off(mutant):
+    """The check of the exact law above, run on fogs that get the composition wrong."""
+    x = torch.rand(6, 3, 11, 8, dtype=torch.float64)
+    a = torch.randn(6, 1, dtype=torch.float64)
+    b = torch.randn(6, 1, dtype=torch.float64)
+    gap = (mutant.apply(mutant.apply(x, a), b) - mutant.apply(x, a + b)).abs().max()
+    assert float(gap) > 1e-3
+
+
 def test_moving_the_shadow_does_not_compose_so_geometry_is_parametric_only():
     smoothing = Shadow(0.0, sigma_offset=2.0, darkness=1.0)
     x = torch.rand(2, 1, 9, 9, dtype=torch.float64)
@@ -261,6 +287,17 @@ def test_certify_from_the_command_line_names_units_and_semantics(
     assert any(r["radius"] > 0 for r in records)
     if norm == "shadow:l2":
         assert {"shadow.darkness", "shadow.angle:box", "shadow.offset"} <= set(records[0])
+
+
+def test_the_plugins_command_lists_shadow_and_fog_from_their_entry_points(capsys):
+    assert main(["plugins"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    for name, target in [
+        ("shadow", "rs_plugin:Shadow"),
+        ("fog", "rs_plugin:Fog"),
+        ("horizon_fog", "rs_plugin:HorizonFog"),
+    ]:
+        assert ["rs_plugin.smoothings", name, target, "rs-plugin"] in rows
 
 
 @pytest.fixture(scope="module")
