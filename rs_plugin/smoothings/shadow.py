@@ -245,7 +245,6 @@ class Shadow(SemanticSmoothing):
             "offset": self.offset,
             "darkness": self.darkness,
             "softness": self.softness,
-            "parameters": list(self.parameters),
         }
 
     def __repr__(self) -> str:

@@ -17,6 +17,7 @@ its class changes exactly on the hyperplane ⟨v, u⟩ = τ (u = δ/σ): the tru
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -31,6 +32,7 @@ from rs_plugin.auditing.semantic_attacks import (
     parameter_distance,
     parameter_scales,
 )
+from rs_plugin.cli import main
 from rs_plugin.data import load_demo_model, load_digits
 from tests.analytic import binomial_upper_tail
 
@@ -196,3 +198,22 @@ def test_the_audit_holds_an_honest_joint_certificate_and_catches_a_forged_one():
     )  # fmt: skip
     assert forged.verdict["certified_inputs"] == 4
     assert forged.violated and forged.verdict["violations"] >= 3
+
+
+def test_the_command_line_audits_a_joint_shadow_certificate_file(tmp_path, capsys):
+    """The audit rebuilds the smoothing a certificate file records (every parameter's σ and the
+    nominal shadow) and searches its certified ellipsoid."""
+    certs = tmp_path / "c.jsonl"
+    args = ["certify", "--smoothing", "shadow", "--sigma", "0.5", "--limit", "3", "-n", "300"]
+    args += ["--smoothing-param", "sigma_offset=2", "--smoothing-param", "softness=1.5"]
+    assert main([*args, "--n0", "30", "--out", str(certs)]) == 0
+    out = tmp_path / "audit"
+    audit_args = ["audit", "--certificates", str(certs), "--predict-n", "100"]
+    assert main([*audit_args, "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    stated = json.loads(certs.read_text().splitlines()[0])["smoothing"]
+    assert report["settings"]["smoothing"] == stated and stated["sigma_offset"] == 2.0
+    assert report["settings"]["norm"] == "shadow:l2"
+    assert [a["name"] for a in report["attacks"]] == ["semantic_grid", "semantic_random"]
+    assert all(a["checks"] > 0 for a in report["attacks"])
+    assert report["verdict"]["certified_inputs"] >= 2 and report["verdict"]["violations"] == 0
