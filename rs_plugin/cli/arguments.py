@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 # Defaults of the audit options a certificate file's own configuration may fill in.
-AUDIT_DEFAULTS = {"model": "demo", "data": "digits", "smoothing": "gaussian", "sigma": 0.25}
+AUDIT_DEFAULTS = {"model": "demo", "data": "digits", "smoothing": "gaussian"}
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -122,9 +122,12 @@ def add_certify_parser(commands: Any) -> None:
     p.add_argument(
         "--sigma",
         type=float,
-        default=0.25,
-        help="noise level, in input units or, for a semantic transform, in its parameter's "
-        "units: degrees, pixels, scale factor, intensity (default 0.25)",
+        default=None,
+        help="standard deviation of additive noise, in input units (default 0.25); a semantic "
+        "transform takes its scale in its own unit instead, e.g. --smoothing-param degrees=15 "
+        "(rotation, default 10), pixels=2 (translation), fraction=0.1 (scaling), step=0.1 "
+        "(brightness), log_factor=0.1 (contrast), pixels=1 (blur), beta=... (fog), "
+        "sigma_darkness=... (shadow)",
     )
     p.add_argument(
         "--semantics",
@@ -139,7 +142,7 @@ def add_certify_parser(commands: Any) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="further keyword of the smoothing, repeatable, e.g. additive_sigma=0.25, "
+        help="further keyword of the smoothing, repeatable, e.g. degrees=15, additive_sigma=0.25, "
         "input_range=30, grid_step=0.5, noise=uniform, interpolation=nearest, padding=border",
     )
     p.add_argument(
@@ -216,9 +219,14 @@ def add_audit_parser(commands: Any) -> None:
         help="JSON Lines file of certificates to audit (from rs-plugin certify, or converted: "
         "index, prediction (-1 = abstain), radius, alpha per line); default: certify first",
     )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="'demo', a TorchScript file or 'package.module:factory' (default: demo; a "
+        "certificate file naming another model needs it named here: a file never chooses code)",
+    )
     for flag, text in (
-        ("--model", "'demo', a TorchScript file or 'package.module:factory'"),
-        ("--data", "'digits', 'fashion-mnist', an IDX directory or an .npz file"),
+        ("--data", "'digits', 'fashion-mnist', an IDX directory, an .npz or .npy file"),
         ("--smoothing", "registered smoothing (see rs-plugin plugins)"),
     ):
         p.add_argument(
@@ -227,7 +235,11 @@ def add_audit_parser(commands: Any) -> None:
             help=f"{text} (default: the certificate file's, else {AUDIT_DEFAULTS[flag[2:]]})",
         )
     p.add_argument(
-        "--sigma", type=float, default=None, help="noise level (default: the file's, else 0.25)"
+        "--sigma",
+        type=float,
+        default=None,
+        help="additive noise's standard deviation (default: the file's, else 0.25); a semantic "
+        "transform's scale is a --smoothing-param (e.g. degrees=15)",
     )
     p.add_argument(
         "--semantics",

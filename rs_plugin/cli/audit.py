@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from rs_plugin._registry import load_plugin, scale_keyword
 from rs_plugin._validation import RSValueError, import_extra
 from rs_plugin.auditing.fp_probe import probe_floating_point
 from rs_plugin.auditing.plausibility import (
@@ -165,11 +166,19 @@ def _job(args: argparse.Namespace, records: list[dict[str, Any]] | None) -> Cert
         data = args.data
     else:
         data = _setting(args, "data", first.get("data"))
+    smoothing = _setting(args, "smoothing", None if stored is None else stored["name"])
+    sigma = _setting(args, "sigma", None if stored is None else stored.get("sigma"))
+    keyword = scale_keyword(load_plugin("rs_plugin.smoothings", smoothing, "smoothing"))
+    if keyword != "sigma" and stored is not None and "sigma" in stored:
+        # A transform's file stores its scale as "sigma"; the smoothing takes it by its keyword
+        # (an explicit --sigma is refused by the job, with the keyword to use).
+        params = ((keyword, stored["sigma"]), *params)
+        sigma = args.sigma
     return CertifyJob(
         model=model,
         data=data,
-        smoothing=_setting(args, "smoothing", None if stored is None else stored["name"]),
-        sigma=_setting(args, "sigma", None if stored is None else stored.get("sigma")),
+        smoothing=smoothing,
+        sigma=sigma,
         semantics=semantics,
         smoothing_params=params,
         n0=args.n0,

@@ -58,9 +58,16 @@ def summarize(
     }
 
 
+def _unit(units: str | None) -> str:
+    """The text after a radius: ``°`` for degrees, `` px`` for pixels, else ``(units)``."""
+    if not units:
+        return ""
+    return {"degrees": "°", "pixels": " px"}.get(units, f" ({units})")
+
+
 def format_summary(summary: Mapping[str, Any], norm: str, units: str | None = None) -> str:
     """A plain-text table for people; ``units`` (a semantic smoothing's parameter units) follow
-    every radius, e.g. ``fog radius >= 0.12 (beta, 1/depth)``."""
+    every radius, e.g. ``rotation radius >= 7.5°`` or ``fog radius >= 0.12 (beta, 1/depth)``."""
     if summary["inputs"] == 0:
         return "no inputs certified"
     lines = [
@@ -68,14 +75,14 @@ def format_summary(summary: Mapping[str, Any], norm: str, units: str | None = No
         f"{'clean smoothed accuracy':<44}{summary['clean_accuracy']:>10.1%}",
         f"{'abstentions':<44}{summary['abstention_rate']:>10.1%}",
     ]
-    unit = f" ({units})" if units else ""
+    unit = _unit(units)
     for radius, accuracy in summary["certified_accuracy"].items():
         label = f"certified accuracy, {norm} radius >= {radius}{unit}"
         lines.append(f"{label:<44}{accuracy:>10.1%}")
     if "decided_certified" in summary:
         label = f"decided certified at {norm} radius {summary['decision_radius']:g}"
         lines.append(f"{label:<44}{summary['decided_certified']:>10.1%}")
-    label = f"average certified radius{unit}"
+    label = "average certified radius" + (f" ({units})" if units else "")
     lines.append(f"{label:<44}{summary['average_certified_radius']:>10.4f}")
     if "largest_certifiable_radius" in summary:
         label = f"largest certifiable {norm} radius (cap)"

@@ -115,12 +115,15 @@ def test_summary_leaves_out_radii_above_the_sampling_cap_and_states_the_cap(tmp_
 
 
 def test_rotation_summary_stops_at_the_certified_range(tmp_path, capsys):
-    args = ["certify", "--smoothing", "rotation", "--sigma", "15", "--semantics", "input"]
+    args = ["certify", "--smoothing", "rotation", "--smoothing-param", "degrees=15"]
+    args += ["--semantics", "input"]
     args += ["--smoothing-param", "input_range=30", "--smoothing-param", "grid_step=10"]
     args += ["--limit", "1", "-n", "100", "--n0", "10", "--out", "r.jsonl"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    thresholds = [float(row.split(">=")[1].split()[0]) for row in _summary_rows(out)]
+    rows = _summary_rows(out)
+    assert rows and all(row.split(">=")[1].split()[0].endswith("°") for row in rows)
+    thresholds = [float(row.split(">=")[1].split()[0].rstrip("°")) for row in rows]
     assert thresholds and max(thresholds) <= 30
     assert "radius >= 45" not in out and "radius >= 60" not in out
     (cap_line,) = [line for line in out.splitlines() if "(cap)" in line]
