@@ -78,6 +78,15 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_weights(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="a state-dict file (torch.save(model.state_dict())) loaded into --model, e.g. "
+        "--model mypackage.nets:build --weights net.pt (read as data, never code)",
+    )
+
+
 def add_certify_parser(commands: Any) -> None:
     p = commands.add_parser(
         "certify",
@@ -89,6 +98,7 @@ def add_certify_parser(commands: Any) -> None:
         default="demo",
         help="'demo', a TorchScript file, or 'package.module:factory' (default: demo)",
     )
+    _add_weights(p)
     p.add_argument(
         "--data",
         default="digits",
@@ -225,6 +235,7 @@ def add_audit_parser(commands: Any) -> None:
         help="'demo', a TorchScript file or 'package.module:factory' (default: demo; a "
         "certificate file naming another model needs it named here: a file never chooses code)",
     )
+    _add_weights(p)
     for flag, text in (
         ("--data", "'digits', 'fashion-mnist', an IDX directory, an .npz or .npy file"),
         ("--smoothing", "registered smoothing (see rs-plugin plugins)"),

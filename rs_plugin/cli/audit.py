@@ -12,6 +12,7 @@ command can gate CI), 2 for bad input (nothing is attacked).
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from rs_plugin.cli.models import load_model_for
 from rs_plugin.cli.outputs import check_report_folder
 from rs_plugin.cli.store import ResultStore, read_json_lines
 from rs_plugin.cli.threads import Threads, announce_threads, parse_threads
+from rs_plugin.data import is_labeled
 from rs_plugin.runs import (
     CertifyJob,
     iter_records,
@@ -188,7 +190,7 @@ def _job(args: argparse.Namespace, records: list[dict[str, Any]] | None) -> Cert
         seed=args.seed,
         limit=limit,
         device=resolve_device(args.device),
-        model_loader=load_model_for,
+        model_loader=partial(load_model_for, weights=args.weights),
     )
 
 
@@ -213,6 +215,14 @@ def _audit(args: argparse.Namespace, threads: Threads) -> int:
         None if args.attacks is None else [a.strip() for a in args.attacks.split(",") if a.strip()]
     )
     certifier, x, y, data_sha256 = job.load()
+    if not is_labeled(y):
+        raise RSValueError(
+            "--data",
+            "labelled inputs: the audit attacks the inputs without a certificate away from "
+            "their true class and reports accuracy under attack (certify unlabelled inputs "
+            "with rs-plugin certify: its records hold predictions and radii)",
+            f"{job.data}, without labels",
+        )
     model, smoothing = certifier.model, certifier.smoothing
     num_classes = certifier.num_classes
     runner = Audit(

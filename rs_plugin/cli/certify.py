@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 from typing import Any
 
 from rs_plugin._registry import discover
@@ -58,7 +59,7 @@ def certify_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         limit=args.limit,
         device=resolve_device(args.device),
-        model_loader=load_model_for,
+        model_loader=partial(load_model_for, weights=args.weights),
         certifier=args.certifier,
         radius=args.radius,
         tolerance=args.tolerance,

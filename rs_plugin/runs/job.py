@@ -81,7 +81,8 @@ def load_certifier(name: str) -> type[Certifier]:
 
 class Loaded(NamedTuple):
     """What :meth:`CertifyJob.load` returns: the certifier, the inputs and labels (``limit``
-    applied) and the fingerprint of the whole dataset (before ``limit``)."""
+    applied; :data:`rs_plugin.data.UNLABELED` for inputs without one) and the fingerprint of
+    the whole dataset (before ``limit``)."""
 
     certifier: Certifier
     x: torch.Tensor
@@ -200,7 +201,7 @@ class CertifyJob:
 
         Everything a run could trip over is checked here, before a record is written.
         """
-        from rs_plugin.data import load_dataset
+        from rs_plugin.data import is_labeled, load_dataset
 
         smoothing = self.build_smoothing()
         model = self.model_loader(self.model, self.data).to(self.device)
@@ -213,10 +214,10 @@ class CertifyJob:
         num_classes = self._probe(model, x[:2].to(dtype))
         if self.sigma is not None:
             check_noise_scale("sigma", self.sigma, dtype)
-        if int(y.min()) < 0 or int(y.max()) >= num_classes:
+        if is_labeled(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             raise RSValueError(
                 "data",
-                f"labels in [0, {num_classes - 1}] (the model's classes)",
+                f"labels in [0, {num_classes - 1}] (the model's classes), or no labels",
                 f"labels in [{int(y.min())}, {int(y.max())}]",
             )
         factory = load_certifier(self.certifier)
