@@ -67,6 +67,9 @@ class Certifier(abc.ABC):
     options: ClassVar[Mapping[str, str]] = {}
     #: True when answers depend on the inputs certified before (a memory).
     stateful: ClassVar[bool] = False
+    #: True when each input uses its own number of estimation samples (records' ``n``; the
+    #: run's budget is then stored as ``n_max``).
+    samples_vary: ClassVar[bool] = False
 
     model: nn.Module
     smoothing: Smoothing

@@ -67,6 +67,7 @@ _RUN_FIELDS = (
     "precision",
     "n0",
     "n",
+    "n_max",
     "alpha",
     "seed",
     "norm",
@@ -92,9 +93,11 @@ def _read_records(path: str) -> list[dict[str, Any]]:
     first_number, first = numbered[0]
     for number, record in numbered:
         _check_record(record, f"{path} line {number}")
+        # A run that stops early records each input's own sample size `n` (its budget: n_max).
+        fields = [k for k in _RUN_FIELDS if not (k == "n" and "n_max" in first)]
         differ = {
             key: (first.get(key), record.get(key))
-            for key in _RUN_FIELDS
+            for key in fields
             if first.get(key) != record.get(key)
         }
         if differ:

@@ -117,7 +117,7 @@ def _certify(
                         store.append,
                         workers=workers,
                         address=args.ray_address,
-                        progress=sys.stderr.isatty(),
+                        progress=True,
                         hint=f"The records so far are in {args.out}; run the same command with "
                         "--resume to certify the rest.",
                     )
@@ -163,7 +163,8 @@ def _certify_here(
 ) -> None:
     from rs_plugin.auditing.progress import Progress
 
-    with Progress("certify", len(todo), "input", enabled=sys.stderr.isatty()) as bar:
+    # A bar on a terminal, periodic lines in a log (done/total, elapsed, time left).
+    with Progress("certify", len(todo), "input") as bar:
         for record in iter_records(job, smoothed, x, y, todo):
             store.append(record)
             bar.update(1)

@@ -258,7 +258,8 @@ class CertifyJob:
             # change kernels only (and files written before these options resume unchanged).
             **({"precision": self.precision} if self.precision != "float32" else {}),
             "n0": self.n0,
-            "n": self.n,
+            # A certifier that stops early records the samples each input used as its `n`.
+            **({"n_max": self.n} if load_certifier(self.certifier).samples_vary else {"n": self.n}),
             "alpha": self.alpha,
             "seed": self.seed,
         }

@@ -43,7 +43,11 @@ def test_an_unlabelled_npy_certifies_with_predictions_and_radii_only(digits_npy,
     for record in records:
         twin = with_labels[record["index"]]
         assert (record["prediction"], record["radius"]) == (twin["prediction"], twin["radius"])
-        assert isinstance(twin["correct"], bool) and isinstance(twin["label"], int)
+        assert type(twin["correct"]) is bool and type(twin["label"]) is int
+        # Every field typed as its meaning: counts and classes integers, bounds floats.
+        assert all(type(twin[k]) is int for k in ("index", "prediction", "count", "n0", "n"))
+        assert all(type(twin[k]) is float for k in ("radius", "p_lower", "alpha"))
+        assert type(twin["abstain"]) is bool
 
 
 def test_the_audit_says_why_it_needs_labels(digits_npy, tmp_path, capsys):
