@@ -102,7 +102,9 @@ def add_certify_parser(commands: Any) -> None:
     p.add_argument(
         "--data",
         default="digits",
-        help="'digits', 'fashion-mnist', an IDX directory or an .npz file with x, y",
+        help="'digits', 'fashion-mnist', an IDX directory, an .npz file with images x and "
+        "optionally labels y, or an .npy file of images (without labels: records hold the "
+        "prediction and radius only)",
     )
     p.add_argument(
         "--smoothing",
@@ -170,7 +172,9 @@ def add_certify_parser(commands: Any) -> None:
     p.add_argument("-n", "--n", type=int, default=10_000, help="estimation samples")
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability")
     p.add_argument("--batch-size", type=int, default=1000, help="samples per forward pass")
-    p.add_argument("--limit", type=int, default=None, help="certify only the first K inputs")
+    p.add_argument(
+        "--limit", type=int, default=None, help="certify only the first K inputs (default: all)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of all noise (default 0)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     _add_threads(p)

@@ -60,6 +60,23 @@ def test_every_option_has_help_and_shows_its_default():
                 assert "default" in shown.lower(), f"{name} {action.option_strings}"
 
 
+def test_every_default_a_help_text_states_is_the_parser_default():
+    formatter = _HelpFormatter("rs-plugin")
+    for name, sub in _subparsers().items():
+        for action in sub._actions:
+            if action.default in (None, False, [], argparse.SUPPRESS):
+                continue
+            shown = formatter._get_help_string(action) % {"default": action.default}
+            values = action.default if isinstance(action.default, list) else [action.default]
+            for value in values:
+                assert str(value) in shown, f"{name} {action.option_strings}: {shown}"
+    # The audit loads only a model named on the command line (never the file's own).
+    audit = _subparsers()["audit"]
+    (model,) = [a for a in audit._actions if "--model" in a.option_strings]
+    assert model.help is not None and "default: demo;" in model.help
+    assert "certificate file's" not in model.help.split(";")[0]
+
+
 @pytest.mark.parametrize(
     ("args", "usage", "hint"),
     [
