@@ -103,8 +103,8 @@ def add_certify_parser(commands: Any) -> None:
         "--data",
         default="digits",
         help="'digits', 'fashion-mnist', an IDX directory, an .npz file with images x and "
-        "optionally labels y, or an .npy file of images (without labels: records hold the "
-        "prediction and radius only)",
+        "optionally labels y, an .npy file of images or a folder of PNG images (without "
+        "labels: records hold the prediction and radius only)",
     )
     p.add_argument(
         "--smoothing",
@@ -241,7 +241,7 @@ def add_audit_parser(commands: Any) -> None:
     )
     _add_weights(p)
     for flag, text in (
-        ("--data", "'digits', 'fashion-mnist', an IDX directory, an .npz or .npy file"),
+        ("--data", "'digits', 'fashion-mnist', an IDX or PNG directory, an .npz or .npy file"),
         ("--smoothing", "registered smoothing (see rs-plugin plugins)"),
     ):
         p.add_argument(

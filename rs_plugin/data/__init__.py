@@ -1,7 +1,8 @@
 """Datasets and reference models; nothing here downloads anything.
 
 What lives here: the loaders of the embedded digits (scikit-learn's, the ``digits`` extra), IDX
-files such as Debian's Fashion-MNIST, ``.npz`` and ``.npy`` files, with or without labels
+files such as Debian's Fashion-MNIST, ``.npz`` and ``.npy`` files and PNG folders, with or
+without labels
 (:mod:`~rs_plugin.data._datasets`), with
 their containers checked before anything is allocated (:mod:`~rs_plugin.data._containers`); the
 reference models shipped for each dataset (:mod:`~rs_plugin.data._models`) and the papers' LeNet
@@ -19,6 +20,7 @@ from rs_plugin.data._datasets import (
     load_idx,
     load_npy,
     load_npz,
+    load_png_folder,
 )
 from rs_plugin.data._lenet import LeNet, build_lenet
 from rs_plugin.data._models import (
@@ -52,5 +54,6 @@ __all__ = [
     "load_idx",
     "load_npy",
     "load_npz",
+    "load_png_folder",
     "shipped_model",
 ]

@@ -2,9 +2,9 @@
 ``.npy`` files.
 
 Every loader returns ``(x, y)``: float32 images of shape (N, C, H, W) scaled to [0, 1] and int64
-labels of shape (N,). Inputs without labels (an ``.npy`` file, an ``.npz`` file without ``y``)
-get the label :data:`UNLABELED` (−1) each: a run certifies them and records the prediction and
-radius only. Nothing is downloaded.
+labels of shape (N,). Inputs without labels (an ``.npy`` file, an ``.npz`` file without ``y``,
+a folder of PNG images) get the label :data:`UNLABELED` (−1) each: a run certifies them and
+records the prediction and radius only. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -16,7 +16,12 @@ import numpy as np
 import torch
 
 from rs_plugin._validation import RSValueError, import_extra
-from rs_plugin.data._containers import UNREADABLE, check_npy_header, check_npz_members, read_idx
+from rs_plugin.data._containers import (
+    UNREADABLE,
+    check_npy_header,
+    check_npz_members,
+    read_idx,
+)
 
 __all__ = [
     "FASHION_MNIST_DIR",
@@ -27,6 +32,7 @@ __all__ = [
     "load_idx",
     "load_npy",
     "load_npz",
+    "load_png_folder",
 ]
 
 # The label of an input that has none.
@@ -193,14 +199,48 @@ def load_npy(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.full((len(images),), UNLABELED, dtype=torch.int64)
 
 
+def load_png_folder(directory: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``*.png`` images of ``directory``, in file-name order (input i is the i-th name),
+    all of one size, scaled to [0, 1]: one channel when every image is grey, else RGB. Without
+    labels (each :data:`UNLABELED`). Reading PNG needs Pillow (the ``plots`` extra)."""
+    directory = Path(directory)
+    image_module = import_extra("PIL.Image", "plots", "a folder of PNG images")
+    files = sorted(directory.glob("*.png"))
+    if not files:
+        raise RSValueError("data", "a folder holding *.png images", str(directory))
+    arrays = []
+    for file in files:
+        try:
+            with image_module.open(file) as image:
+                arrays.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
+        except (*UNREADABLE, image_module.DecompressionBombError) as error:
+            raise RSValueError(
+                "data", "readable PNG images", f"{file}: {type(error).__name__}: {error}"
+            ) from error
+        if arrays[-1].shape != arrays[0].shape:
+            raise RSValueError(
+                "data",
+                f"PNG images of one size ({arrays[0].shape[1]}×{arrays[0].shape[0]}, as "
+                f"{files[0].name})",
+                f"{file.name}: {arrays[-1].shape[1]}×{arrays[-1].shape[0]}",
+            )
+    x = np.stack(arrays).transpose(0, 3, 1, 2)  # (N, 3, H, W)
+    grey = bool((x[:, :1] == x[:, 1:]).all())
+    images = torch.from_numpy((x[:, :1] if grey else x).astype(np.float32) / 255.0)
+    return images, torch.full((len(files),), UNLABELED, dtype=torch.int64)
+
+
 def load_dataset(spec: str, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
-    """``digits``, ``fashion-mnist``, a directory of IDX files, or an ``.npz`` or ``.npy`` path."""
+    """``digits``, ``fashion-mnist``, a directory of IDX files or of PNG images, or an ``.npz``
+    or ``.npy`` path."""
     if spec == "digits":
         return load_digits(split)
     if spec == "fashion-mnist":
         return load_idx(FASHION_MNIST_DIR, split)
     path = Path(spec)
     if path.is_dir():
+        if not any(path.glob("*-idx?-ubyte*")) and any(path.glob("*.png")):
+            return load_png_folder(path)
         return load_idx(path, split)
     if path.suffix == ".npz" and path.is_file():
         return load_npz(path)
@@ -208,6 +248,7 @@ def load_dataset(spec: str, split: str = "test") -> tuple[torch.Tensor, torch.Te
         return load_npy(path)
     raise RSValueError(
         "data",
-        "'digits', 'fashion-mnist', a directory of IDX files or an existing .npz or .npy file",
+        "'digits', 'fashion-mnist', a directory of IDX files or PNG images, or an existing .npz "
+        "or .npy file",
         spec,
     )

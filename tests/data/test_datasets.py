@@ -328,3 +328,22 @@ def test_broken_idx_files_are_named(tmp_path, name, content):
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x00")
     with pytest.raises(RSValueError, match="^data: expected"):
         load_idx(tmp_path, "test")
+
+
+def test_a_folder_of_png_images_loads_in_name_order_without_labels(tmp_path):
+    from PIL import Image
+
+    grey = np.array([[0, 64], [128, 255]], dtype=np.uint8)
+    for i, name in enumerate(["b.png", "a.png", "c.png"]):
+        Image.fromarray(grey + i).save(tmp_path / name)  # a.png holds grey + 1
+    x, y = load_dataset(str(tmp_path))
+    assert x.shape == (3, 1, 2, 2) and not is_labeled(y)
+    torch.testing.assert_close(x[0, 0], torch.from_numpy((grey + 1) / 255.0).float())
+    red = np.zeros((2, 2, 3), np.uint8)
+    red[..., 0] = 255
+    Image.fromarray(red).save(tmp_path / "d.png")
+    colour, _ = load_dataset(str(tmp_path))
+    assert colour.shape == (4, 3, 2, 2) and float(colour[3, 0].min()) == 1.0
+    Image.fromarray(np.zeros((3, 3), np.uint8)).save(tmp_path / "e.png")
+    with pytest.raises(RSValueError, match="^data: expected PNG images of one size"):
+        load_dataset(str(tmp_path))
