@@ -4,7 +4,8 @@ The project registers its own built-ins through the same groups a third party us
 pyproject.toml and the example package in ``examples/plugin_package``):
 
 * ``rs_plugin.smoothings``: a :class:`~rs_plugin.Smoothing` subclass or factory, called with the
-  smoothing's hyperparameters (``sigma=...``).
+  smoothing's hyperparameters: ``sigma=...`` for noise, a transform's scale by the keyword its
+  class names in ``scale_keyword`` (``degrees=...`` for rotation; :func:`scale_keyword`).
 * ``rs_plugin.certifiers``: a :class:`~rs_plugin.Certifier` subclass (the contract in
   :mod:`rs_plugin.certification.base`), built by a run with exactly the options it declares
   (built-in: ``cohen``, ``grid``, ``sequential``, ``anytime``, ``ddrs``, ``ancer``).
@@ -34,6 +35,7 @@ __all__ = [
     "format_plugins",
     "load_plugin",
     "load_smoothing",
+    "scale_keyword",
 ]
 
 GROUPS = ("rs_plugin.smoothings", "rs_plugin.attacks", "rs_plugin.certifiers")
@@ -92,9 +94,23 @@ def load_plugin(group: str, name: str, parameter: str) -> Any:
     return available[name].load()
 
 
+def scale_keyword(factory: Any) -> str:
+    """The keyword a smoothing factory takes its noise scale by: its ``scale_keyword``
+    (``degrees``, ``pixels``, ...) or ``sigma``, the standard deviation of additive noise."""
+    return str(getattr(factory, "scale_keyword", "sigma"))
+
+
 def load_smoothing(name: str, **params: Any) -> Smoothing:
-    """Instantiate the smoothing registered as ``name`` with ``params`` (e.g. ``sigma``)."""
+    """Instantiate the smoothing registered as ``name`` with ``params`` (e.g. ``sigma``).
+
+    For code written before transforms named their scale, ``sigma=`` given to a transform
+    whose keyword is another (``load_smoothing("rotation", sigma=15)``) is passed as that
+    keyword (``degrees=15``); a run refuses it (:class:`rs_plugin.runs.CertifyJob`).
+    """
     factory = load_plugin("rs_plugin.smoothings", name, "smoothing")
+    keyword = scale_keyword(factory)
+    if keyword != "sigma" and "sigma" in params and keyword not in params:
+        params[keyword] = params.pop("sigma")
     smoothing = factory(**params)
     if not isinstance(smoothing, Smoothing):
         raise RSValueError(

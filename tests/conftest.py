@@ -8,11 +8,17 @@
 
 Tests marked ``slow`` (``@pytest.mark.slow``: the bench, Ray, kill loops, training and long
 audits) run in ``make test`` and are left out by ``make test-fast`` (``pytest -m "not slow"``).
+
+Tests marked ``fashion_mnist`` read Debian's ``dataset-fashion-mnist`` (which ``make test``
+installs, with root or sudo): where it is missing they are skipped with a message naming the
+package, except under CI (the ``CI`` environment variable set), where a missing dataset fails
+them, so that no CI run passes without them.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -38,3 +44,27 @@ def _digits_once() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
 def digits(_digits_once) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     model, x, y = _digits_once
     return copy.deepcopy(model), x.clone(), y.clone()
+
+
+FASHION_MNIST_MISSING = (
+    "needs Debian's package dataset-fashion-mnist (/usr/share/datasets/fashion-mnist): "
+    "apt-get install dataset-fashion-mnist, as root or with sudo (make test installs it)"
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "fashion_mnist: reads Debian's dataset-fashion-mnist (skipped where missing)"
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("fashion_mnist") is None:
+        return
+    from rs_plugin.data import FASHION_MNIST_DIR
+
+    if (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
+        return
+    if os.environ.get("CI"):
+        pytest.fail(FASHION_MNIST_MISSING)
+    pytest.skip(FASHION_MNIST_MISSING)

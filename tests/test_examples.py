@@ -136,6 +136,7 @@ def test_audit_digits_example_runs(tmp_path):
     assert (tmp_path / "report.md").read_text().startswith("# Certificate audit")
 
 
+@pytest.mark.fashion_mnist
 def test_train_certified_example_writes_the_trainer_table(tmp_path):
     args = ["--sigmas", "0.5", "--trainers", "gaussian,macer", "--epochs", "1"]
     args += ["--train-size", "64", "--inputs", "3", "-n", "100", "--n0", "20", "--threads", "1"]

@@ -20,7 +20,7 @@ TINY += ["--check-size", "4", "-n", "400", "--batch-size", "200"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fashion_mnist]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

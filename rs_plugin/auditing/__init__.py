@@ -9,8 +9,8 @@ What lives here: the attack contract and the attack registry lookup
 (:mod:`~rs_plugin.auditing.runner`), the certificate set, verdict and curves
 (:mod:`~rs_plugin.auditing.results`), the report files (:mod:`~rs_plugin.auditing.report`) and
 the default budgets and attacks (:mod:`~rs_plugin.auditing.defaults`), the batched PREDICT checks
-of candidates (:mod:`~rs_plugin.auditing.checking`) and progress lines on standard error
-(:mod:`~rs_plugin.auditing.progress`).
+of candidates (:mod:`~rs_plugin.auditing.checking`) and the progress every long command shows
+on standard error, a bar or lines in a log (:mod:`~rs_plugin.auditing.progress`).
 
 May import: :mod:`rs_plugin.certification`, :mod:`rs_plugin.smoothings`,
 :mod:`rs_plugin._registry` and :mod:`rs_plugin._validation`. Attacks that need ART or AutoAttack

@@ -1,10 +1,12 @@
-"""Progress of a long audit on standard error: a bar on a terminal, plain lines elsewhere.
+"""Progress of every long command (certify, audit, the Ray engine) on standard error: a bar on
+a terminal, plain lines elsewhere.
 
 The bar is tqdm's (the ``cli`` extra); without tqdm a terminal gets the plain lines too.
 
-A log file or CI job gets one line per step (at most one every few seconds for fast steps, and
-always the last one), each with the elapsed time and an estimate of what is left, so a slow run
-on a busy machine shows where it is instead of printing nothing until the verdict.
+A log file or CI job gets a line at the first step, then at most one every few seconds, and
+always the last one, each with the steps done out of the total, the elapsed time and an
+estimate of what is left, so a slow run on a busy machine shows where it is instead of printing
+nothing until its summary.
 """
 
 from __future__ import annotations
@@ -13,10 +15,20 @@ import sys
 import time
 from typing import Any, TextIO
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "duration"]
 
 # Shortest interval between two lines for steps that complete quickly.
 _LINE_EVERY = 5.0
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``12 min 5 s`` or ``3 h 20 min``: a duration as people read it."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
 
 
 class Progress:
@@ -74,11 +86,11 @@ class Progress:
             return
         self._last_line = now
         left = self.total - self.done
-        eta = f", about {now / self.done * left:.0f} s left" if self.done and left else ""
+        eta = f", about {duration(now / self.done * left)} left" if self.done and left else ""
         what = f" ({detail})" if detail else ""
         print(
-            f"{self.stage}: {self.done}/{self.total} {self.unit}s{what}; {now:.0f} s elapsed, "
-            f"{left} {self.unit}s left{eta}",
+            f"{self.stage}: {self.done}/{self.total} {self.unit}s{what}; {duration(now)} "
+            f"elapsed, {left} {self.unit}s left{eta}",
             file=self.stream,
             flush=True,
         )

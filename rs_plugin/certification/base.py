@@ -18,6 +18,9 @@ class or a name:
   input, in order, in one process (no Ray shards), is never audited by PREDICT with one
   smoothing, and implements :meth:`Certifier.memory_entry` and :meth:`Certifier.restore` so
   that a resumed run certifies against the memory its stored records were certified against.
+* :attr:`Certifier.samples_vary`: True when each input stops after its own number of estimation
+  samples (its records' ``n``, an integer in ``extra["samples"]``); a run then stores its budget
+  as ``n_max``.
 * :meth:`Certifier.build`: how a run constructs it (by default the class itself; a registered
   name may pick among classes, as ``cohen`` picks the grid certifier for a transform certified
   in the input domain).
@@ -67,6 +70,9 @@ class Certifier(abc.ABC):
     options: ClassVar[Mapping[str, str]] = {}
     #: True when answers depend on the inputs certified before (a memory).
     stateful: ClassVar[bool] = False
+    #: True when each input uses its own number of estimation samples (records' ``n``; the
+    #: run's budget is then stored as ``n_max``).
+    samples_vary: ClassVar[bool] = False
 
     model: nn.Module
     smoothing: Smoothing

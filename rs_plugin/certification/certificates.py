@@ -50,6 +50,14 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _json_value(value: torch.Tensor) -> int | float | None:
+    """A per-input value as its meaning: an integer (counts, decisions, flags: integer or
+    boolean tensors) or a finite float (null when undefined)."""
+    if value.dtype == torch.bool or not value.dtype.is_floating_point:
+        return int(value)
+    return _finite_or_none(float(value))
+
+
 @dataclass(frozen=True, eq=False)
 class Certificates(_PerInputRecord):
     """Output of CERTIFY for N inputs.
@@ -118,13 +126,13 @@ class Certificates(_PerInputRecord):
                     "p_lower": float(self.p_lower[i]),
                     "count": int(self.count[i]),
                     "n0": self.n0,
-                    "n": self.n,
+                    "n": int(self.extra["samples"][i]) if "samples" in self.extra else self.n,
                     "alpha": self.alpha,
                     "abstain": bool(self.prediction[i] < 0),
                     "radii": {k: float(v[i]) for k, v in self.radii.items()},
                     "certified_norms": list(self.certified_norms),
                     "semantics": self.semantics,
-                    **{k: _finite_or_none(float(v[i])) for k, v in self.extra.items()},
+                    **{k: _json_value(v[i]) for k, v in self.extra.items()},
                 }
             )
         return records

@@ -304,7 +304,7 @@ def _grid_certify(
                     [b for _, b, _ in results], dtype=torch.float64
                 ),
                 "lipschitz": torch.tensor([lip for _, _, lip in results], dtype=torch.float64),
-                "grid_points": torch.full((part.shape[0],), float(k), dtype=torch.float64),
+                "grid_points": torch.full((part.shape[0],), k, dtype=torch.int64),
             },
             semantics="input",
         )

@@ -348,7 +348,7 @@ def _replace(
             "sigma_max": sigma.max().reshape(1),
             "proxy_radius": summary["proxy_radius"],
             "log_volume": summary["log_volume"],
-            "from_memory": torch.tensor([from_memory], dtype=torch.float64),
+            "from_memory": torch.tensor([from_memory], dtype=torch.int64),
             "shrink_factor": torch.tensor([scale], dtype=torch.float64),
         },
     )

@@ -62,8 +62,9 @@ class SequentialCertifier(Certifier):
 
     Registered as the certifier ``sequential``. Exactly one of ``radius`` (decision mode) and
     ``tolerance`` (radius mode) is given; ``n`` of :meth:`certify` is the budget (the last
-    stage). Records carry ``samples`` (estimation samples used) in ``extra``, and in decision
-    mode ``decision`` (1 when certified at ``radius``, else 0). Their ``n`` is the budget.
+    stage). Records carry ``samples`` (estimation samples used, an integer) in ``extra``, and in
+    decision mode ``decision`` (the integer 1 when certified at ``radius``, else 0). A record's
+    ``n`` is the samples it used; the budget is the run's ``n_max``.
 
     Args:
         model: base classifier returning logits.
@@ -77,6 +78,7 @@ class SequentialCertifier(Certifier):
     options: ClassVar[Mapping[str, str]] = {
         name: RUN_OPTIONS[name] for name in ("radius", "tolerance", "clip_values")
     }
+    samples_vary: ClassVar[bool] = True
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
@@ -241,9 +243,9 @@ class SequentialCertifier(Certifier):
         dim: int,
     ) -> Certificates:
         index = torch.from_numpy(rows)
-        extra = {"samples": torch.full((len(rows),), float(samples), dtype=torch.float64)}
+        extra = {"samples": torch.full((len(rows),), samples, dtype=torch.int64)}
         if self.radius is not None:
-            extra["decision"] = torch.from_numpy(decision.astype(np.float64))
+            extra["decision"] = torch.from_numpy(decision.astype(np.int64))
         return pack_certificates(
             self.smoothing,
             [keys[r] for r in rows],

@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 # Defaults of the audit options a certificate file's own configuration may fill in.
-AUDIT_DEFAULTS = {"model": "demo", "data": "digits", "smoothing": "gaussian", "sigma": 0.25}
+AUDIT_DEFAULTS = {"model": "demo", "data": "digits", "smoothing": "gaussian"}
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -78,6 +78,15 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_weights(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="a state-dict file (torch.save(model.state_dict())) loaded into --model, e.g. "
+        "--model mypackage.nets:build --weights net.pt (read as data, never code)",
+    )
+
+
 def add_certify_parser(commands: Any) -> None:
     p = commands.add_parser(
         "certify",
@@ -89,10 +98,13 @@ def add_certify_parser(commands: Any) -> None:
         default="demo",
         help="'demo', a TorchScript file, or 'package.module:factory' (default: demo)",
     )
+    _add_weights(p)
     p.add_argument(
         "--data",
         default="digits",
-        help="'digits', 'fashion-mnist', an IDX directory or an .npz file with x, y",
+        help="'digits', 'fashion-mnist', an IDX directory, an .npz file with images x and "
+        "optionally labels y, an .npy file of images or a folder of PNG images (without "
+        "labels: records hold the prediction and radius only)",
     )
     p.add_argument(
         "--smoothing",
@@ -122,9 +134,12 @@ def add_certify_parser(commands: Any) -> None:
     p.add_argument(
         "--sigma",
         type=float,
-        default=0.25,
-        help="noise level, in input units or, for a semantic transform, in its parameter's "
-        "units: degrees, pixels, scale factor, intensity (default 0.25)",
+        default=None,
+        help="standard deviation of additive noise, in input units (default 0.25); a semantic "
+        "transform takes its scale in its own unit instead, e.g. --smoothing-param degrees=15 "
+        "(rotation, default 10), pixels=2 (translation), fraction=0.1 (scaling), step=0.1 "
+        "(brightness), log_factor=0.1 (contrast), pixels=1 (blur), beta=... (fog), "
+        "sigma_darkness=... (shadow)",
     )
     p.add_argument(
         "--semantics",
@@ -139,7 +154,7 @@ def add_certify_parser(commands: Any) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="further keyword of the smoothing, repeatable, e.g. additive_sigma=0.25, "
+        help="further keyword of the smoothing, repeatable, e.g. degrees=15, additive_sigma=0.25, "
         "input_range=30, grid_step=0.5, noise=uniform, interpolation=nearest, padding=border",
     )
     p.add_argument(
@@ -157,7 +172,9 @@ def add_certify_parser(commands: Any) -> None:
     p.add_argument("-n", "--n", type=int, default=10_000, help="estimation samples")
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability")
     p.add_argument("--batch-size", type=int, default=1000, help="samples per forward pass")
-    p.add_argument("--limit", type=int, default=None, help="certify only the first K inputs")
+    p.add_argument(
+        "--limit", type=int, default=None, help="certify only the first K inputs (default: all)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of all noise (default 0)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     _add_threads(p)
@@ -216,9 +233,15 @@ def add_audit_parser(commands: Any) -> None:
         help="JSON Lines file of certificates to audit (from rs-plugin certify, or converted: "
         "index, prediction (-1 = abstain), radius, alpha per line); default: certify first",
     )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="'demo', a TorchScript file or 'package.module:factory' (default: demo; a "
+        "certificate file naming another model needs it named here: a file never chooses code)",
+    )
+    _add_weights(p)
     for flag, text in (
-        ("--model", "'demo', a TorchScript file or 'package.module:factory'"),
-        ("--data", "'digits', 'fashion-mnist', an IDX directory or an .npz file"),
+        ("--data", "'digits', 'fashion-mnist', an IDX or PNG directory, an .npz or .npy file"),
         ("--smoothing", "registered smoothing (see rs-plugin plugins)"),
     ):
         p.add_argument(
@@ -227,7 +250,11 @@ def add_audit_parser(commands: Any) -> None:
             help=f"{text} (default: the certificate file's, else {AUDIT_DEFAULTS[flag[2:]]})",
         )
     p.add_argument(
-        "--sigma", type=float, default=None, help="noise level (default: the file's, else 0.25)"
+        "--sigma",
+        type=float,
+        default=None,
+        help="additive noise's standard deviation (default: the file's, else 0.25); a semantic "
+        "transform's scale is a --smoothing-param (e.g. degrees=15)",
     )
     p.add_argument(
         "--semantics",

@@ -12,11 +12,13 @@ command can gate CI), 2 for bad input (nothing is attacked).
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from rs_plugin._registry import load_plugin, scale_keyword
 from rs_plugin._validation import RSValueError, import_extra
 from rs_plugin.auditing.fp_probe import probe_floating_point
 from rs_plugin.auditing.plausibility import (
@@ -38,6 +40,7 @@ from rs_plugin.cli.models import load_model_for
 from rs_plugin.cli.outputs import check_report_folder
 from rs_plugin.cli.store import ResultStore, read_json_lines
 from rs_plugin.cli.threads import Threads, announce_threads, parse_threads
+from rs_plugin.data import is_labeled
 from rs_plugin.runs import (
     CertifyJob,
     iter_records,
@@ -64,6 +67,7 @@ _RUN_FIELDS = (
     "precision",
     "n0",
     "n",
+    "n_max",
     "alpha",
     "seed",
     "norm",
@@ -89,9 +93,11 @@ def _read_records(path: str) -> list[dict[str, Any]]:
     first_number, first = numbered[0]
     for number, record in numbered:
         _check_record(record, f"{path} line {number}")
+        # A run that stops early records each input's own sample size `n` (its budget: n_max).
+        fields = [k for k in _RUN_FIELDS if not (k == "n" and "n_max" in first)]
         differ = {
             key: (first.get(key), record.get(key))
-            for key in _RUN_FIELDS
+            for key in fields
             if first.get(key) != record.get(key)
         }
         if differ:
@@ -165,11 +171,19 @@ def _job(args: argparse.Namespace, records: list[dict[str, Any]] | None) -> Cert
         data = args.data
     else:
         data = _setting(args, "data", first.get("data"))
+    smoothing = _setting(args, "smoothing", None if stored is None else stored["name"])
+    sigma = _setting(args, "sigma", None if stored is None else stored.get("sigma"))
+    keyword = scale_keyword(load_plugin("rs_plugin.smoothings", smoothing, "smoothing"))
+    if keyword != "sigma" and stored is not None and "sigma" in stored:
+        # A transform's file stores its scale as "sigma"; the smoothing takes it by its keyword
+        # (an explicit --sigma is refused by the job, with the keyword to use).
+        params = ((keyword, stored["sigma"]), *params)
+        sigma = args.sigma
     return CertifyJob(
         model=model,
         data=data,
-        smoothing=_setting(args, "smoothing", None if stored is None else stored["name"]),
-        sigma=_setting(args, "sigma", None if stored is None else stored.get("sigma")),
+        smoothing=smoothing,
+        sigma=sigma,
         semantics=semantics,
         smoothing_params=params,
         n0=args.n0,
@@ -179,7 +193,7 @@ def _job(args: argparse.Namespace, records: list[dict[str, Any]] | None) -> Cert
         seed=args.seed,
         limit=limit,
         device=resolve_device(args.device),
-        model_loader=load_model_for,
+        model_loader=partial(load_model_for, weights=args.weights),
     )
 
 
@@ -204,6 +218,14 @@ def _audit(args: argparse.Namespace, threads: Threads) -> int:
         None if args.attacks is None else [a.strip() for a in args.attacks.split(",") if a.strip()]
     )
     certifier, x, y, data_sha256 = job.load()
+    if not is_labeled(y):
+        raise RSValueError(
+            "--data",
+            "labelled inputs: the audit attacks the inputs without a certificate away from "
+            "their true class and reports accuracy under attack (certify unlabelled inputs "
+            "with rs-plugin certify: its records hold predictions and radii)",
+            f"{job.data}, without labels",
+        )
     model, smoothing = certifier.model, certifier.smoothing
     num_classes = certifier.num_classes
     runner = Audit(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 from typing import Any
 
 from rs_plugin._registry import discover
@@ -58,7 +59,7 @@ def certify_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         limit=args.limit,
         device=resolve_device(args.device),
-        model_loader=load_model_for,
+        model_loader=partial(load_model_for, weights=args.weights),
         certifier=args.certifier,
         radius=args.radius,
         tolerance=args.tolerance,
@@ -116,7 +117,7 @@ def _certify(
                         store.append,
                         workers=workers,
                         address=args.ray_address,
-                        progress=sys.stderr.isatty(),
+                        progress=True,
                         hint=f"The records so far are in {args.out}; run the same command with "
                         "--resume to certify the rest.",
                     )
@@ -162,7 +163,8 @@ def _certify_here(
 ) -> None:
     from rs_plugin.auditing.progress import Progress
 
-    with Progress("certify", len(todo), "input", enabled=sys.stderr.isatty()) as bar:
+    # A bar on a terminal, periodic lines in a log (done/total, elapsed, time left).
+    with Progress("certify", len(todo), "input") as bar:
         for record in iter_records(job, smoothed, x, y, todo):
             store.append(record)
             bar.update(1)

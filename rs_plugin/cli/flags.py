@@ -47,6 +47,7 @@ FLAGS = {
     "smoothing": "--smoothing",
     "smoothing_params": "--smoothing-param",
     "tolerance": "--tolerance",
+    "weights": "--weights",
     "workers": "--workers",
 }
 

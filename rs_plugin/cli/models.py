@@ -2,8 +2,10 @@
 
 ``demo`` (the model shipped for ``--data``), a TorchScript file, or ``package.module:factory``
 (a module found on ``sys.path`` or in the working folder, which is searched for that one import
-only). The library itself takes models as ``torch.nn.Module`` objects; this text format is the
-command line's.
+only), and ``--weights``: a state dict (``torch.save(model.state_dict())``, read with
+``weights_only=True``: data, never code) loaded into that model. A state dict passed as
+``--model`` is refused with the one line that says so. The library itself takes models as
+``torch.nn.Module`` objects; this text format is the command line's.
 """
 
 from __future__ import annotations
@@ -21,15 +23,51 @@ from torch import nn
 from rs_plugin._validation import RSValueError
 from rs_plugin.data import shipped_model
 
-__all__ = ["load_model", "load_model_for"]
+__all__ = ["load_model", "load_model_for", "load_weights"]
 
 
-def load_model_for(spec: str, data: str) -> nn.Module:
+def load_model_for(spec: str, data: str, weights: str | None = None) -> nn.Module:
     """:func:`load_model`, except that ``demo`` is the model shipped for ``data``
-    (:func:`rs_plugin.data.shipped_model`). A run's ``model_loader``."""
-    if spec == "demo":
-        return shipped_model(data)
-    return load_model(spec)
+    (:func:`rs_plugin.data.shipped_model`), with ``weights`` (a state-dict file) loaded into it
+    when given. A run's ``model_loader`` (``functools.partial`` binds ``weights``)."""
+    model = shipped_model(data) if spec == "demo" else load_model(spec)
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def _read_state_dict(path: str) -> object:
+    """What ``torch.load(path, weights_only=True)`` reads (tensors and containers only)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_weights(model: nn.Module, path: str) -> nn.Module:
+    """Load the state dict saved in ``path`` into ``model`` (every key, matching shapes)."""
+    if not Path(path).is_file():
+        raise RSValueError("weights", "an existing state-dict file", path)
+    try:
+        state = _read_state_dict(path)
+    except Exception as error:  # not a torch.save file, or one holding code
+        raise RSValueError(
+            "weights",
+            "a state dict saved with torch.save(model.state_dict()) (tensors only)",
+            f"{path}: {type(error).__name__}: {_first_line(error)}",
+        ) from error
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RSValueError(
+            "weights",
+            "a state dict: a mapping of parameter names to tensors",
+            f"{path} holding a {type(state).__name__}",
+        )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise RSValueError(
+            "weights",
+            "a state dict with exactly the model's parameter names and shapes",
+            f"{path}: {_first_line(error)}",
+        ) from error
+    return model.eval()
 
 
 def load_model(spec: str) -> nn.Module:
@@ -47,6 +85,13 @@ def load_model(spec: str) -> nn.Module:
         try:
             model = torch.jit.load(spec, map_location="cpu")
         except RuntimeError as error:
+            if _is_state_dict(spec):
+                raise RSValueError(
+                    "model",
+                    "a TorchScript file (torch.jit.save) or 'package.module:factory'",
+                    f"{spec}, a state dict (weights without the network's code): pass "
+                    f"--model package.module:factory that builds the network and --weights {spec}",
+                ) from error
             raise RSValueError(
                 "model", "a TorchScript file (torch.jit.save)", f"{spec}: {_first_line(error)}"
             ) from error
@@ -94,6 +139,15 @@ def load_model(spec: str) -> nn.Module:
             f"{spec} -> {type(model).__name__}: {_first_line(model)}",
         )
     return model.eval()
+
+
+def _is_state_dict(path: str) -> bool:
+    """True when ``path`` is a torch.save file of tensors by name (read as data only)."""
+    try:
+        state = _read_state_dict(path)
+    except Exception:
+        return False
+    return isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
 
 
 def _first_line(value: object) -> str:

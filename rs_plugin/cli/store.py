@@ -323,10 +323,17 @@ class ResultStore:
 
     def _check_config(self, number: int, record: Mapping[str, Any]) -> None:
         missing = object()
+
+        def stored(key: str) -> Any:
+            # Files written before sequential runs stored their budget as `n_max` hold it as `n`.
+            if key == "n_max" and key not in record:
+                return record.get("n", missing)
+            return record.get(key, missing)
+
         diff = {
             key: (record.get(key), wanted)
             for key, wanted in self.config.items()
-            if record.get(key, missing) != wanted
+            if stored(key) != wanted
         }
         if diff:
             shown = "; ".join(

@@ -18,7 +18,10 @@ def summarize(
     """Aggregate per-input records (fields ``correct``, ``abstain``, ``radius``).
 
     Certified accuracy at r is the fraction of inputs predicted correctly with radius ≥ r;
-    the average certified radius counts wrong or abstained inputs as radius 0. ``largest`` is the
+    the average certified radius counts wrong or abstained inputs as radius 0. Records of
+    inputs without labels (no ``correct``) give ``labels: False`` and, instead of accuracies,
+    ``certified_fraction``: the fraction of inputs whose prediction (whatever it is) is
+    certified at radius ≥ r; the average radius then counts abstentions as 0. ``largest`` is the
     largest radius any input can be certified at under the run's settings (the sampling cap, or
     the range of an input-domain grid): radii above it, always 0%, are left out and the cap is
     reported instead. With ``decision_radius`` (sequential decision mode) the fraction of inputs
@@ -32,6 +35,12 @@ def summarize(
     def fraction(count: int) -> float:
         return count / total
 
+    # Records of inputs without labels have no `correct`: what holds for any prediction.
+    labeled = all("correct" in r for r in rows)
+
+    def counted(r: Mapping[str, Any]) -> bool:
+        return bool(r["correct"]) if labeled else not r["abstain"]
+
     shown = [r for r in radii if largest is None or r <= largest]
     extra: dict[str, Any] = {}
     if largest is not None:
@@ -39,43 +48,56 @@ def summarize(
     if decision_radius is not None:
         extra["decision_radius"] = decision_radius
         extra["decided_certified"] = fraction(
-            sum(bool(r["correct"]) and float(r.get("decision") or 0.0) == 1.0 for r in rows)
+            sum(counted(r) and float(r.get("decision") or 0.0) == 1.0 for r in rows)
         )
     if rows and "samples" in rows[0]:
         extra["average_samples"] = sum(float(r["samples"]) for r in rows) / total
+    certified = {
+        f"{radius:g}": fraction(sum(counted(r) and float(r["radius"]) >= radius for r in rows))
+        for radius in shown
+    }
+    average = sum(float(r["radius"]) for r in rows if counted(r)) / total
+    if not labeled:
+        extra["labels"] = False
     return {
         "inputs": total,
-        "clean_accuracy": fraction(sum(bool(r["correct"]) for r in rows)),
+        **({"clean_accuracy": fraction(sum(counted(r) for r in rows))} if labeled else {}),
         "abstention_rate": fraction(sum(bool(r["abstain"]) for r in rows)),
-        "certified_accuracy": {
-            f"{radius:g}": fraction(
-                sum(bool(r["correct"]) and float(r["radius"]) >= radius for r in rows)
-            )
-            for radius in shown
-        },
-        "average_certified_radius": sum(float(r["radius"]) for r in rows if r["correct"]) / total,
+        ("certified_accuracy" if labeled else "certified_fraction"): certified,
+        "average_certified_radius": average,
         **extra,
     }
 
 
+def _unit(units: str | None) -> str:
+    """The text after a radius: ``°`` for degrees, `` px`` for pixels, else ``(units)``."""
+    if not units:
+        return ""
+    return {"degrees": "°", "pixels": " px"}.get(units, f" ({units})")
+
+
 def format_summary(summary: Mapping[str, Any], norm: str, units: str | None = None) -> str:
     """A plain-text table for people; ``units`` (a semantic smoothing's parameter units) follow
-    every radius, e.g. ``fog radius >= 0.12 (beta, 1/depth)``."""
+    every radius, e.g. ``rotation radius >= 7.5°`` or ``fog radius >= 0.12 (beta, 1/depth)``."""
     if summary["inputs"] == 0:
         return "no inputs certified"
-    lines = [
-        f"{'inputs':<44}{summary['inputs']:>10}",
-        f"{'clean smoothed accuracy':<44}{summary['clean_accuracy']:>10.1%}",
-        f"{'abstentions':<44}{summary['abstention_rate']:>10.1%}",
-    ]
-    unit = f" ({units})" if units else ""
-    for radius, accuracy in summary["certified_accuracy"].items():
-        label = f"certified accuracy, {norm} radius >= {radius}{unit}"
+    labeled = summary.get("labels", True)
+    lines = [f"{'inputs':<44}{summary['inputs']:>10}"]
+    if labeled:
+        lines.append(f"{'clean smoothed accuracy':<44}{summary['clean_accuracy']:>10.1%}")
+    else:
+        lines.append("no labels in the data: predictions and radii only, no accuracy")
+    lines.append(f"{'abstentions':<44}{summary['abstention_rate']:>10.1%}")
+    unit = _unit(units)
+    rows = summary["certified_accuracy" if labeled else "certified_fraction"]
+    for radius, accuracy in rows.items():
+        what = "certified accuracy" if labeled else "certified"
+        label = f"{what}, {norm} radius >= {radius}{unit}"
         lines.append(f"{label:<44}{accuracy:>10.1%}")
     if "decided_certified" in summary:
         label = f"decided certified at {norm} radius {summary['decision_radius']:g}"
         lines.append(f"{label:<44}{summary['decided_certified']:>10.1%}")
-    label = f"average certified radius{unit}"
+    label = "average certified radius" + (f" ({units})" if units else "")
     lines.append(f"{label:<44}{summary['average_certified_radius']:>10.4f}")
     if "largest_certifiable_radius" in summary:
         label = f"largest certifiable {norm} radius (cap)"

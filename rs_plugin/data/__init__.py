@@ -1,7 +1,9 @@
 """Datasets and reference models; nothing here downloads anything.
 
 What lives here: the loaders of the embedded digits (scikit-learn's, the ``digits`` extra), IDX
-files such as Debian's Fashion-MNIST and ``.npz`` files (:mod:`~rs_plugin.data._datasets`), with
+files such as Debian's Fashion-MNIST, ``.npz`` and ``.npy`` files and PNG folders, with or
+without labels
+(:mod:`~rs_plugin.data._datasets`), with
 their containers checked before anything is allocated (:mod:`~rs_plugin.data._containers`); the
 reference models shipped for each dataset (:mod:`~rs_plugin.data._models`) and the papers' LeNet
 (:mod:`~rs_plugin.data._lenet`); the scripts that
@@ -11,10 +13,14 @@ trained the shipped weights (:mod:`~rs_plugin.data.train_demo`,
 
 from rs_plugin.data._datasets import (
     FASHION_MNIST_DIR,
+    UNLABELED,
+    is_labeled,
     load_dataset,
     load_digits,
     load_idx,
+    load_npy,
     load_npz,
+    load_png_folder,
 )
 from rs_plugin.data._lenet import LeNet, build_lenet
 from rs_plugin.data._models import (
@@ -35,15 +41,19 @@ __all__ = [
     "FASHION_MNIST_DIR",
     "FASHION_SIGMA",
     "FASHION_WEIGHTS",
+    "UNLABELED",
     "DemoCNN",
     "FashionCNN",
     "LeNet",
     "build_lenet",
+    "is_labeled",
     "load_dataset",
     "load_demo_model",
     "load_digits",
     "load_fashion_model",
     "load_idx",
+    "load_npy",
     "load_npz",
+    "load_png_folder",
     "shipped_model",
 ]

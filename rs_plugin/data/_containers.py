@@ -1,5 +1,6 @@
-"""Containers read before allocation: IDX headers and ``.npz`` members checked against the bytes
-they hold and the machine's memory, so a corrupt or hostile file is one error, never a crash.
+"""Containers read before allocation: IDX headers, ``.npy`` files and ``.npz`` members checked
+against the bytes they hold and the machine's memory, so a corrupt or hostile file is one error,
+never a crash.
 
 A header is a claim: an IDX header's dimensions (whose product may overflow a 64-bit integer), an
 ``.npy`` member's shape and dtype (which may claim terabytes). Each claim is compared with the
@@ -23,7 +24,7 @@ import numpy as np
 
 from rs_plugin._validation import RSValueError
 
-__all__ = ["check_npz_members", "memory_limit", "read_idx"]
+__all__ = ["check_npy_header", "check_npz_members", "memory_limit", "read_idx"]
 
 UNREADABLE = (OSError, EOFError, ValueError, zlib.error, zipfile.BadZipFile, MemoryError)
 
@@ -84,6 +85,33 @@ def _read_at_most(handle: Any, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _claimed_bytes(member: Any) -> tuple[tuple[int, ...], np.dtype[Any], int]:
+    """(shape, dtype, bytes) an ``.npy`` header claims, read from an open binary handle."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+    else:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    return shape, dtype, math.prod(shape) * dtype.itemsize
+
+
+def check_npy_header(path: Path, accepted: str) -> None:
+    """An ``.npy`` file's header must describe no more bytes than the file holds and fit in
+    memory; checked from the header alone."""
+    try:
+        with open(path, "rb") as handle:
+            shape, dtype, claimed = _claimed_bytes(handle)
+            size = path.stat().st_size
+    except UNREADABLE as error:
+        raise RSValueError("data", accepted, f"{path}: {type(error).__name__}: {error}") from error
+    if claimed > size or claimed > memory_limit():
+        raise RSValueError(
+            "data",
+            f"{accepted}, no larger than the bytes it holds and memory",
+            f"{path} claims shape {shape} of {dtype} = {claimed} bytes in {size} bytes",
+        )
+
+
 def check_npz_members(path: Path, names: tuple[str, ...], accepted: str) -> None:
     """Each ``name.npy`` member's header must describe no more bytes than the member holds
     and fit in memory; checked from the headers alone."""
@@ -95,12 +123,7 @@ def check_npz_members(path: Path, names: tuple[str, ...], accepted: str) -> None
                 except KeyError:
                     continue
                 with archive.open(info) as member:
-                    version = np.lib.format.read_magic(member)
-                    if version == (1, 0):
-                        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-                    else:
-                        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-                claimed = math.prod(shape) * dtype.itemsize
+                    shape, dtype, claimed = _claimed_bytes(member)
                 if claimed > info.file_size or claimed > memory_limit():
                     raise RSValueError(
                         "data",

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from rs_plugin._registry import load_plugin, load_smoothing
+from rs_plugin._registry import load_plugin, load_smoothing, scale_keyword
 from rs_plugin._validation import (
     MAX_SEED,
     RSValueError,
@@ -36,7 +36,11 @@ from rs_plugin.certification.probe import probe_model
 from rs_plugin.runs.fingerprints import data_fingerprint, model_fingerprint
 from rs_plugin.smoothings.base import Smoothing
 
-__all__ = ["CertifyJob", "Loaded", "load_certifier", "load_shipped_model"]
+__all__ = ["DEFAULT_SIGMA", "CertifyJob", "Loaded", "load_certifier", "load_shipped_model"]
+
+# The noise level of a run that names none, for smoothings whose scale is ``sigma`` (additive
+# noise, in input units). A transform's scale has its own keyword and default.
+DEFAULT_SIGMA = 0.25
 
 # The options a job sets, with the value that means "not set" (a certifier that does not
 # declare an option refuses it only when it is set). `clip_values` is always passed where
@@ -77,7 +81,8 @@ def load_certifier(name: str) -> type[Certifier]:
 
 class Loaded(NamedTuple):
     """What :meth:`CertifyJob.load` returns: the certifier, the inputs and labels (``limit``
-    applied) and the fingerprint of the whole dataset (before ``limit``)."""
+    applied; :data:`rs_plugin.data.UNLABELED` for inputs without one) and the fingerprint of
+    the whole dataset (before ``limit``)."""
 
     certifier: Certifier
     x: torch.Tensor
@@ -91,12 +96,15 @@ class CertifyJob:
 
     ``model`` is a spec that ``model_loader(model, data)`` turns into the model in each process
     (a module-level function, so that the job pickles for Ray); by default only ``demo``.
+    ``sigma`` is additive noise's standard deviation (None: :data:`DEFAULT_SIGMA`); a semantic
+    smoothing refuses it and takes its scale by its own keyword in ``smoothing_params``
+    (``("degrees", 15.0)`` for rotation), or its default.
     """
 
     model: str
     data: str
     smoothing: str
-    sigma: float
+    sigma: float | None
     n0: int
     n: int
     alpha: float
@@ -115,7 +123,8 @@ class CertifyJob:
     model_loader: Callable[[str, str], nn.Module] = load_shipped_model
 
     def __post_init__(self) -> None:
-        check_positive("sigma", self.sigma)
+        if self.sigma is not None:
+            check_positive("sigma", self.sigma)
         self.build_smoothing()  # every smoothing parameter is checked before anything loads
         check_int("n0", self.n0, 1)
         check_int("n", self.n, 1)
@@ -161,8 +170,24 @@ class CertifyJob:
         params = dict(self.smoothing_params)
         if self.semantics is not None:
             params["semantics"] = self.semantics
+        factory = load_plugin("rs_plugin.smoothings", self.smoothing, "smoothing")
+        keyword = scale_keyword(factory)
+        if keyword == "sigma":
+            params["sigma"] = DEFAULT_SIGMA if self.sigma is None else self.sigma
+        elif self.sigma is not None:
+            default = getattr(factory, "default_scale", None)
+            units = getattr(factory, "units", None)  # a property where it depends on options
+            raise RSValueError(
+                "sigma",
+                f"no sigma with smoothing {self.smoothing!r} (sigma is the standard deviation "
+                f"of additive noise): its scale is {keyword}, in "
+                f"{units if isinstance(units, str) else 'its own units'}"
+                f"{'' if default is None else f' (default {default:g})'}, set in "
+                f"smoothing_params as {keyword}=VALUE (--smoothing-param {keyword}=VALUE)",
+                self.sigma,
+            )
         try:
-            return load_smoothing(self.smoothing, sigma=self.sigma, **params)
+            return load_smoothing(self.smoothing, **params)
         except TypeError as error:
             accepted = sorted(params)
             raise RSValueError(
@@ -176,7 +201,7 @@ class CertifyJob:
 
         Everything a run could trip over is checked here, before a record is written.
         """
-        from rs_plugin.data import load_dataset
+        from rs_plugin.data import is_labeled, load_dataset
 
         smoothing = self.build_smoothing()
         model = self.model_loader(self.model, self.data).to(self.device)
@@ -187,11 +212,12 @@ class CertifyJob:
         # Certifiers feed inputs in the model's floating dtype; so does the probe.
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
         num_classes = self._probe(model, x[:2].to(dtype))
-        check_noise_scale("sigma", self.sigma, dtype)
-        if int(y.min()) < 0 or int(y.max()) >= num_classes:
+        if self.sigma is not None:
+            check_noise_scale("sigma", self.sigma, dtype)
+        if is_labeled(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             raise RSValueError(
                 "data",
-                f"labels in [0, {num_classes - 1}] (the model's classes)",
+                f"labels in [0, {num_classes - 1}] (the model's classes), or no labels",
                 f"labels in [{int(y.min())}, {int(y.max())}]",
             )
         factory = load_certifier(self.certifier)
@@ -232,7 +258,8 @@ class CertifyJob:
             # change kernels only (and files written before these options resume unchanged).
             **({"precision": self.precision} if self.precision != "float32" else {}),
             "n0": self.n0,
-            "n": self.n,
+            # A certifier that stops early records the samples each input used as its `n`.
+            **({"n_max": self.n} if load_certifier(self.certifier).samples_vary else {"n": self.n}),
             "alpha": self.alpha,
             "seed": self.seed,
         }

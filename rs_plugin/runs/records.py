@@ -15,6 +15,7 @@ import torch
 
 from rs_plugin._validation import RSValueError
 from rs_plugin.certification.base import Certifier
+from rs_plugin.data import UNLABELED
 from rs_plugin.runs.job import CertifyJob
 
 __all__ = ["iter_records", "restore_memory"]
@@ -32,9 +33,11 @@ def iter_records(
 ) -> Iterator[dict[str, Any]]:
     """Certify ``x[indices]``, yielding one record per input as soon as it is done.
 
-    ``seconds`` is the wall time since the previous completion divided among the inputs that
-    completed together (batches mix inputs, so per-input time is an apportioned figure). A
-    stateful certifier's records carry its ``memory`` entry (see :func:`restore_memory`).
+    A labelled input's record has ``label`` and ``correct``; an unlabelled one's (label
+    :data:`~rs_plugin.data.UNLABELED`) has neither. ``seconds`` is the wall time since the
+    previous completion divided among the inputs that completed together (batches mix inputs,
+    so per-input time is an apportioned figure). A stateful certifier's records carry its
+    ``memory`` entry (see :func:`restore_memory`).
     """
     for start in range(0, len(indices), _CHUNK):
         chunk = [int(i) for i in indices[start : start + _CHUNK]]
@@ -53,8 +56,10 @@ def iter_records(
             last = now
             for record in part.to_records():
                 label = int(y[record["index"]])
-                correct = record["prediction"] == label and not record["abstain"]
-                record.update(label=label, correct=correct, seconds=seconds)
+                if label != UNLABELED:  # an input without a label has no correctness
+                    correct = record["prediction"] == label and not record["abstain"]
+                    record.update(label=label, correct=correct)
+                record["seconds"] = seconds
                 if smoothed.stateful:
                     record["memory"] = smoothed.memory_entry(record["index"])
                 yield record

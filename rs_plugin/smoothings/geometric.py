@@ -38,14 +38,14 @@ class _Resampled(SemanticSmoothing):
 
     def __init__(
         self,
-        sigma: float,
+        scale: float | None,
         *,
         noise: str = "gaussian",
         semantics: str = "parametric",
         interpolation: str = "bilinear",
         padding: str = "zeros",
     ) -> None:
-        super().__init__(sigma, noise=noise, semantics=semantics)
+        super().__init__(scale, noise=noise, semantics=semantics)
         self.interpolation = check_choice("interpolation", interpolation, INTERPOLATIONS)
         self.padding = check_choice("padding", padding, PADDINGS)
 
@@ -71,7 +71,7 @@ class _Interpolating(_Resampled):
 
     def __init__(
         self,
-        sigma: float,
+        scale: float | None,
         *,
         noise: str = "gaussian",
         semantics: str = "parametric",
@@ -82,7 +82,7 @@ class _Interpolating(_Resampled):
         grid_step: float | None = None,
     ) -> None:
         super().__init__(
-            sigma, noise=noise, semantics=semantics, interpolation=interpolation, padding=padding
+            scale, noise=noise, semantics=semantics, interpolation=interpolation, padding=padding
         )
         self.additive_sigma = check_positive("additive_sigma", additive_sigma)
         self.input_range = check_positive(
@@ -157,7 +157,7 @@ class Rotation(_Interpolating):
     """Rotation by ε degrees about the image centre (content counter-clockwise as displayed).
 
     Args:
-        sigma: standard deviation of the angle noise, in degrees.
+        degrees: standard deviation of the angle noise, in degrees (default 10).
         noise: ``"gaussian"`` or ``"uniform"`` (half-width σ√3).
         semantics: ``"parametric"`` (DeformRS) or ``"input"`` (grid certificate, bilinear only).
         interpolation, padding: how :func:`torch.nn.functional.grid_sample` resamples.
@@ -170,6 +170,32 @@ class Rotation(_Interpolating):
     units: ClassVar[str] = "degrees"
     default_range: ClassVar[float] = 30.0
     default_step: ClassVar[float] = 0.5
+
+    scale_keyword: ClassVar[str] = "degrees"
+    default_scale: ClassVar[float | None] = 10.0
+
+    def __init__(
+        self,
+        degrees: float = 10.0,
+        *,
+        noise: str = "gaussian",
+        semantics: str = "parametric",
+        interpolation: str = "bilinear",
+        padding: str = "zeros",
+        additive_sigma: float = 0.25,
+        input_range: float | None = None,
+        grid_step: float | None = None,
+    ) -> None:
+        super().__init__(
+            degrees,
+            noise=noise,
+            semantics=semantics,
+            interpolation=interpolation,
+            padding=padding,
+            additive_sigma=additive_sigma,
+            input_range=input_range,
+            grid_step=grid_step,
+        )
 
     def apply(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         check_image_batch(x)
@@ -192,7 +218,7 @@ class Rotation(_Interpolating):
 class Scaling(_Interpolating):
     """Scaling by the factor 1 + ε about the image centre (ε > 0 magnifies).
 
-    ``sigma`` is the standard deviation of ε (a fraction: 0.1 = 10 %); factors below 0.01 are
+    ``fraction`` is the standard deviation of ε (0.1 = 10 %, the default); factors below 0.01 are
     clamped. The input-domain certificate covers factors 1 ± input_range (default ±20 %,
     grid step 0.005) and needs input_range < 1.
     """
@@ -203,6 +229,32 @@ class Scaling(_Interpolating):
     default_range: ClassVar[float] = 0.2
     default_step: ClassVar[float] = 0.005
     max_range: ClassVar[float] = 1.0  # factor 1 − range must stay positive
+
+    scale_keyword: ClassVar[str] = "fraction"
+    default_scale: ClassVar[float | None] = 0.1
+
+    def __init__(
+        self,
+        fraction: float = 0.1,
+        *,
+        noise: str = "gaussian",
+        semantics: str = "parametric",
+        interpolation: str = "bilinear",
+        padding: str = "zeros",
+        additive_sigma: float = 0.25,
+        input_range: float | None = None,
+        grid_step: float | None = None,
+    ) -> None:
+        super().__init__(
+            fraction,
+            noise=noise,
+            semantics=semantics,
+            interpolation=interpolation,
+            padding=padding,
+            additive_sigma=additive_sigma,
+            input_range=input_range,
+            grid_step=grid_step,
+        )
 
     def apply(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         check_image_batch(x)
@@ -233,10 +285,12 @@ class Translation(_Resampled):
     name: ClassVar[str] = "translation"
     norm: ClassVar[str] = "translation:l2"
     units: ClassVar[str] = "pixels"
+    scale_keyword: ClassVar[str] = "pixels"
+    default_scale: ClassVar[float | None] = 2.0
 
     def __init__(
         self,
-        sigma: float,
+        pixels: float = 2.0,
         *,
         noise: str = "gaussian",
         semantics: str = "parametric",
@@ -248,7 +302,7 @@ class Translation(_Resampled):
         )
         if self.interpolation == "fourier" and padding != "circular":
             raise RSValueError("padding", "'circular' with interpolation='fourier'", padding)
-        SemanticSmoothing.__init__(self, sigma, noise=noise, semantics=semantics)
+        SemanticSmoothing.__init__(self, pixels, noise=noise, semantics=semantics)
         self.padding = check_choice("padding", padding, PADDINGS)
 
     @property
@@ -271,12 +325,26 @@ class Translation(_Resampled):
 
 class Affine(_Resampled):
     """General affine perturbation of the sampling map (DeformRS):
-    s(p) = (I + [[a, b], [c, d]]) p + (e, f), six parameters with one ``sigma`` (the matrix
+    s(p) = (I + [[a, b], [c, d]]) p + (e, f), six parameters with one ``scale`` (the matrix
     entries are unitless, e and f are pixels). Parametric certificates only."""
 
     name: ClassVar[str] = "affine"
     norm: ClassVar[str] = "affine:l2"
     units: ClassVar[str] = "matrix entries and pixels"
+    scale_keyword: ClassVar[str] = "scale"  # mixed units: no default
+
+    def __init__(
+        self,
+        scale: float | None = None,
+        *,
+        noise: str = "gaussian",
+        semantics: str = "parametric",
+        interpolation: str = "bilinear",
+        padding: str = "zeros",
+    ) -> None:
+        super().__init__(
+            scale, noise=noise, semantics=semantics, interpolation=interpolation, padding=padding
+        )
 
     @property
     def num_parameters(self) -> int:
@@ -295,15 +363,17 @@ class Affine(_Resampled):
 class Deformation(_Resampled):
     """Flow-field deformation on the low-frequency DCT basis (DeformRS): the sampling grid is
     displaced by Σ_{k,l<K} c_kl cos(πk(i+½)/H) cos(πl(j+½)/W) per axis, 2K² coefficients in
-    pixels (``frequencies`` = K). Parametric certificates only."""
+    pixels (``frequencies`` = K; ``pixels`` is their standard deviation). Parametric
+    certificates only."""
 
     name: ClassVar[str] = "deformation"
     norm: ClassVar[str] = "deformation:l2"
     units: ClassVar[str] = "pixels (DCT coefficients)"
+    scale_keyword: ClassVar[str] = "pixels"  # no default: it depends on K and the image size
 
     def __init__(
         self,
-        sigma: float,
+        pixels: float | None = None,
         *,
         frequencies: int = 3,
         noise: str = "gaussian",
@@ -312,7 +382,7 @@ class Deformation(_Resampled):
         padding: str = "zeros",
     ) -> None:
         super().__init__(
-            sigma, noise=noise, semantics=semantics, interpolation=interpolation, padding=padding
+            pixels, noise=noise, semantics=semantics, interpolation=interpolation, padding=padding
         )
         self.frequencies = check_int("frequencies", frequencies, 1)
 

@@ -16,6 +16,15 @@ A transform smoothing draws parameters ε from Gaussian or uniform noise of stan
   input-domain certificate adds Gaussian pixel noise before the transform and is computed on a
   grid of transformed images (:mod:`rs_plugin.certification.grid`, after TSS, Li et al. 2021).
 
+Each transform takes its noise scale by the name of its unit (``Rotation(degrees=15)``,
+``Translation(pixels=2)``, ``Scaling(fraction=0.1)``, ``Brightness(step=0.1)``, ...; positionally
+too), with a default where one scale suits images in [0, 1] and none where it does not (then
+building it without one is refused): :attr:`SemanticSmoothing.scale_keyword` and
+:attr:`SemanticSmoothing.default_scale` say which. ``sigma`` is additive noise's standard
+deviation; :func:`rs_plugin._registry.load_smoothing` still maps ``sigma=`` onto a transform's
+scale for code written before the names existed, and a run (:class:`rs_plugin.runs.CertifyJob`)
+refuses it.
+
 Geometric transforms live in :mod:`rs_plugin.smoothings.geometric`. Radii are in parameter units: a
 one-parameter transform reports its radius under its own name
 (``"rotation"``, degrees); a k-parameter one reports ``"<name>:l2"`` (primary), ``":l1"`` and
@@ -46,6 +55,7 @@ __all__ = [
     "Contrast",
     "SemanticSmoothing",
     "check_choice",
+    "check_scale",
 ]
 
 NOISES = ("gaussian", "uniform")
@@ -56,6 +66,20 @@ def check_choice(name: str, value: Any, accepted: tuple[str, ...]) -> str:
     if value not in accepted:
         raise RSValueError(name, f"one of {accepted}", value)
     return str(value)
+
+
+def check_scale(cls: type[Smoothing], scale: float | None) -> float:
+    """A transform's noise scale, named by its keyword; None is refused when it has no default."""
+    keyword = str(getattr(cls, "scale_keyword", "sigma"))
+    if scale is None:
+        raise RSValueError(
+            keyword,
+            f"the standard deviation of {cls.name}'s parameter noise, in "
+            f"{getattr(cls, 'units', 'its units')} ({cls.name} has no default scale: "
+            f"{cls.__name__}({keyword}=...))",
+            None,
+        )
+    return check_positive(keyword, scale)
 
 
 def _parameter_noise(noise: str, sigma: float) -> Smoothing:
@@ -75,11 +99,15 @@ class SemanticSmoothing(Smoothing):
 
     units: ClassVar[str]
     composition: ClassVar[str] = "none"
+    # The keyword a subclass takes its noise scale by (named after its unit), and its default
+    # (None: a scale must be given).
+    scale_keyword: ClassVar[str] = "scale"
+    default_scale: ClassVar[float | None] = None
 
     def __init__(
-        self, sigma: float, *, noise: str = "gaussian", semantics: str = "parametric"
+        self, sigma: float | None, *, noise: str = "gaussian", semantics: str = "parametric"
     ) -> None:
-        self.sigma = check_positive("sigma", sigma)
+        self.sigma = check_scale(type(self), sigma)
         self.noise = check_choice("noise", noise, NOISES)
         self.semantics = check_choice("semantics", semantics, SEMANTICS)
         if self.semantics == "input" and self.composition == "none":
@@ -178,6 +206,12 @@ class SemanticSmoothing(Smoothing):
         units."""
         return False
 
+    def __repr__(self) -> str:
+        # The scale under its own keyword (the config keeps "sigma", which stored runs compare).
+        config = {k: v for k, v in self.config().items() if k not in ("name", "sigma", "units")}
+        params = ", ".join(f"{k}={v!r}" for k, v in config.items())
+        return f"{type(self).__name__}({self.scale_keyword}={self.sigma!r}, {params})"
+
     def config(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -196,6 +230,14 @@ class Brightness(SemanticSmoothing):
     norm: ClassVar[str] = "brightness"
     units: ClassVar[str] = "intensity"
     composition: ClassVar[str] = "exact"
+    scale_keyword: ClassVar[str] = "step"
+    default_scale: ClassVar[float | None] = 0.1
+
+    def __init__(
+        self, step: float = 0.1, *, noise: str = "gaussian", semantics: str = "parametric"
+    ) -> None:
+        """``step``: standard deviation of the shift, in intensity units (images in [0, 1])."""
+        super().__init__(step, noise=noise, semantics=semantics)
 
     @property
     def num_parameters(self) -> int:
@@ -217,6 +259,14 @@ class Contrast(SemanticSmoothing):
     norm: ClassVar[str] = "contrast"
     units: ClassVar[str] = "log contrast factor"
     composition: ClassVar[str] = "exact"
+    scale_keyword: ClassVar[str] = "log_factor"
+    default_scale: ClassVar[float | None] = 0.1
+
+    def __init__(
+        self, log_factor: float = 0.1, *, noise: str = "gaussian", semantics: str = "parametric"
+    ) -> None:
+        """``log_factor``: standard deviation of ε, the natural log of the contrast factor."""
+        super().__init__(log_factor, noise=noise, semantics=semantics)
 
     @property
     def num_parameters(self) -> int:
@@ -236,16 +286,19 @@ class Blur(SemanticSmoothing):
     name: ClassVar[str] = "blur"
     norm: ClassVar[str] = "blur"
     units: ClassVar[str] = "pixels (kernel standard deviation)"
+    scale_keyword: ClassVar[str] = "pixels"
+    default_scale: ClassVar[float | None] = 1.0
 
     def __init__(
         self,
-        sigma: float,
+        pixels: float = 1.0,
         *,
         noise: str = "gaussian",
         semantics: str = "parametric",
         padding: str = "reflection",
     ) -> None:
-        super().__init__(sigma, noise=noise, semantics=semantics)
+        """``pixels``: standard deviation of ε, the kernel's standard deviation in pixels."""
+        super().__init__(pixels, noise=noise, semantics=semantics)
         self.padding = check_choice("padding", padding, PADDINGS)
 
     @property

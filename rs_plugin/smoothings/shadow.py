@@ -87,7 +87,8 @@ class Shadow(SemanticSmoothing):
     """A cast shadow x · e^{−s m(p)} with noise on its darkness and, optionally, its geometry.
 
     Args:
-        sigma: standard deviation of the darkness noise (log-transmission units); 0 keeps the
+        sigma_darkness: standard deviation of the darkness noise (log-transmission units; no
+            default: one of the three standard deviations must be > 0); 0 keeps the
             darkness at ``darkness`` (then ``sigma_angle`` or ``sigma_offset`` must be > 0).
         sigma_angle: standard deviation of the angle noise in degrees (0: fixed angle).
         sigma_offset: standard deviation of the edge-offset noise in pixels (0: fixed offset).
@@ -102,10 +103,11 @@ class Shadow(SemanticSmoothing):
     """
 
     name: ClassVar[str] = "shadow"
+    scale_keyword: ClassVar[str] = "sigma_darkness"
 
     def __init__(
         self,
-        sigma: float,
+        sigma_darkness: float = 0.0,
         *,
         sigma_angle: float = 0.0,
         sigma_offset: float = 0.0,
@@ -116,7 +118,7 @@ class Shadow(SemanticSmoothing):
         noise: str = "gaussian",
         semantics: str = "parametric",
     ) -> None:
-        self.sigma = _check_real("sigma", sigma, 0.0)
+        self.sigma = _check_real("sigma_darkness", sigma_darkness, 0.0)
         self.sigma_angle = _check_real("sigma_angle", sigma_angle, 0.0)
         self.sigma_offset = _check_real("sigma_offset", sigma_offset, 0.0)
         self.angle = _check_real("angle", angle)
@@ -133,7 +135,9 @@ class Shadow(SemanticSmoothing):
         self.parameters = tuple(p for p, s in sigmas.items() if s > 0)
         if not self.parameters:
             raise RSValueError(
-                "sigma", "sigma, sigma_angle or sigma_offset > 0 (something to smooth)", sigma
+                "sigma_darkness",
+                "sigma_darkness, sigma_angle or sigma_offset > 0 (something to smooth)",
+                sigma_darkness,
             )
         self.sigmas = tuple(sigmas[p] for p in self.parameters)
         if self.semantics == "input" and self.composition != "exact":
@@ -249,7 +253,7 @@ class Shadow(SemanticSmoothing):
 
     def __repr__(self) -> str:
         return (
-            f"Shadow({self.sigma!r}, sigma_angle={self.sigma_angle!r}, "
+            f"Shadow(sigma_darkness={self.sigma!r}, sigma_angle={self.sigma_angle!r}, "
             f"sigma_offset={self.sigma_offset!r}, angle={self.angle!r}, offset={self.offset!r}, "
             f"darkness={self.darkness!r}, softness={self.softness!r}, noise={self.noise!r})"
         )

@@ -38,7 +38,7 @@ class Fog(SemanticSmoothing):
     """Uniform fog x′ = A + e^{−β}(x − A): noise on the density β (1/depth, depth d ≡ 1).
 
     Args:
-        sigma: standard deviation of the density noise, in 1/depth.
+        beta: standard deviation of the density noise, in 1/depth (no default: give one).
         airlight: A, the intensity the fog tends to (finite; 1.0 for images in [0, 1]).
         noise: ``"gaussian"`` or ``"uniform"`` (half-width σ√3).
         semantics: ``"parametric"`` or ``"input"`` (identical: fog composes exactly in β).
@@ -48,16 +48,17 @@ class Fog(SemanticSmoothing):
     norm: ClassVar[str] = "fog"
     units: ClassVar[str] = "beta, 1/depth"
     composition: ClassVar[str] = "exact"
+    scale_keyword: ClassVar[str] = "beta"
 
     def __init__(
         self,
-        sigma: float,
+        beta: float | None = None,
         *,
         airlight: float = 1.0,
         noise: str = "gaussian",
         semantics: str = "parametric",
     ) -> None:
-        super().__init__(sigma, noise=noise, semantics=semantics)
+        super().__init__(beta, noise=noise, semantics=semantics)
         if not _is_real(airlight) or not math.isfinite(float(airlight)):
             raise RSValueError("airlight", "a finite real intensity (1.0 for [0, 1])", airlight)
         self.airlight = float(airlight)

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from rs_plugin.auditing.progress import Progress
+from rs_plugin.auditing.progress import Progress, duration
 from rs_plugin.certification.threads import busy_cores, threads_for_load, torch_threads
 from rs_plugin.cli import main
 
@@ -30,6 +30,28 @@ def test_a_log_gets_lines_with_elapsed_time_and_what_is_left():
         lines[0],
     )
     assert re.fullmatch(r"certify: 3/3 inputs; \d+ s elapsed, 0 inputs left", lines[1])
+
+
+def test_durations_read_as_people_read_them():
+    assert [duration(s) for s in (0.4, 59.4, 61, 3599, 3600 * 3 + 20 * 60 + 7)] == [
+        "0 s",
+        "59 s",
+        "1 min 1 s",
+        "59 min 59 s",
+        "3 h 20 min",
+    ]
+
+
+def test_certify_prints_progress_lines_in_a_log(capsys, tmp_path):
+    """Standard error is not a terminal here (as in a log or CI): lines, with the inputs done
+    out of the total, the elapsed time and what is left, first and last always."""
+    args = ["certify", "--limit", "3", "-n", "100", "--n0", "20", "--threads", "1"]
+    assert main([*args, "--out", str(tmp_path / "r.jsonl")]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "/3 inputs" in line]
+    assert re.fullmatch(
+        r"certify: 1/3 inputs; \d+ s elapsed, 2 inputs left, about \d+ s left", lines[0]
+    )
+    assert re.fullmatch(r"certify: 3/3 inputs; \d+ s elapsed, 0 inputs left", lines[-1])
 
 
 def test_disabled_progress_prints_nothing():

@@ -6,7 +6,7 @@ import pytest
 
 from rs_plugin.bench.sound import format_sound, run_sound_bench
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fashion_mnist]
 
 
 def test_sound_bench_compares_both_modes_on_a_tiny_setting():

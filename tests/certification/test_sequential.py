@@ -205,7 +205,7 @@ def test_sequential_certificates_are_sound_on_the_linear_model(kind, mode):
         wrong = wrong | ((certs.extra["decision"] == 1) & (true < mode["radius"]))
     violations = int((certified & wrong).sum())
     assert binomial_upper_tail(violations, inputs, alpha) >= FALSE_ALARM, violations
-    assert float(certs.extra["samples"].mean()) < 4096  # stopped early on average
+    assert float(certs.extra["samples"].double().mean()) < 4096  # stopped early on average
 
 
 @pytest.mark.parametrize("kind", CERTIFIERS)
@@ -278,8 +278,21 @@ def test_sequential_certifier_from_the_command_line(name, tmp_path, capsys):
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["index"] for r in records) == list(range(6))
     assert all(r["certifier"] == name and r["decision_radius"] == 0.25 for r in records)
-    assert all(r["samples"] <= 5000 and r["decision"] in (0.0, 1.0) for r in records)
+    assert all(r["samples"] <= 5000 and r["decision"] in (0, 1) for r in records)
     assert any(r["samples"] < 5000 for r in records)
+    # Counts and decisions are integers; n is the samples each input used, n_max the budget.
+    for r in records:
+        assert all(type(r[k]) is int for k in ("samples", "decision", "n", "count", "n0"))
+        assert r["n"] == r["samples"] and r["n_max"] == 5000
+    # A file written when the budget was stored as n (and counts as floats) still resumes.
+    old = [{**r, "n": 5000, "samples": float(r["samples"])} for r in records[:3]]
+    for r in old:
+        del r["n_max"]
+    legacy = tmp_path / "legacy.jsonl"
+    legacy.write_text("".join(json.dumps(r) + "\n" for r in old))
+    assert main([*args, "-n", "5000", "--out", str(legacy), "--resume"]) == 0
+    resumed = [json.loads(line) for line in legacy.read_text().splitlines()]
+    assert sorted(r["index"] for r in resumed) == list(range(6))
     assert main(["certify", "--certifier", name, "--out", str(tmp_path / "x.jsonl")]) == 2
     assert main(["certify", "--tolerance", "0.1", "--out", str(tmp_path / "y.jsonl")]) == 2
     err = capsys.readouterr().err

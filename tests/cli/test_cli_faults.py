@@ -111,7 +111,7 @@ def _npz(path: Path, n: int = 4, value: float = 0.5) -> Path:
         (b"not a zip archive", "not a zip archive"),
         ("pickled", "Object arrays cannot be loaded"),
         ("empty", "at least one input"),
-        ("strings", "numeric arrays"),
+        ("strings", "numeric array"),
     ],
 )
 def test_a_bad_npz_is_one_error(tmp_path, capsys, content, says):

@@ -60,6 +60,23 @@ def test_every_option_has_help_and_shows_its_default():
                 assert "default" in shown.lower(), f"{name} {action.option_strings}"
 
 
+def test_every_default_a_help_text_states_is_the_parser_default():
+    formatter = _HelpFormatter("rs-plugin")
+    for name, sub in _subparsers().items():
+        for action in sub._actions:
+            if action.default in (None, False, [], argparse.SUPPRESS):
+                continue
+            shown = formatter._get_help_string(action) % {"default": action.default}
+            values = action.default if isinstance(action.default, list) else [action.default]
+            for value in values:
+                assert str(value) in shown, f"{name} {action.option_strings}: {shown}"
+    # The audit loads only a model named on the command line (never the file's own).
+    audit = _subparsers()["audit"]
+    (model,) = [a for a in audit._actions if "--model" in a.option_strings]
+    assert model.help is not None and "default: demo;" in model.help
+    assert "certificate file's" not in model.help.split(";")[0]
+
+
 @pytest.mark.parametrize(
     ("args", "usage", "hint"),
     [
@@ -115,12 +132,15 @@ def test_summary_leaves_out_radii_above_the_sampling_cap_and_states_the_cap(tmp_
 
 
 def test_rotation_summary_stops_at_the_certified_range(tmp_path, capsys):
-    args = ["certify", "--smoothing", "rotation", "--sigma", "15", "--semantics", "input"]
+    args = ["certify", "--smoothing", "rotation", "--smoothing-param", "degrees=15"]
+    args += ["--semantics", "input"]
     args += ["--smoothing-param", "input_range=30", "--smoothing-param", "grid_step=10"]
     args += ["--limit", "1", "-n", "100", "--n0", "10", "--out", "r.jsonl"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    thresholds = [float(row.split(">=")[1].split()[0]) for row in _summary_rows(out)]
+    rows = _summary_rows(out)
+    assert rows and all(row.split(">=")[1].split()[0].endswith("°") for row in rows)
+    thresholds = [float(row.split(">=")[1].split()[0].rstrip("°")) for row in rows]
     assert thresholds and max(thresholds) <= 30
     assert "radius >= 45" not in out and "radius >= 60" not in out
     (cap_line,) = [line for line in out.splitlines() if "(cap)" in line]

@@ -12,7 +12,15 @@ import sklearn.datasets
 import torch
 
 from rs_plugin import RSValueError
-from rs_plugin.data import FASHION_MNIST_DIR, load_dataset, load_digits, load_idx, load_npz
+from rs_plugin.data import (
+    UNLABELED,
+    is_labeled,
+    load_dataset,
+    load_digits,
+    load_idx,
+    load_npy,
+    load_npz,
+)
 
 # ---------------------------------------------------------------------------------------------
 # digits
@@ -168,11 +176,9 @@ def test_idx_size_and_count_mismatches_are_rejected(tmp_path):
 # Fashion-MNIST from Debian's dataset-fashion-mnist
 
 
+@pytest.mark.fashion_mnist
 @pytest.mark.parametrize(("split", "size"), [("test", 10_000), ("train", 60_000)])
 def test_real_fashion_mnist(split, size):
-    assert (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file(), (
-        "install Debian's dataset-fashion-mnist (make fashion-mnist)"
-    )
     x, y = load_dataset("fashion-mnist", split)
     assert x.shape == (size, 1, 28, 28)
     assert y.shape == (size,)
@@ -212,10 +218,9 @@ def _npz_cases() -> list[tuple[str, dict[str, np.ndarray]]]:
     negative[2, 0, 0, 0] = -0.01
     nan[0, 0, 1, 1] = np.nan
     return [
-        ("missing-y", {"x": x}),
         ("missing-x", {"y": y}),
         ("wrong-names", {"images": x, "labels": y}),
-        ("x-rank-3", {"x": x[:, 0], "y": y}),
+        ("x-rank-2", {"x": x[:, 0, 0], "y": y}),
         ("y-rank-2", {"x": x, "y": y[:, None]}),
         ("length-mismatch", {"x": x, "y": y[:2]}),
         ("above-one", {"x": too_high, "y": y}),
@@ -235,6 +240,53 @@ def test_npz_bad_contents_name_data(tmp_path, name, arrays):
     assert info.value.parameter == "data"
     with pytest.raises(RSValueError, match="data"):
         load_dataset(str(path))
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_inputs_without_labels_load_with_the_unlabeled_label(tmp_path, suffix):
+    x = np.linspace(0.0, 1.0, 3 * 16, dtype=np.float32).reshape(3, 4, 4)  # (N, H, W)
+    path = tmp_path / f"inputs{suffix}"
+    if suffix == ".npy":
+        np.save(path, x)
+    else:
+        np.savez(path, x=x)
+    images, labels = load_dataset(str(path))
+    assert images.shape == (3, 1, 4, 4) and images.dtype == torch.float32
+    torch.testing.assert_close(images[:, 0], torch.from_numpy(x))
+    assert labels.tolist() == [UNLABELED] * 3 and not is_labeled(labels)
+    assert is_labeled(load_npz(_labelled(tmp_path))[1])
+
+
+def _labelled(tmp_path):
+    path = tmp_path / "labelled.npz"
+    np.savez(path, x=np.zeros((2, 1, 2, 2), np.float32), y=np.array([0, 1]))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "array"),
+    [
+        ("uint8-pixels", np.full((2, 1, 3, 3), 255, dtype=np.uint8)),
+        ("rank-2", np.zeros((2, 9), dtype=np.float32)),
+        ("empty", np.zeros((0, 1, 3, 3), dtype=np.float32)),
+        ("objects", np.array([None, 1], dtype=object)),
+    ],
+)
+def test_npy_bad_contents_name_data(tmp_path, name, array):
+    path = tmp_path / f"{name}.npy"
+    np.save(path, array, allow_pickle=True)
+    with pytest.raises(RSValueError, match="^data: ") as info:
+        load_dataset(str(path))
+    assert info.value.parameter == "data"
+
+
+def test_npy_header_claiming_more_than_the_file_holds_is_refused(tmp_path):
+    path = tmp_path / "lying.npy"
+    np.save(path, np.zeros((2, 1, 3, 3), dtype=np.float32))
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"(2, 1, 3, 3)", b"(9, 1, 9, 9)"))
+    with pytest.raises(RSValueError, match="no larger than the bytes it holds"):
+        load_npy(path)
 
 
 @pytest.mark.parametrize(
@@ -276,3 +328,22 @@ def test_broken_idx_files_are_named(tmp_path, name, content):
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x00")
     with pytest.raises(RSValueError, match="^data: expected"):
         load_idx(tmp_path, "test")
+
+
+def test_a_folder_of_png_images_loads_in_name_order_without_labels(tmp_path):
+    from PIL import Image
+
+    grey = np.array([[0, 64], [128, 255]], dtype=np.uint8)
+    for i, name in enumerate(["b.png", "a.png", "c.png"]):
+        Image.fromarray(grey + i).save(tmp_path / name)  # a.png holds grey + 1
+    x, y = load_dataset(str(tmp_path))
+    assert x.shape == (3, 1, 2, 2) and not is_labeled(y)
+    torch.testing.assert_close(x[0, 0], torch.from_numpy((grey + 1) / 255.0).float())
+    red = np.zeros((2, 2, 3), np.uint8)
+    red[..., 0] = 255
+    Image.fromarray(red).save(tmp_path / "d.png")
+    colour, _ = load_dataset(str(tmp_path))
+    assert colour.shape == (4, 3, 2, 2) and float(colour[3, 0].min()) == 1.0
+    Image.fromarray(np.zeros((3, 3), np.uint8)).save(tmp_path / "e.png")
+    with pytest.raises(RSValueError, match="^data: expected PNG images of one size"):
+        load_dataset(str(tmp_path))

@@ -29,6 +29,7 @@ def few_images() -> tuple[torch.Tensor, torch.Tensor]:
     return x[:48], y[:48]
 
 
+@pytest.mark.fashion_mnist
 @pytest.mark.slow
 @pytest.mark.parametrize("trainer", TRAINERS)
 def test_every_objective_of_the_table_trains_the_fashion_cnn(trainer, few_images):
@@ -41,6 +42,7 @@ def test_every_objective_of_the_table_trains_the_fashion_cnn(trainer, few_images
         assert torch.isfinite(model(few_images[0][:2])).all()
 
 
+@pytest.mark.fashion_mnist
 @pytest.mark.slow
 def test_the_training_script_runs_and_reproduces_its_weights(tmp_path):
     out = tmp_path / "fashion.pt"
@@ -57,6 +59,7 @@ def test_an_unknown_trainer_names_the_parameter():
         fashion_objective("stability", 0.25, epochs=1)
 
 
+@pytest.mark.fashion_mnist
 def test_shipped_weights_classify_noisy_fashion_mnist():
     """The shipped model, trained for σ = FASHION_SIGMA, on 1000 noisy test images (one draw
     each): far above chance; docs/art.md gives its certified figures."""
@@ -76,6 +79,7 @@ def test_demo_means_the_model_shipped_for_the_data():
     assert isinstance(load_model_for("demo", "digits"), DemoCNN)
 
 
+@pytest.mark.fashion_mnist
 def test_certify_fashion_mnist_works_with_the_default_model(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "fashion.jsonl"

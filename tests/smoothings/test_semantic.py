@@ -40,6 +40,7 @@ from rs_plugin import (
 )
 from rs_plugin._registry import discover, load_smoothing
 from rs_plugin.cli import main
+from rs_plugin.runs import CertifyJob
 from tests.analytic import assert_art_adapter_matches_core, binomial_upper_tail
 from tests.smoothings.test_weather import _case as _weather_case
 
@@ -504,10 +505,16 @@ def test_covered_range_shrinks_when_grid_points_disagree():
 # ---- end to end: CLI, ART, errors -------------------------------------------------------
 
 
+def _scale(name: str) -> list[str]:
+    """The command-line text of a transform's scale, under its own keyword."""
+    keyword = discover("rs_plugin.smoothings")[name].load().scale_keyword
+    return ["--smoothing-param", f"{keyword}={SIGMAS[name]}"]
+
+
 @pytest.mark.parametrize("name", SEMANTIC)
 def test_every_transform_certifies_from_the_command_line(name, tmp_path):
     out = tmp_path / f"{name}.jsonl"
-    args = ["certify", "--smoothing", name, "--sigma", str(SIGMAS[name]), "--limit", "3"]
+    args = ["certify", "--smoothing", name, *_scale(name), "--limit", "3"]
     assert main([*args, "-n", "300", "--n0", "30", "--out", str(out)]) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     smoothing = _semantic(name)
@@ -523,7 +530,7 @@ def test_every_transform_certifies_from_the_command_line(name, tmp_path):
 @pytest.mark.parametrize("name", ["rotation", "scaling", "brightness", "translation"])
 def test_input_semantics_from_the_command_line(name, tmp_path):
     out = tmp_path / "input.jsonl"
-    args = ["certify", "--smoothing", name, "--sigma", str(SIGMAS[name]), "--limit", "2"]
+    args = ["certify", "--smoothing", name, *_scale(name), "--limit", "2"]
     args += ["--semantics", "input", "-n", "300", "--n0", "30", "--out", str(out)]
     if name in ("rotation", "scaling"):
         step = "grid_step=5" if name == "rotation" else "grid_step=0.05"
@@ -538,7 +545,12 @@ def test_input_semantics_from_the_command_line(name, tmp_path):
 def test_bad_semantic_settings_are_refused_before_any_work(tmp_path, capsys):
     out = tmp_path / "never.jsonl"
     cases = [
-        (["--smoothing", "affine", "--semantics", "input"], "semantics: expected 'parametric'"),
+        (
+            ["--smoothing", "affine", "--smoothing-param", "scale=0.05", "--semantics", "input"],
+            "semantics: expected 'parametric'",
+        ),
+        (["--smoothing", "affine"], "scale: expected the standard deviation"),
+        (["--smoothing", "rotation", "--sigma", "15"], "--smoothing-param degrees=VALUE"),
         (["--smoothing", "gaussian", "--semantics", "input"], "--semantics/--smoothing-param"),
         (["--smoothing", "rotation", "--smoothing-param", "bogus=1"], "bogus"),
         (["--smoothing", "rotation", "--smoothing-param", "grid_step"], "KEY=VALUE"),
@@ -640,3 +652,27 @@ def test_input_domain_rotation_certificates_are_sound_against_the_known_truth():
     violations = int((certified & bad).sum())
     assert float(certs.radius.max()) > 2.0  # informative
     assert binomial_upper_tail(violations, len(x), alpha) >= FALSE_ALARM, violations
+
+
+@pytest.mark.parametrize("name", SEMANTIC)
+def test_every_transform_takes_its_scale_by_its_unit_or_refuses_without_one(name):
+    factory = discover("rs_plugin.smoothings")[name].load()
+    keyword, default = factory.scale_keyword, factory.default_scale
+    assert keyword != "sigma"
+    named = factory(**{keyword: SIGMAS[name]})
+    assert named.sigma == SIGMAS[name] and named.config()["sigma"] == SIGMAS[name]
+    assert f"{keyword}={SIGMAS[name]!r}" in repr(named)
+    # Code written before the keyword existed keeps working through the registry.
+    assert load_smoothing(name, sigma=SIGMAS[name]).config() == named.config()
+    if default is None:
+        with pytest.raises(RSValueError, match=f"^{keyword}: expected"):
+            factory()
+    else:
+        assert factory().sigma == default
+    # A run refuses sigma (additive noise's standard deviation) and names the keyword.
+    job = {"model": "demo", "data": "digits", "smoothing": name, "n0": 10, "n": 10}
+    job |= {"alpha": 0.01, "batch_size": 10, "seed": 0, "limit": 1, "device": "cpu"}
+    with pytest.raises(RSValueError, match=f"^sigma: .*--smoothing-param {keyword}=VALUE"):
+        CertifyJob(**job, sigma=SIGMAS[name])
+    built = CertifyJob(**job, sigma=None, smoothing_params=((keyword, SIGMAS[name]),))
+    assert built.build_smoothing().config()["sigma"] == SIGMAS[name]

@@ -172,7 +172,7 @@ def test_shadow_parameters_are_drawn_in_their_own_units_and_certified_in_sigma_u
     single = Shadow(0.0, sigma_angle=15.0, darkness=0.5)
     assert single.norm == "shadow.angle" and single.units == "degrees"
     torch.testing.assert_close(single.radius(p, 81), 15.0 * rho)
-    with pytest.raises(RSValueError, match="^sigma: expected sigma, sigma_angle or sigma_off"):
+    with pytest.raises(RSValueError, match="^sigma_darkness: expected sigma_darkness, sigma_angle"):
         Shadow(0.0)
     with pytest.raises(RSValueError, match="^softness"):
         Shadow(0.3, softness=0.0)
@@ -273,7 +273,9 @@ def test_certify_from_the_command_line_names_units_and_semantics(
     name, extra, norm, units, semantics, tmp_path, capsys
 ):
     out = tmp_path / "w.jsonl"
-    args = ["certify", "--smoothing", name, "--sigma", "0.5", "--limit", "3", "-n", "300"]
+    keyword = "sigma_darkness" if name == "shadow" else "beta"
+    args = ["certify", "--smoothing", name, "--smoothing-param", f"{keyword}=0.5"]
+    args += ["--limit", "3", "-n", "300"]
     for pair in extra:
         args += ["--smoothing-param", pair]
     assert main([*args, "--n0", "30", "--out", str(out)]) == 0
