@@ -204,8 +204,9 @@ def test_the_command_line_audits_a_joint_shadow_certificate_file(tmp_path, capsy
     """The audit rebuilds the smoothing a certificate file records (every parameter's σ and the
     nominal shadow) and searches its certified ellipsoid."""
     certs = tmp_path / "c.jsonl"
-    args = ["certify", "--smoothing", "shadow", "--sigma", "0.5", "--limit", "3", "-n", "300"]
-    args += ["--smoothing-param", "sigma_offset=2", "--smoothing-param", "softness=1.5"]
+    args = ["certify", "--smoothing", "shadow", "--limit", "3", "-n", "300"]
+    args += ["--smoothing-param", "sigma_darkness=0.5", "--smoothing-param", "sigma_offset=2"]
+    args += ["--smoothing-param", "softness=1.5"]
     assert main([*args, "--n0", "30", "--out", str(certs)]) == 0
     out = tmp_path / "audit"
     audit_args = ["audit", "--certificates", str(certs), "--predict-n", "100"]
