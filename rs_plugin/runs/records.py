@@ -15,9 +15,10 @@ import torch
 
 from rs_plugin._validation import RSValueError
 from rs_plugin.certification.base import Certifier
+from rs_plugin.certification.batching import AUTO, batch_size_in_use
 from rs_plugin.runs.job import CertifyJob
 
-__all__ = ["iter_records", "restore_memory"]
+__all__ = ["batch_size_used", "iter_records", "restore_memory"]
 
 # Inputs handed to the engine at once: enough for batches to mix inputs, bounded in memory.
 _CHUNK = 512
@@ -33,8 +34,11 @@ def iter_records(
     """Certify ``x[indices]``, yielding one record per input as soon as it is done.
 
     ``seconds`` is the wall time since the previous completion divided among the inputs that
-    completed together (batches mix inputs, so per-input time is an apportioned figure). A
-    stateful certifier's records carry its ``memory`` entry (see :func:`restore_memory`).
+    completed together (batches mix inputs, so per-input time is an apportioned figure).
+    ``batch_size`` is the samples per forward pass: the job's integer, or what ``"auto"``
+    settled on (while its probe is still on, the largest size tried so far; the counts do not
+    depend on it). A stateful certifier's records carry its ``memory`` entry (see
+    :func:`restore_memory`).
     """
     for start in range(0, len(indices), _CHUNK):
         chunk = [int(i) for i in indices[start : start + _CHUNK]]
@@ -51,13 +55,23 @@ def iter_records(
             now = time.perf_counter()
             seconds = (now - last) / len(part)
             last = now
+            used = batch_size_used(job.batch_size, smoothed.model)
             for record in part.to_records():
                 label = int(y[record["index"]])
                 correct = record["prediction"] == label and not record["abstain"]
-                record.update(label=label, correct=correct, seconds=seconds)
+                record.update(label=label, correct=correct, seconds=seconds, batch_size=used)
                 if smoothed.stateful:
                     record["memory"] = smoothed.memory_entry(record["index"])
                 yield record
+
+
+def batch_size_used(batch_size: int | str, model: Any) -> int | str:
+    """The samples per forward pass a run of ``model`` uses: ``batch_size`` when it is an
+    integer; for ``"auto"``, the size its probe settled on (``"auto"`` before any batch ran)."""
+    if batch_size != AUTO:
+        return batch_size
+    used = batch_size_in_use(model)
+    return AUTO if used is None else used
 
 
 def restore_memory(

@@ -45,7 +45,10 @@ def _records(path: Path) -> list[dict]:
 
 
 def _without_seconds(records: list[dict]) -> dict[int, dict]:
-    by_index = {r["index"]: {k: v for k, v in r.items() if k != "seconds"} for r in records}
+    by_index = {
+        r["index"]: {k: v for k, v in r.items() if k not in ("seconds", "batch_size")}
+        for r in records
+    }
     assert len(by_index) == len(records), "duplicate index"
     return by_index
 
