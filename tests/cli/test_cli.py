@@ -160,6 +160,7 @@ BAD_INPUTS = [
     (["--n0", "0"], "--n0"),
     (["-n", "0"], "-n"),
     (["--batch-size", "0"], "--batch-size"),
+    (["--batch-size", "fast"], "--batch-size"),
     (["--limit", "0"], "--limit"),
     (["--seed=-1"], "--seed"),
     (["--smoothing", "nonexistent"], "--smoothing"),

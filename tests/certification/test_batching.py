@@ -1,0 +1,160 @@
+"""batch_size="auto": the probe's batches are votes of the run, the counts are those of a fixed
+size, the choice is cached, bad values are refused; the allocator setting keeps freed memory."""
+
+from __future__ import annotations
+
+import os
+import resource
+
+import pytest
+import torch
+
+from rs_plugin import Gaussian, RSValueError, SmoothedClassifier
+from rs_plugin.certification import batching
+from rs_plugin.certification.allocator import retain_freed_memory
+from rs_plugin.certification.batching import TRIES, AutoBatch, auto_batch, check_batch_size
+from rs_plugin.certification.engine import stream_counts
+from rs_plugin.certification.threads import torch_threads
+from rs_plugin.runs.records import batch_size_used
+from tests.certification.test_engine import BatchRecorder
+from tests.smoothings.test_inplace import INSTANCES
+
+CANDIDATES = (16, 32, 64, 128, 256, 512, 1024)
+# Enough samples for the whole sweep: TRIES batches of every candidate.
+SWEEP = TRIES * sum(CANDIDATES)
+
+
+def _model() -> BatchRecorder:
+    generator = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(64, 4)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(4, 64, generator=generator))
+        linear.bias.zero_()
+    return BatchRecorder(torch.nn.Sequential(torch.nn.Flatten(), linear)).eval()
+
+
+def _inputs(count: int = 3) -> torch.Tensor:
+    return torch.rand((count, 1, 8, 8), generator=torch.Generator().manual_seed(1))
+
+
+def _counts(model, smoothing, x, streams, batch_size):
+    out: dict[int, torch.Tensor] = {}
+    for rows, counts in stream_counts(
+        model,
+        smoothing,
+        x,
+        streams,
+        num_classes=4,
+        batch_size=batch_size,
+        seed=5,
+        keys=list(range(x.shape[0])),
+    ):
+        out.update(zip(rows, counts, strict=True))
+    return torch.stack([out[row] for row in range(x.shape[0])])
+
+
+@pytest.mark.parametrize(
+    "smoothing", [Gaussian(0.5), dict(INSTANCES)["rotation"]], ids=["gaussian", "rotation"]
+)
+def test_auto_gives_the_counts_of_a_fixed_batch_size_and_counts_every_probe_sample(smoothing):
+    x = _inputs()
+    streams = [(0, 100), (1, SWEEP // 3 + 700)]
+    total = x.shape[0] * sum(size for _, size in streams)
+    auto_model = _model()
+    auto = _counts(auto_model, smoothing, x, streams, "auto")
+    fixed = _counts(_model(), smoothing, x, streams, 100)
+    assert torch.equal(auto, fixed)
+    assert int(auto.sum()) == total
+    # The model saw every sample exactly once: the probe's batches are the run's votes.
+    assert sum(auto_model.sizes) == total
+    # The probe ran the candidates in increasing order, TRIES batches each, then settled.
+    state = auto_batch(auto_model, x)
+    assert state.settled and state.chosen in CANDIDATES
+    swept = len(state.rates)
+    assert auto_model.sizes[: TRIES * swept] == [
+        s for s in CANDIDATES[:swept] for _ in range(TRIES)
+    ]
+    assert set(auto_model.sizes[TRIES * swept : -1]) == {state.chosen}
+
+
+def test_the_choice_is_cached_per_model_and_key_and_a_small_run_continues_the_probe():
+    model, x = _model(), _inputs(1)
+    smoothing = Gaussian(0.25)
+    # A run too small for the sweep leaves the probe on; the next call continues it.
+    _counts(model, smoothing, x, [(0, 40)], "auto")
+    state = auto_batch(model, x)
+    assert not state.settled and model.sizes[0] == 16
+    _counts(model, smoothing, x, [(0, SWEEP)], "auto")
+    assert state.settled and auto_batch(model, x) is state
+    model.sizes.clear()
+    _counts(model, smoothing, x, [(0, 5000)], "auto")
+    chosen = state.chosen
+    assert chosen is not None and model.sizes[:-1] == [chosen] * (len(model.sizes) - 1)
+    assert batch_size_used("auto", model) == chosen and batch_size_used(64, model) == 64
+    # Another thread count, shape or model is another key: a fresh probe.
+    with torch_threads(torch.get_num_threads() + 1):
+        assert auto_batch(model, x) is not state
+    assert auto_batch(model, _inputs(1)[:, :, :4]) is not state
+    assert auto_batch(_model(), x) is not state
+
+
+def test_a_vote_runner_and_its_classifier_share_the_cache_by_the_model():
+    model, x = _model(), _inputs(2)
+    first = SmoothedClassifier(model, Gaussian(0.5), 4)
+    first.certify(x, n0=50, n=SWEEP, seed=0)
+    second = SmoothedClassifier(model, Gaussian(0.5), 4)
+    assert auto_batch(second.runner, x) is auto_batch(first.runner, x)
+    assert auto_batch(second.runner, x).settled
+
+
+def test_the_probe_settles_on_the_best_rate_and_stops_after_two_declines():
+    state = AutoBatch((16, 32, 64, 128, 256))
+    # The first batch of each size is not scored (it allocates); the best of the rest is.
+    for size, rates in ((16, [1.0, 10.0, 12.0]), (32, [99.0, 20.0, 18.0]), (64, [1, 15, 16])):
+        for rate in rates:
+            assert state.next_size() == size
+            state.record(size, float(rate))
+    assert not state.settled and state.next_size() == 128
+    for rate in (1.0, 12.0, 11.0):
+        state.record(128, rate)
+    assert state.chosen == 32  # 16 < 0.85 × 20 and 12 < 0.85 × 20: two declines in a row
+    state.record(256, 1000.0)  # settled: no longer measured
+    assert state.chosen == 32 and state.current() == 32
+
+
+@pytest.mark.parametrize("value", [0, -3, "fast", "AUTO", 2.5, True, None])
+def test_bad_batch_sizes_are_refused_before_any_forward(value):
+    with pytest.raises(RSValueError) as info:
+        check_batch_size(value)
+    assert info.value.parameter == "batch_size"
+    assert "'auto' or an integer >= 1" in str(info.value)
+    assert repr(value) in str(info.value)
+    model = _model()
+    with pytest.raises(RSValueError, match="batch_size"):
+        SmoothedClassifier(model, Gaussian(0.5), 4).certify(_inputs(), n=100, batch_size=value)
+    assert model.sizes == []
+
+
+def test_candidates_respect_the_free_memory(monkeypatch):
+    monkeypatch.setattr(batching, "_free_bytes", lambda device: 2 * 64 * 1000 * 100)
+    # Half the free memory at 64× the input's bytes per sample holds 100 samples of 1000 bytes.
+    assert batching.candidates_for(1000, torch.device("cpu")) == (16, 32, 64)
+    monkeypatch.setattr(batching, "_free_bytes", lambda device: 0)
+    assert batching.candidates_for(1000, torch.device("cpu")) == (16,)
+
+
+def test_freed_activations_stay_in_the_process():
+    applied = retain_freed_memory()
+    if not applied:  # only where glibc is absent or the user configured malloc
+        user = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_")
+        assert any(name in os.environ for name in (*user, "GLIBC_TUNABLES"))
+        return
+    assert retain_freed_memory() is True  # once per process, then the same answer
+    pages = (48 << 20) // resource.getpagesize()
+    torch.empty(48 << 20, dtype=torch.uint8).fill_(1)  # the first use faults its pages in
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        torch.empty(48 << 20, dtype=torch.uint8).fill_(1)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    # glibc's defaults map and unmap a 48 MiB block every time: 5 × `pages` faults.
+    assert faults < pages // 2
