@@ -44,6 +44,7 @@ __all__ = [
     "batch_size_in_use",
     "candidates_for",
     "check_batch_size",
+    "forget",
     "nominal_batch_size",
 ]
 
@@ -185,6 +186,17 @@ def batch_size_in_use(model: Any) -> int | None:
     except TypeError:
         return None
     return None if state is None else state.current()
+
+
+def forget(model: Any) -> None:
+    """Drop every cached probe of ``model``: its next ``"auto"`` run probes afresh (how the
+    bench times a first run in a process)."""
+    owner, _ = _owner_and_options(model)
+    try:
+        _CACHE.pop(owner, None)
+        _LAST.pop(owner, None)
+    except TypeError:
+        return
 
 
 class Clock:

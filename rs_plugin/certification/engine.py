@@ -192,12 +192,16 @@ class _Batches:
                 self.fill += take
                 position += take
                 if self.fill == self.batch_size and position < length:
-                    self.run(self.batch_size)
-                    ran += self.batch_size
+                    ran += self._run_full()
         if self.fill == self.batch_size:
-            self.run(self.batch_size)
-            ran += self.batch_size
+            ran += self._run_full()
         return ran
+
+    def _run_full(self) -> int:
+        """Run the full feed; its size (the next batch's may differ while ``"auto"`` probes)."""
+        size = self.batch_size
+        self.run(size)
+        return size
 
     def run(self, size: int) -> None:
         """Run the ``size`` samples waiting in the feed through the model and count their votes."""

@@ -49,6 +49,9 @@ def _counts(model, smoothing, x, streams, batch_size):
         seed=5,
         keys=list(range(x.shape[0])),
     ):
+        # An input is yielded only once every one of its samples has voted.
+        sizes = torch.tensor([size for _, size in streams])
+        assert torch.equal(counts.sum(dim=2), sizes.expand(len(rows), -1))
         out.update(zip(rows, counts, strict=True))
     return torch.stack([out[row] for row in range(x.shape[0])])
 
@@ -75,6 +78,28 @@ def test_auto_gives_the_counts_of_a_fixed_batch_size_and_counts_every_probe_samp
         s for s in CANDIDATES[:swept] for _ in range(TRIES)
     ]
     assert set(auto_model.sizes[TRIES * swept : -1]) == {state.chosen}
+
+
+def test_inputs_complete_exactly_when_the_probe_grows_and_then_shrinks_the_batch(monkeypatch):
+    # Rates as a model would show them (fastest at 64), whatever the machine's clock says: the
+    # probe grows the batch to 256, then settles back on 64.
+    rates = {16: 1.0, 32: 2.0, 64: 3.0, 128: 1.0, 256: 1.0, 512: 1.0, 1024: 1.0}
+    record = AutoBatch.record
+    monkeypatch.setattr(AutoBatch, "record", lambda self, size, _: record(self, size, rates[size]))
+    x = _inputs(4)
+    streams = [(0, 50), (1, 1500)]
+    model = _model()
+    auto = _counts(model, Gaussian(0.5), x, streams, "auto")
+    assert torch.equal(auto, _counts(_model(), Gaussian(0.5), x, streams, 100))
+    probe = [s for s in (16, 32, 64, 128, 256) for _ in range(TRIES)]
+    assert model.sizes[: len(probe)] == probe
+    assert set(model.sizes[len(probe) : -1]) == {64}
+    # Runs smaller than the probe, one after another, continue it and settle alike.
+    model = _model()
+    for _ in range(8):
+        small = _counts(model, Gaussian(0.5), x[:1], [(0, 10), (1, 300)], "auto")
+        assert torch.equal(small, _counts(_model(), Gaussian(0.5), x[:1], [(0, 10), (1, 300)], 7))
+    assert auto_batch(model, x[:1]).chosen == 64
 
 
 def test_the_choice_is_cached_per_model_and_key_and_a_small_run_continues_the_probe():
@@ -150,11 +175,15 @@ def test_freed_activations_stay_in_the_process():
         assert any(name in os.environ for name in (*user, "GLIBC_TUNABLES"))
         return
     assert retain_freed_memory() is True  # once per process, then the same answer
-    pages = (48 << 20) // resource.getpagesize()
-    torch.empty(48 << 20, dtype=torch.uint8).fill_(1)  # the first use faults its pages in
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(5):
-        torch.empty(48 << 20, dtype=torch.uint8).fill_(1)
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-    # glibc's defaults map and unmap a 48 MiB block every time: 5 × `pages` faults.
-    assert faults < pages // 2
+    # A convolution's 46 MiB of activations, allocated and freed by every forward pass: glibc's
+    # defaults map and unmap them each time (~30 000 faults per forward).
+    conv, x = torch.nn.Conv2d(1, 20, 5), torch.rand(1024, 1, 28, 28)
+    pages = 1024 * 20 * 24 * 24 * 4 // resource.getpagesize()
+    with torch.inference_mode(), torch_threads(1):
+        for _ in range(2):  # the first forwards fault the pages in once
+            conv(x).relu_()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(4):
+            conv(x).relu_()
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    assert faults < pages // 4
