@@ -17,7 +17,8 @@ and every certificate, are those of a fixed batch size. Nothing is drawn twice.
 
 The result is cached for the process per model object and per (input shape, dtype, device,
 torch threads, the vote runner's precision, layout and compilation); a probe that a small run
-leaves unfinished continues in the next call on the same key.
+leaves unfinished continues in the next call on the same key (a run with fewer samples than
+the next candidate runs them in one batch and leaves that candidate to a larger run).
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class AutoBatch:
     candidates: tuple[int, ...]
     rates: dict[int, list[float]] = field(default_factory=dict)
     chosen: int | None = None
+    last: int | None = None  # the size of the latest batches the engine ran
     _index: int = 0
     _declines: int = 0
 
@@ -122,10 +124,9 @@ class AutoBatch:
         return self.chosen if self.chosen is not None else self.candidates[self._index]
 
     def current(self) -> int:
-        """The settled size, or the largest size run so far while the probe is on."""
-        if self.chosen is not None:
-            return self.chosen
-        return max(self.rates, default=self.candidates[0])
+        """The size of the latest batches run (the settled size, once a run is large enough
+        for it)."""
+        return self.last if self.last is not None else self.next_size()
 
     def record(self, size: int, samples_per_second: float) -> None:
         """One batch of ``size`` ran at this rate (the first of a size is not scored)."""
@@ -178,8 +179,9 @@ def auto_batch(model: Any, x: torch.Tensor) -> AutoBatch:
 
 
 def batch_size_in_use(model: Any) -> int | None:
-    """The size the latest ``"auto"`` run of ``model`` settled on (the largest size run so far
-    while its probe is on); None when it never ran with ``"auto"``."""
+    """The size of the batches the latest ``"auto"`` run of ``model`` ran last (the settled
+    size once the probe is done, unless the run had fewer samples); None when it never ran
+    with ``"auto"``."""
     owner, _ = _owner_and_options(model)
     try:
         state = _LAST.get(owner)

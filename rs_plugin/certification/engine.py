@@ -140,6 +140,8 @@ class _Batches:
     def _resize(self, batch_size: int) -> None:
         """Batch buffers for ``batch_size`` samples (only between batches: nothing is waiting)."""
         self.batch_size = batch_size
+        if self.plan is not None:
+            self.plan.last = batch_size
         device, shape = self.x.device, self.x.shape[1:]
         self.feed = torch.empty((batch_size, *shape), dtype=self.x.dtype, device=device)
         self.slot_base = torch.empty(batch_size, dtype=torch.int64, device=device)
@@ -149,7 +151,7 @@ class _Batches:
         """Score the batch of ``size`` that just ran and take the probe's next size."""
         assert self.plan is not None
         seconds = self.clock.lap()
-        if size == self.batch_size and seconds is not None and seconds > 0:
+        if seconds is not None and seconds > 0:
             self.plan.record(size, size / seconds)
         following = min(self.plan.next_size(), self.total)
         if following != self.batch_size:
@@ -228,7 +230,7 @@ class _Batches:
         votes = torch.where(finite, logits.argmax(dim=1), self.num_classes)
         self.counts.index_add_(0, votes.add_(self.slot_base[:size]), self.ones[:size])
         self.fill = 0
-        if self.plan is not None and not self.plan.settled:
+        if self.plan is not None and not self.plan.settled and size == self.batch_size:
             self._probe_step(size)
 
     def _add_input(self, batch: torch.Tensor, row: int, begin: int, stop: int) -> None:

@@ -35,8 +35,8 @@ def iter_records(
 
     ``seconds`` is the wall time since the previous completion divided among the inputs that
     completed together (batches mix inputs, so per-input time is an apportioned figure).
-    ``batch_size`` is the samples per forward pass: the job's integer, or what ``"auto"``
-    settled on (while its probe is still on, the largest size tried so far; the counts do not
+    ``batch_size`` is the samples per forward pass: the job's integer, or the size ``"auto"``
+    ran its latest batches at (its settled choice once the probe is done; the counts do not
     depend on it). A stateful certifier's records carry its ``memory`` entry (see
     :func:`restore_memory`).
     """
@@ -67,7 +67,7 @@ def iter_records(
 
 def batch_size_used(batch_size: int | str, model: Any) -> int | str:
     """The samples per forward pass a run of ``model`` uses: ``batch_size`` when it is an
-    integer; for ``"auto"``, the size its probe settled on (``"auto"`` before any batch ran)."""
+    integer; for ``"auto"``, the size of its latest batches (``"auto"`` before any ran)."""
     if batch_size != AUTO:
         return batch_size
     used = batch_size_in_use(model)
