@@ -106,6 +106,9 @@ class Certifier(abc.ABC):
         input's noise, so that an input's record does not depend on the batch size or on which
         other inputs are certified with it (a stateful certifier's records also depend on the
         inputs certified before). Every input is yielded exactly once, in any order.
+        ``batch_size`` is samples per forward pass, or ``"auto"`` (the default): the fastest
+        size, measured by the engine on the run's own first batches
+        (:mod:`rs_plugin.certification.batching`); pass it on to the engine unchanged.
         """
 
     def certify(
