@@ -162,8 +162,9 @@ def _batch_text(job: CertifyJob, records: dict[int, Any], todo: list[int]) -> st
     the records certified now (each Ray worker measures its own)."""
     if job.batch_size != "auto":
         return f"batch_size={job.batch_size}"
-    used = sorted({str(records[i].get("batch_size")) for i in todo if i in records})
-    return f"batch_size=auto ({', '.join(used)})" if used else "batch_size=auto"
+    used = {records[i].get("batch_size") for i in todo if i in records}
+    sizes = sorted(size for size in used if isinstance(size, int))
+    return f"batch_size=auto ({', '.join(map(str, sizes))})" if sizes else "batch_size=auto"
 
 
 def _certify_here(
