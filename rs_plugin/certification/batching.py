@@ -5,11 +5,14 @@ sampling and Ray) finds the fastest batch size of the actual model on the actual
 short probe that is part of the run itself. The engine's first batches take the candidate sizes
 in turn (powers of two from 16 to 1024 on a CPU, to 4096 on a GPU, no more than the inputs'
 total samples and, at an estimated :data:`ACTIVATION_FACTOR` times the input's bytes per
-sample, no more than half the device's free memory), :data:`TRIES` batches each. The time from
-the end of one forward pass to the end of the next one (noise, forward, counting) gives a rate
-in samples per second; the first batch of a size is not scored (it allocates the new shapes),
-the best of the others is. The sweep stops after the last candidate, or once two sizes in a row
-fall below :data:`STOP_FRACTION` of the best rate, and settles on the size with the best rate.
+sample, no more than half the device's free memory). Each batch is timed from the end of the
+previous forward pass to the end of its own (noise, forward, counting). At each size the first
+batch is not scored (it allocates the new shapes); the next ones, at least ``TRIES - 1`` and
+at least :data:`SCORED_SAMPLES` samples (whole noise blocks, which a batch smaller than a block
+draws only now and then), give the size's rate: their samples over their summed time
+(:func:`batches_per_size`; about 7 700 samples for the whole CPU sweep). The sweep stops after
+the last candidate, or once two sizes in a row fall below :data:`STOP_FRACTION` of the best
+rate, and settles on the size with the best rate.
 
 The probe's samples are votes like any other: noise depends only on (seed, stream, key,
 position) (:mod:`rs_plugin.certification.engine`), never on where batches begin, so the counts,
@@ -37,12 +40,14 @@ from rs_plugin.certification.model_runner import VoteRunner
 __all__ = [
     "ACTIVATION_FACTOR",
     "AUTO",
+    "SCORED_SAMPLES",
     "STOP_FRACTION",
     "TRIES",
     "AutoBatch",
     "Clock",
     "auto_batch",
     "batch_size_in_use",
+    "batches_per_size",
     "candidates_for",
     "check_batch_size",
     "forget",
@@ -51,6 +56,7 @@ __all__ = [
 
 AUTO = "auto"
 TRIES = 3
+SCORED_SAMPLES = 2 * 256  # two noise blocks (engine.NOISE_BLOCK) at least per scored size
 STOP_FRACTION = 0.85
 ACTIVATION_FACTOR = 64
 _CPU_LARGEST = 1024
@@ -104,12 +110,23 @@ def candidates_for(sample_bytes: int, device: torch.device) -> tuple[int, ...]:
     return tuple(sizes) or (_SMALLEST,)
 
 
+def batches_per_size(size: int) -> int:
+    """Batches the probe runs at ``size``: one that allocates (not scored), then enough to
+    cover at least :data:`SCORED_SAMPLES` samples, and at least ``TRIES - 1``."""
+    return 1 + max(TRIES - 1, -(-SCORED_SAMPLES // size))
+
+
 @dataclass
 class AutoBatch:
-    """The probe's state for one cache key: rates measured per size, and the settled size."""
+    """The probe's state for one cache key: time measured per size, and the settled size.
+
+    ``times[size]`` lists the seconds of each batch of that size; the rate of a size is its
+    scored samples over their summed seconds (the first batch excluded), so a small size whose
+    batches only sometimes draw a noise block is charged for the blocks it draws.
+    """
 
     candidates: tuple[int, ...]
-    rates: dict[int, list[float]] = field(default_factory=dict)
+    times: dict[int, list[float]] = field(default_factory=dict)
     chosen: int | None = None
     last: int | None = None  # the size of the latest batches the engine ran
     _index: int = 0
@@ -128,23 +145,24 @@ class AutoBatch:
         for it)."""
         return self.last if self.last is not None else self.next_size()
 
-    def record(self, size: int, samples_per_second: float) -> None:
-        """One batch of ``size`` ran at this rate (the first of a size is not scored)."""
+    def rate(self, size: int) -> float:
+        """Samples per second of the scored batches of ``size`` (0 before any)."""
+        scored = self.times.get(size, [])[1:]
+        return size * len(scored) / sum(scored) if scored and sum(scored) > 0 else 0.0
+
+    def record(self, size: int, seconds: float) -> None:
+        """One full batch of ``size`` took ``seconds`` (ignored unless it is being measured)."""
         if self.chosen is not None or size != self.candidates[self._index]:
             return
-        runs = self.rates.setdefault(size, [])
-        runs.append(samples_per_second)
-        if len(runs) < TRIES:
+        runs = self.times.setdefault(size, [])
+        runs.append(seconds)
+        if len(runs) < batches_per_size(size):
             return
-        best = max(self._score(s) for s in self.rates)
-        self._declines = self._declines + 1 if self._score(size) < STOP_FRACTION * best else 0
+        best = max(self.rate(s) for s in self.times)
+        self._declines = self._declines + 1 if self.rate(size) < STOP_FRACTION * best else 0
         self._index += 1
         if self._index == len(self.candidates) or self._declines >= 2:
-            self.chosen = max(self.rates, key=self._score)
-
-    def _score(self, size: int) -> float:
-        runs = self.rates[size]
-        return max(runs[1:]) if len(runs) > 1 else 0.0
+            self.chosen = max(self.times, key=self.rate)
 
 
 # model object -> {(shape, dtype, device, threads, runner options): AutoBatch}; a model that is

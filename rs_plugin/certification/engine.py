@@ -152,7 +152,7 @@ class _Batches:
         assert self.plan is not None
         seconds = self.clock.lap()
         if seconds is not None and seconds > 0:
-            self.plan.record(size, size / seconds)
+            self.plan.record(size, seconds)
         following = min(self.plan.next_size(), self.total)
         if following != self.batch_size:
             self._resize(following)

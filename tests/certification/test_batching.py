@@ -12,7 +12,12 @@ import torch
 from rs_plugin import Gaussian, RSValueError, SmoothedClassifier
 from rs_plugin.certification import batching
 from rs_plugin.certification.allocator import retain_freed_memory
-from rs_plugin.certification.batching import TRIES, AutoBatch, auto_batch, check_batch_size
+from rs_plugin.certification.batching import (
+    AutoBatch,
+    auto_batch,
+    batches_per_size,
+    check_batch_size,
+)
 from rs_plugin.certification.engine import stream_counts
 from rs_plugin.certification.threads import torch_threads
 from rs_plugin.runs.records import batch_size_used
@@ -20,8 +25,8 @@ from tests.certification.test_engine import BatchRecorder
 from tests.smoothings.test_inplace import INSTANCES
 
 CANDIDATES = (16, 32, 64, 128, 256, 512, 1024)
-# Enough samples for the whole sweep: TRIES batches of every candidate.
-SWEEP = TRIES * sum(CANDIDATES)
+# Enough samples for the whole sweep.
+SWEEP = sum(size * batches_per_size(size) for size in CANDIDATES)
 
 
 def _model() -> BatchRecorder:
@@ -59,9 +64,15 @@ def _counts(model, smoothing, x, streams, batch_size):
 @pytest.mark.parametrize(
     "smoothing", [Gaussian(0.5), dict(INSTANCES)["rotation"]], ids=["gaussian", "rotation"]
 )
-def test_auto_gives_the_counts_of_a_fixed_batch_size_and_counts_every_probe_sample(smoothing):
+def test_auto_gives_the_counts_of_a_fixed_batch_size_and_counts_every_probe_sample(
+    smoothing, monkeypatch
+):
+    # Three candidates keep the run short; the whole list is swept in the cache test below.
+    candidates = (16, 64, 256)
+    monkeypatch.setattr(batching, "candidates_for", lambda sample_bytes, device: candidates)
+    sweep = sum(size * batches_per_size(size) for size in candidates)
     x = _inputs()
-    streams = [(0, 100), (1, SWEEP // 3 + 700)]
+    streams = [(0, 100), (1, sweep // 3 + 500)]
     total = x.shape[0] * sum(size for _, size in streams)
     auto_model = _model()
     auto = _counts(auto_model, smoothing, x, streams, "auto")
@@ -70,14 +81,12 @@ def test_auto_gives_the_counts_of_a_fixed_batch_size_and_counts_every_probe_samp
     assert int(auto.sum()) == total
     # The model saw every sample exactly once: the probe's batches are the run's votes.
     assert sum(auto_model.sizes) == total
-    # The probe ran the candidates in increasing order, TRIES batches each, then settled.
+    # The probe ran the candidates in increasing order, batches_per_size each, then settled.
     state = auto_batch(auto_model, x)
-    assert state.settled and state.chosen in CANDIDATES
-    swept = len(state.rates)
-    assert auto_model.sizes[: TRIES * swept] == [
-        s for s in CANDIDATES[:swept] for _ in range(TRIES)
-    ]
-    assert set(auto_model.sizes[TRIES * swept : -1]) == {state.chosen}
+    assert state.settled and state.chosen in candidates
+    probe = [s for s in candidates[: len(state.times)] for _ in range(batches_per_size(s))]
+    assert auto_model.sizes[: len(probe)] == probe
+    assert set(auto_model.sizes[len(probe) : -1]) == {state.chosen}
 
 
 def test_inputs_complete_exactly_when_the_probe_grows_and_then_shrinks_the_batch(monkeypatch):
@@ -85,20 +94,23 @@ def test_inputs_complete_exactly_when_the_probe_grows_and_then_shrinks_the_batch
     # probe grows the batch to 256, then settles back on 64.
     rates = {16: 1.0, 32: 2.0, 64: 3.0, 128: 1.0, 256: 1.0, 512: 1.0, 1024: 1.0}
     record = AutoBatch.record
-    monkeypatch.setattr(AutoBatch, "record", lambda self, size, _: record(self, size, rates[size]))
-    x = _inputs(4)
-    streams = [(0, 50), (1, 1500)]
+    monkeypatch.setattr(
+        AutoBatch, "record", lambda self, size, _: record(self, size, size / rates[size])
+    )
+    x = _inputs(3)
+    streams = [(0, 50), (1, 1100)]
     model = _model()
     auto = _counts(model, Gaussian(0.5), x, streams, "auto")
     assert torch.equal(auto, _counts(_model(), Gaussian(0.5), x, streams, 100))
-    probe = [s for s in (16, 32, 64, 128, 256) for _ in range(TRIES)]
+    probe = [s for s in (16, 32, 64, 128, 256) for _ in range(batches_per_size(s))]
     assert model.sizes[: len(probe)] == probe
     assert set(model.sizes[len(probe) : -1]) == {64}
     # Runs smaller than the probe, one after another, continue it and settle alike.
     model = _model()
-    for _ in range(8):
-        small = _counts(model, Gaussian(0.5), x[:1], [(0, 10), (1, 300)], "auto")
-        assert torch.equal(small, _counts(_model(), Gaussian(0.5), x[:1], [(0, 10), (1, 300)], 7))
+    streams = [(0, 10), (1, 300)]
+    fixed = _counts(_model(), Gaussian(0.5), x[:1], streams, 7)
+    for _ in range(14):
+        assert torch.equal(_counts(model, Gaussian(0.5), x[:1], streams, "auto"), fixed)
     assert auto_batch(model, x[:1]).chosen == 64
 
 
@@ -134,17 +146,27 @@ def test_a_vote_runner_and_its_classifier_share_the_cache_by_the_model():
 
 def test_the_probe_settles_on_the_best_rate_and_stops_after_two_declines():
     state = AutoBatch((16, 32, 64, 128, 256))
-    # The first batch of each size is not scored (it allocates); the best of the rest is.
-    for size, rates in ((16, [1.0, 10.0, 12.0]), (32, [99.0, 20.0, 18.0]), (64, [1, 15, 16])):
-        for rate in rates:
-            assert state.next_size() == size
-            state.record(size, float(rate))
-    assert not state.settled and state.next_size() == 128
-    for rate in (1.0, 12.0, 11.0):
-        state.record(128, rate)
-    assert state.chosen == 32  # 16 < 0.85 × 20 and 12 < 0.85 × 20: two declines in a row
-    state.record(256, 1000.0)  # settled: no longer measured
-    assert state.chosen == 32 and state.current() == 32
+    # Samples per second each size shows; the first batch of a size (allocating) is slow.
+    for size, rate in ((16, 10.0), (32, 20.0), (64, 15.0), (128, 12.0)):
+        for batch in range(batches_per_size(size)):
+            assert not state.settled and state.next_size() == size
+            state.record(size, 100.0 if batch == 0 else size / rate)
+        assert state.rate(size) == pytest.approx(rate)
+    assert state.chosen == 32  # 15 < 0.85 × 20 and 12 < 0.85 × 20: two declines in a row
+    state.record(256, 1e-6)  # settled: no longer measured
+    assert state.chosen == 32 and state.current() == 32 and 256 not in state.times
+
+
+def test_a_size_is_charged_for_the_noise_blocks_its_batches_draw():
+    # Batches of 16 samples draw a 256-sample noise block once in 16 batches: one slow batch,
+    # fifteen fast ones. The rate is samples over summed time, not the fastest batch.
+    state = AutoBatch((16, 32))
+    for batch in range(batches_per_size(16)):
+        state.record(16, 1.0 if batch % 16 == 1 else 0.01)
+    scored = state.times[16][1:]
+    assert batches_per_size(16) * 16 >= 16 + 512
+    assert state.rate(16) == pytest.approx(16 * len(scored) / sum(scored))
+    assert state.rate(16) < 16 / 0.01 / 5
 
 
 @pytest.mark.parametrize("value", [0, -3, "fast", "AUTO", 2.5, True, None])
