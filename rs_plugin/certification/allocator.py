@@ -5,10 +5,9 @@ activations and frees them at the end of the forward pass. With glibc's defaults
 mmap threshold (128 KiB, raised dynamically to at most 32 MiB) are mapped and unmapped on every
 batch, and free memory above the trim threshold at the top of the heap is handed back to the
 kernel; either way the next batch touches fresh pages and pays one minor page fault per 4 KiB.
-Measured on the papers' LeNet (1×28×28, one thread, noise and forward only, glibc 2.36, a 2-core
-machine): batch 1024 ran 459 546 minor faults per 10 000 samples with the defaults and none with
-this setting; on a CIFAR ResNet-20, 600 000 faults per 2 048 samples at batches 64 and 256 and two
-million at 1024, and 1.6× (64, 256) to 2.8× (1024) the samples per second without them.
+On the papers' LeNet at batch 1024 that is about 46 page faults per sample, and on a CIFAR
+ResNet-20 about 300 per sample at batches 64 and 256 and 970 at 1024 (docs/benchmarks.md), paid
+in system time on every batch.
 
 :func:`retain_freed_memory` sets ``M_MMAP_MAX = 0`` (large blocks come from the heap) and a 1 GiB
 trim threshold, so a process keeps, and reuses, the memory of its largest batch instead of
