@@ -365,14 +365,19 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
         values = x.detach().float() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
         check_finite_inputs("x", torch.as_tensor(values), self._smoothed.clip_values)
 
-    def certify(self, x: np.ndarray, n: int, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    def certify(
+        self, x: np.ndarray, n: int, batch_size: int | str = "auto"
+    ) -> tuple[np.ndarray, np.ndarray]:
         """CERTIFY (Cohen et al. 2019): ART's ``(prediction, radius)`` arrays, shape (N,) each.
 
         ``sample_size`` selection samples pick the class, ``n`` independent samples bound its
         probability (one-sided Clopper–Pearson at level ``alpha``); prediction −1 and radius 0
         mean abstain. With probability at least 1 − α, each radius is a true robustness radius of
         the smoothed classifier in the smoothing's norm (``self.smoothing.norm``).
-        ``batch_size`` is the number of noisy samples per forward.
+        ``batch_size`` is the number of noisy samples per forward, as in ART; by default
+        ``"auto"``, the fastest size measured on the first samples, which count as votes
+        (:mod:`rs_plugin.certification.batching`; ART's own default is 32). Every size gives
+        the same certificates.
         """
         self._model.eval()
         x_defended, _ = self._apply_preprocessing(x, y=None, fit=False)

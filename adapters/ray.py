@@ -36,6 +36,7 @@ import torch
 
 from rs_plugin._validation import MissingExtraError, RSValueError
 from rs_plugin.adapters.ray_health import Watchdog, check_ray_protocol, control_plane
+from rs_plugin.certification.batching import nominal_batch_size
 from rs_plugin.runs import CertifyJob, iter_records
 
 try:
@@ -133,8 +134,11 @@ class _Worker:
 
 
 def _shard_size(job: CertifyJob) -> int:
-    """Inputs per shard: about eight batches of samples, so a shard amortises its scheduling."""
-    return max(1, min(64, math.ceil(8 * job.batch_size / (job.n0 + job.n))))
+    """Inputs per shard: about eight batches of samples, so a shard amortises its scheduling
+    (``"auto"`` plans with the largest CPU candidate; each worker measures its own size and
+    keeps it for the shards it certifies after)."""
+    batch = nominal_batch_size(job.batch_size)
+    return max(1, min(64, math.ceil(8 * batch / (job.n0 + job.n))))
 
 
 class RayCertifier:

@@ -94,7 +94,7 @@ class Checker:
         *,
         predict_n: int,
         predict_alpha: float,
-        batch_size: int,
+        batch_size: int | str,
         seed: int,
     ) -> None:
         self.smoothed = smoothed

@@ -51,6 +51,7 @@ from rs_plugin.auditing.results import (
     Checks,
     summarise,
 )
+from rs_plugin.certification.batching import check_batch_size
 from rs_plugin.certification.certificates import Certificates
 from rs_plugin.certification.classifier import SmoothedClassifier
 from rs_plugin.certification.grid import cohen_certifier
@@ -85,7 +86,8 @@ class Audit:
         significance: level of the verdict's one-sided test.
         num_noise_samples: noise draws of the soft smoothed classifier the attacks use (m).
         clip_values: valid input range.
-        batch_size: samples per forward pass of PREDICT.
+        batch_size: samples per forward pass of PREDICT, or ``"auto"`` (the fastest size,
+            :mod:`rs_plugin.certification.batching`).
         seed: seeds the attacks (``seed + 1``) and the PREDICT checks (``seed + 2``).
         progress: show a progress bar on standard error.
     """
@@ -103,7 +105,7 @@ class Audit:
         significance: float = 0.01,
         num_noise_samples: int = 16,
         clip_values: tuple[float, float] = (0.0, 1.0),
-        batch_size: int = 1000,
+        batch_size: int | str = "auto",
         seed: int = 0,
         progress: bool = False,
     ) -> None:
@@ -127,7 +129,7 @@ class Audit:
         self.predict_alpha = check_open_unit("predict_alpha", predict_alpha)
         self.significance = check_open_unit("significance", significance)
         self.clip_values = (float(clip_values[0]), float(clip_values[1]))
-        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.batch_size = check_batch_size(batch_size)
         self.seed = check_int("seed", seed, 0)
         self.progress = progress
         self.attacks = self._resolve(attacks)
@@ -331,7 +333,7 @@ def audit(
     significance: float = 0.01,
     num_noise_samples: int = 16,
     clip_values: tuple[float, float] = (0.0, 1.0),
-    batch_size: int = 1000,
+    batch_size: int | str = "auto",
     seed: int = 0,
     progress: bool = False,
 ) -> AuditReport:

@@ -4,6 +4,9 @@ What lives here: the certifier contract (:mod:`~rs_plugin.certification.base`) a
 conformance checks every registered certifier passes
 (:mod:`~rs_plugin.certification.conformance`); the Monte-Carlo engine that streams perturbed
 batches and counts votes, with every noise stream id (:mod:`~rs_plugin.certification.engine`);
+its batch size, fixed or measured on the model (``"auto"``:
+:mod:`~rs_plugin.certification.batching`), and the C library's allocator kept from returning
+freed activations to the kernel between batches (:mod:`~rs_plugin.certification.allocator`);
 how the model is called for votes (precision, layout, compilation:
 :mod:`~rs_plugin.certification.model_runner`) and on how many threads
 (:mod:`~rs_plugin.certification.threads`); the one model probe, on a copy of the inputs

@@ -102,7 +102,7 @@ class Certifier(abc.ABC):
         n0: int = 100,
         n: int = 100_000,
         alpha: float = 0.001,
-        batch_size: int = 1000,
+        batch_size: int | str = "auto",
         seed: int = 0,
         keys: Sequence[int] | None = None,
     ) -> Iterator[Certificates]:
@@ -112,6 +112,9 @@ class Certifier(abc.ABC):
         input's noise, so that an input's record does not depend on the batch size or on which
         other inputs are certified with it (a stateful certifier's records also depend on the
         inputs certified before). Every input is yielded exactly once, in any order.
+        ``batch_size`` is samples per forward pass, or ``"auto"`` (the default): the fastest
+        size, measured by the engine on the run's own first batches
+        (:mod:`rs_plugin.certification.batching`); pass it on to the engine unchanged.
         """
 
     def certify(
@@ -121,7 +124,7 @@ class Certifier(abc.ABC):
         n0: int = 100,
         n: int = 100_000,
         alpha: float = 0.001,
-        batch_size: int = 1000,
+        batch_size: int | str = "auto",
         seed: int = 0,
         keys: Sequence[int] | None = None,
     ) -> Certificates:

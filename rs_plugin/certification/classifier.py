@@ -21,6 +21,7 @@ from rs_plugin._validation import (
     check_open_unit,
 )
 from rs_plugin.certification.base import RUN_OPTIONS, Certifier
+from rs_plugin.certification.batching import check_batch_size
 from rs_plugin.certification.certificates import Certificates, Predictions
 from rs_plugin.certification.engine import (
     STREAM_ESTIMATION,
@@ -145,7 +146,7 @@ class SmoothedClassifier(nn.Module, Certifier):
         n0: int = 100,
         n: int = 100_000,
         alpha: float = 0.001,
-        batch_size: int = 1000,
+        batch_size: int | str = "auto",
         seed: int = 0,
         keys: Sequence[int] | None = None,
     ) -> Iterator[Certificates]:
@@ -205,7 +206,7 @@ class SmoothedClassifier(nn.Module, Certifier):
         *,
         n: int = 10_000,
         alpha: float = 0.001,
-        batch_size: int = 1000,
+        batch_size: int | str = "auto",
         seed: int = 0,
         keys: Sequence[int] | None = None,
     ) -> Predictions:
@@ -248,7 +249,7 @@ class SmoothedClassifier(nn.Module, Certifier):
         self,
         x: torch.Tensor | np.ndarray,
         *,
-        batch_size: int,
+        batch_size: int | str,
         seed: int,
         keys: Sequence[int] | None,
     ) -> tuple[torch.Tensor, list[int]]:
@@ -258,7 +259,7 @@ class SmoothedClassifier(nn.Module, Certifier):
         ones would alias smaller ones), and keys must differ (equal keys give different inputs
         the same noise). The smoothing's σ must leave noise finite in the model's dtype.
         """
-        check_int("batch_size", batch_size, 1)
+        check_batch_size(batch_size)
         check_int("seed", seed, 0, MAX_SEED)
         if isinstance(x, np.ndarray):
             x = torch.from_numpy(x)

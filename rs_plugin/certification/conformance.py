@@ -230,10 +230,13 @@ def check_seeding(factory: type[Certifier], options: Mapping[str, Any]) -> None:
 
 
 def check_batch_size_invariance(factory: type[Certifier], options: Mapping[str, Any]) -> None:
-    """The batch size changes how samples are grouped, never the records."""
+    """The batch size changes how samples are grouped, never the records; nor does ``"auto"``,
+    whose probe runs batches of several sizes on the run's own samples."""
     small = _certify(*_build(factory, options, 6), slice(None), batch_size=7)
     large = _certify(*_build(factory, options, 6), slice(None), batch_size=500)
     _assert_same(factory.__name__, small, large, "batch sizes 7 and 500")
+    auto = _certify(*_build(factory, options, 6), slice(None), batch_size="auto")
+    _assert_same(factory.__name__, small, auto, "batch sizes 7 and auto")
 
 
 def check_resume(factory: type[Certifier], options: Mapping[str, Any]) -> None:

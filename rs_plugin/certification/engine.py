@@ -27,6 +27,13 @@ multi-threaded operation is a synchronisation point that a busy machine makes sl
   copied to the host (the only synchronisation) and a non-finite vote stops the run with an
   :class:`~rs_plugin.RSValueError` naming the input: NaN logits must never become votes.
 
+The batch size is an integer or ``"auto"``: the run's first batches then take candidate sizes
+in turn and the run continues at the fastest (:mod:`rs_plugin.certification.batching`); since
+batch boundaries never change the noise, the counts are those of any fixed size. On a CPU the
+engine first makes the C library keep freed activations in the process
+(:mod:`rs_plugin.certification.allocator`), so a large batch does not pay a page fault per
+4 KiB of activations on every forward pass.
+
 Memory is O(batch_size + NOISE_BLOCK) samples: nothing of size n is ever materialised.
 """
 
@@ -38,6 +45,8 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from rs_plugin._validation import RSValueError
+from rs_plugin.certification.allocator import retain_freed_memory
+from rs_plugin.certification.batching import AUTO, AutoBatch, Clock, auto_batch, check_batch_size
 from rs_plugin.smoothings.base import AdditiveNoise, Smoothing
 
 __all__ = [
@@ -105,23 +114,48 @@ class _Batches:
         num_classes: int,
         batch_size: int,
         additive: bool,
+        plan: AutoBatch | None = None,
+        total: int = 0,
     ) -> None:
         self.model = model
         self.x = x
         self.num_classes = num_classes
-        self.batch_size = batch_size
         self.additive = additive
+        # "auto": the probe sets the size of every batch until it settles (batching.py).
+        self.plan = plan
+        self.total = total
+        self.clock = Clock(x.device)
         device = x.device
         # One column more than classes: samples whose logits were not all finite.
         self.width = num_classes + 1
         self.counts = torch.zeros(owners * self.width, dtype=torch.int64, device=device)
-        self.feed = torch.empty((batch_size, *x.shape[1:]), dtype=x.dtype, device=device)
         self.spill = torch.empty((0, *x.shape[1:]), dtype=x.dtype, device=device)
-        self.slot_base = torch.empty(batch_size, dtype=torch.int64, device=device)
-        self.ones = torch.ones(batch_size, dtype=torch.int64, device=device)
+        self._resize(batch_size if plan is None else min(plan.next_size(), total))
+        if plan is not None and not plan.settled:
+            self.clock.lap()  # the first batch is timed from here
         self.runs: deque[list[int]] = deque()
         self.fill = 0
         self.spilled = 0  # length of the block waiting in ``spill`` (0: it went to the feed)
+
+    def _resize(self, batch_size: int) -> None:
+        """Batch buffers for ``batch_size`` samples (only between batches: nothing is waiting)."""
+        self.batch_size = batch_size
+        if self.plan is not None:
+            self.plan.last = batch_size
+        device, shape = self.x.device, self.x.shape[1:]
+        self.feed = torch.empty((batch_size, *shape), dtype=self.x.dtype, device=device)
+        self.slot_base = torch.empty(batch_size, dtype=torch.int64, device=device)
+        self.ones = torch.ones(batch_size, dtype=torch.int64, device=device)
+
+    def _probe_step(self, size: int) -> None:
+        """Score the batch of ``size`` that just ran and take the probe's next size."""
+        assert self.plan is not None
+        seconds = self.clock.lap()
+        if seconds is not None and seconds > 0:
+            self.plan.record(size, seconds)
+        following = min(self.plan.next_size(), self.total)
+        if following != self.batch_size:
+            self._resize(following)
 
     @property
     def pending(self) -> int:
@@ -160,12 +194,16 @@ class _Batches:
                 self.fill += take
                 position += take
                 if self.fill == self.batch_size and position < length:
-                    self.run(self.batch_size)
-                    ran += self.batch_size
+                    ran += self._run_full()
         if self.fill == self.batch_size:
-            self.run(self.batch_size)
-            ran += self.batch_size
+            ran += self._run_full()
         return ran
+
+    def _run_full(self) -> int:
+        """Run the full feed; its size (the next batch's may differ while ``"auto"`` probes)."""
+        size = self.batch_size
+        self.run(size)
+        return size
 
     def run(self, size: int) -> None:
         """Run the ``size`` samples waiting in the feed through the model and count their votes."""
@@ -192,6 +230,8 @@ class _Batches:
         votes = torch.where(finite, logits.argmax(dim=1), self.num_classes)
         self.counts.index_add_(0, votes.add_(self.slot_base[:size]), self.ones[:size])
         self.fill = 0
+        if self.plan is not None and not self.plan.settled and size == self.batch_size:
+            self._probe_step(size)
 
     def _add_input(self, batch: torch.Tensor, row: int, begin: int, stop: int) -> None:
         if row >= 0 and stop > begin:
@@ -210,7 +250,7 @@ def stream_counts(
     streams: Sequence[tuple[int, int]],
     *,
     num_classes: int,
-    batch_size: int,
+    batch_size: int | str,
     seed: int,
     keys: Sequence[int],
     offset: int = 0,
@@ -224,7 +264,9 @@ def stream_counts(
         streams: (stream id, number of samples) per independent sample stream, e.g.
             ``[(0, n0), (1, n)]`` for CERTIFY's selection and estimation samples.
         num_classes: width of the model's output.
-        batch_size: samples per forward pass.
+        batch_size: samples per forward pass, or ``"auto"``: the fastest size, found by a probe
+            whose batches are part of this run's samples
+            (:mod:`rs_plugin.certification.batching`); the counts are the same either way.
         seed: the run's seed.
         keys: one integer per input that, with the seed, determines its noise (e.g. the
             input's index in its dataset).
@@ -243,16 +285,22 @@ def stream_counts(
     """
     if offset % NOISE_BLOCK or offset < 0:
         raise RSValueError("offset", f"a non-negative multiple of {NOISE_BLOCK}", offset)
+    batch_size = check_batch_size(batch_size)
     smoothing.check_inputs(x)
     num_streams = len(streams)
-    total = x.shape[0] * sum(size for _, size in streams)
+    total = max(1, x.shape[0] * sum(size for _, size in streams))
+    if x.device.type == "cpu":
+        retain_freed_memory()
+    plan = auto_batch(model, x) if batch_size == AUTO else None
     batches = _Batches(
         model,
         x,
         owners=x.shape[0] * num_streams,
         num_classes=num_classes,
-        batch_size=max(1, min(batch_size, total)),
+        batch_size=min(int(batch_size), total) if plan is None else 0,
         additive=isinstance(smoothing, AdditiveNoise),
+        plan=plan,
+        total=total,
     )
     additive = smoothing if isinstance(smoothing, AdditiveNoise) else None
     generator = torch.Generator(device=x.device)

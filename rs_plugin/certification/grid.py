@@ -186,7 +186,7 @@ class GridCertifier(Certifier):
         n0: int = 100,
         n: int = 100_000,
         alpha: float = 0.001,
-        batch_size: int = 1000,
+        batch_size: int | str = "auto",
         seed: int = 0,
         keys: Sequence[int] | None = None,
     ) -> Iterator[Certificates]:
@@ -241,7 +241,7 @@ def _grid_certify(
     n0: int,
     n: int,
     alpha: float,
-    batch_size: int,
+    batch_size: int | str,
     seed: int,
 ) -> Iterator[Certificates]:
     """CERTIFY on the grid of transformed images of each input, then the covered range."""

@@ -125,7 +125,7 @@ class SequentialCertifier(Certifier):
         n0: int = 100,
         n: int = 100_000,
         alpha: float = 0.001,
-        batch_size: int = 1000,
+        batch_size: int | str = "auto",
         seed: int = 0,
         keys: Sequence[int] | None = None,
     ) -> Iterator[Certificates]:
@@ -157,7 +157,7 @@ class SequentialCertifier(Certifier):
         n0: int,
         n: int,
         alpha: float,
-        batch_size: int,
+        batch_size: int | str,
         seed: int,
         keys: Sequence[int] | None,
     ) -> Iterator[tuple[np.ndarray, Certificates]]:
@@ -209,7 +209,7 @@ class SequentialCertifier(Certifier):
         stream: int,
         size: int,
         offset: int,
-        batch_size: int,
+        batch_size: int | str,
         seed: int,
     ) -> torch.Tensor:
         counts = torch.zeros(x.shape[0], self.num_classes, dtype=torch.int64)

@@ -15,10 +15,16 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["available_cores", "busy_cores", "threads_for_load", "torch_threads"]
+__all__ = [
+    "available_cores",
+    "busy_cores",
+    "cpu_times",
+    "threads_for_load",
+    "torch_threads",
+]
 
 
-def _cpu_times() -> tuple[float, float] | None:
+def cpu_times() -> tuple[float, float] | None:
     """(busy, total) jiffies of all CPUs from ``/proc/stat``; None where there is none."""
     try:
         with open("/proc/stat", encoding="ascii") as handle:
@@ -34,11 +40,11 @@ def _cpu_times() -> tuple[float, float] | None:
 def busy_cores(cores: int, window: float = 0.1) -> float:
     """Cores kept busy by other work now: CPU use over ``window`` seconds (``/proc/stat``; the
     caller sleeps meanwhile), or the one-minute load average where that cannot be read."""
-    first = _cpu_times()
+    first = cpu_times()
     if first is None:
         return os.getloadavg()[0]
     time.sleep(window)
-    second = _cpu_times()
+    second = cpu_times()
     if second is None or second[1] <= first[1]:
         return os.getloadavg()[0]
     return cores * (second[0] - first[0]) / (second[1] - first[1])

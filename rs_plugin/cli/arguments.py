@@ -17,6 +17,7 @@ __all__ = [
     "add_bench_parser",
     "add_certify_parser",
     "add_plugins_parser",
+    "batch_size_text",
 ]
 
 # Defaults of the audit options a certificate file's own configuration may fill in.
@@ -67,6 +68,15 @@ class Parser(argparse.ArgumentParser):
                     hints.append(extra)
             self.error("unrecognized arguments: " + " ".join(hints))
         return parsed, extras
+
+
+def batch_size_text(text: str) -> int | str:
+    """``--batch-size``'s text: an integer as an int, anything else as typed (the run checks
+    it and names the flag, what it accepts and what it received)."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def _add_threads(p: argparse.ArgumentParser) -> None:
@@ -171,7 +181,13 @@ def add_certify_parser(commands: Any) -> None:
     p.add_argument("--n0", type=int, default=100, help="selection samples (default 100)")
     p.add_argument("-n", "--n", type=int, default=10_000, help="estimation samples")
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability")
-    p.add_argument("--batch-size", type=int, default=1000, help="samples per forward pass")
+    p.add_argument(
+        "--batch-size",
+        type=batch_size_text,
+        default="auto",
+        help="samples per forward pass: an integer, or auto (default: the fastest size, "
+        "measured on the run's first samples, which count as votes)",
+    )
     p.add_argument(
         "--limit", type=int, default=None, help="certify only the first K inputs (default: all)"
     )
@@ -317,7 +333,13 @@ def add_audit_parser(commands: Any) -> None:
         default=16,
         help="noise draws of the soft smoothed classifier the attacks use (default 16)",
     )
-    p.add_argument("--batch-size", type=int, default=1000, help="samples per forward pass")
+    p.add_argument(
+        "--batch-size",
+        type=batch_size_text,
+        default="auto",
+        help="samples per forward pass: an integer, or auto (default: the fastest size, "
+        "measured on the run's first samples, which count as votes)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of certification, attacks and checks")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     _add_threads(p)
@@ -347,7 +369,10 @@ def add_bench_parser(commands: Any) -> None:
         "-n", "--n", type=int, default=None, help="samples per input (default: per model)"
     )
     p.add_argument(
-        "--batch-size", type=int, default=None, help="samples per forward (default: per model)"
+        "--batch-sizes",
+        default=None,
+        help="comma-separated batch sizes the floor and ART's certify are swept over (default: "
+        "the engine's candidates, 16 to 1024 on a CPU; ART's 32 is always added)",
     )
     p.add_argument("--sigma", type=float, default=0.25, help="Gaussian noise level")
     p.add_argument(

@@ -150,12 +150,22 @@ def _certify(
         summary["samples_per_second"] = drawn / max(elapsed, 1e-9)
     print(
         f"{args.out}: {smoothing!r}, certifier={job.certifier}, n0={job.n0}, n={job.n}, "
-        f"alpha={job.alpha}, seed={job.seed}, {len(todo)} certified now, "
-        f"{len(records) - len(todo)} resumed"
+        f"alpha={job.alpha}, seed={job.seed}, {_batch_text(job, store.records, todo)}, "
+        f"{len(todo)} certified now, {len(records) - len(todo)} resumed"
     )
     print(format_summary(summary, smoothing.norm, getattr(smoothing, "units", None)))
     sys.stdout.flush()  # now, so that a reader that has gone away is reported (cli.main)
     return 0
+
+
+def _batch_text(job: CertifyJob, records: dict[int, Any], todo: list[int]) -> str:
+    """``batch_size=256``, or ``batch_size=auto (256)`` with the sizes ``auto`` settled on in
+    the records certified now (each Ray worker measures its own)."""
+    if job.batch_size != "auto":
+        return f"batch_size={job.batch_size}"
+    used = {records[i].get("batch_size") for i in todo if i in records}
+    sizes = sorted(size for size in used if isinstance(size, int))
+    return f"batch_size=auto ({', '.join(map(str, sizes))})" if sizes else "batch_size=auto"
 
 
 def _certify_here(

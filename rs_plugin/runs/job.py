@@ -31,6 +31,7 @@ from rs_plugin._validation import (
     check_positive,
 )
 from rs_plugin.certification.base import Certifier
+from rs_plugin.certification.batching import check_batch_size
 from rs_plugin.certification.model_runner import PRECISIONS
 from rs_plugin.certification.probe import probe_model
 from rs_plugin.runs.fingerprints import data_fingerprint, model_fingerprint
@@ -108,7 +109,7 @@ class CertifyJob:
     n0: int
     n: int
     alpha: float
-    batch_size: int
+    batch_size: int | str
     seed: int
     limit: int | None
     device: str
@@ -129,7 +130,7 @@ class CertifyJob:
         check_int("n0", self.n0, 1)
         check_int("n", self.n, 1)
         check_open_unit("alpha", self.alpha)
-        check_int("batch_size", self.batch_size, 1)
+        check_batch_size(self.batch_size)
         check_int("seed", self.seed, 0, MAX_SEED)
         if self.limit is not None:
             check_int("limit", self.limit, 1)

@@ -15,10 +15,11 @@ import torch
 
 from rs_plugin._validation import RSValueError
 from rs_plugin.certification.base import Certifier
+from rs_plugin.certification.batching import AUTO, batch_size_in_use
 from rs_plugin.data import UNLABELED
 from rs_plugin.runs.job import CertifyJob
 
-__all__ = ["iter_records", "restore_memory"]
+__all__ = ["batch_size_used", "iter_records", "restore_memory"]
 
 # Inputs handed to the engine at once: enough for batches to mix inputs, bounded in memory.
 _CHUNK = 512
@@ -36,8 +37,10 @@ def iter_records(
     A labelled input's record has ``label`` and ``correct``; an unlabelled one's (label
     :data:`~rs_plugin.data.UNLABELED`) has neither. ``seconds`` is the wall time since the
     previous completion divided among the inputs that completed together (batches mix inputs,
-    so per-input time is an apportioned figure). A stateful certifier's records carry its
-    ``memory`` entry (see :func:`restore_memory`).
+    so per-input time is an apportioned figure). ``batch_size`` is the samples per forward
+    pass: the job's integer, or the size ``"auto"`` ran its latest batches at (its settled
+    choice once the probe is done; the counts do not depend on it). A stateful certifier's
+    records carry its ``memory`` entry (see :func:`restore_memory`).
     """
     for start in range(0, len(indices), _CHUNK):
         chunk = [int(i) for i in indices[start : start + _CHUNK]]
@@ -54,15 +57,25 @@ def iter_records(
             now = time.perf_counter()
             seconds = (now - last) / len(part)
             last = now
+            used = batch_size_used(job.batch_size, smoothed.model)
             for record in part.to_records():
                 label = int(y[record["index"]])
                 if label != UNLABELED:  # an input without a label has no correctness
                     correct = record["prediction"] == label and not record["abstain"]
                     record.update(label=label, correct=correct)
-                record["seconds"] = seconds
+                record.update(seconds=seconds, batch_size=used)
                 if smoothed.stateful:
                     record["memory"] = smoothed.memory_entry(record["index"])
                 yield record
+
+
+def batch_size_used(batch_size: int | str, model: Any) -> int | str:
+    """The samples per forward pass a run of ``model`` uses: ``batch_size`` when it is an
+    integer; for ``"auto"``, the size of its latest batches (``"auto"`` before any ran)."""
+    if batch_size != AUTO:
+        return batch_size
+    used = batch_size_in_use(model)
+    return AUTO if used is None else used
 
 
 def restore_memory(

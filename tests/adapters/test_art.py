@@ -105,6 +105,12 @@ def test_certify_is_the_core_engine_and_reproducible():
     second = est.certify(x, n=500, batch_size=500)
     np.testing.assert_array_equal(first[0], second[0])
     np.testing.assert_array_equal(first[1], second[1])
+    # ART's default of 32 and ours, "auto", give the same certificates.
+    for batch_size in (32, "auto"):
+        again = est.certify(x, n=500, batch_size=batch_size)
+        np.testing.assert_array_equal(first[1], again[1])
+    default = est.certify(x, n=500)
+    np.testing.assert_array_equal(first[1], default[1])
     core = est.smoothed.certify(x, n0=100, n=500, alpha=0.001, seed=7)
     np.testing.assert_array_equal(first[1], core.radius.numpy())
     assert isinstance(est.smoothing, Gaussian) and est.smoothing.sigma == SIGMA

@@ -45,7 +45,10 @@ def _job(model: str = "demo", n: int = 3000) -> CertifyJob:
 
 
 def _without_seconds(records):
-    return {r["index"]: {k: v for k, v in r.items() if k != "seconds"} for r in records}
+    return {
+        r["index"]: {k: v for k, v in r.items() if k not in ("seconds", "batch_size")}
+        for r in records
+    }
 
 
 def _in_process(job: CertifyJob, indices):

@@ -13,7 +13,9 @@ pytestmark = pytest.mark.slow
 
 def _records(path):
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    return {r["index"]: {k: v for k, v in r.items() if k != "seconds"} for r in rows}
+    return {
+        r["index"]: {k: v for k, v in r.items() if k not in ("seconds", "batch_size")} for r in rows
+    }
 
 
 def test_cli_ray_engine_certifies_the_sound_mode_like_the_local_engine(tmp_path):

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
+import subprocess
+import sys
+import time
 from typing import Any
 
 import pytest
 import torch
 
 from rs_plugin import RSValueError
+from rs_plugin.bench.model_bench import bench_model
 from rs_plugin.bench.models import BENCH_MODELS, bench_inputs
 from rs_plugin.bench.speed import run_bench
-from rs_plugin.bench.timing import busy_loop
+from rs_plugin.bench.timing import IDLE_BELOW, LoadMeter, busy_loop
 from rs_plugin.cli import main
 
 KEYS = {
@@ -28,62 +33,82 @@ SMALL: dict[str, Any] = {
     "inputs": 2,
     "n0": 10,
     "n": 200,
-    "batch_size": 100,
+    "batch_sizes": [16, 64],
     "repeats": 2,
     "threads": [1],
     "memory_n": 2000,
 }
-METHODS = {"floor_fresh", "floor_reused", "engine", "reference", "engine_batch32"}
+METHODS = {"floor", "engine", "engine_cold", "engine_at_floor_batch", "reference"}
+ART_METHODS = {"art", "art_best", "adapter"}
 
 
 def _positive(value: float) -> bool:
     return math.isfinite(value) and value > 0
 
 
+def _check_summary(s: dict, repeats: int) -> None:
+    assert len(s["runs"]) == repeats and all(map(_positive, s["runs"]))
+    assert s["median"] == statistics.median(s["runs"])
+    assert (s["min"], s["max"]) == (min(s["runs"]), max(s["runs"]))
+
+
 def _check_model(model: dict, *, art: bool, repeats: int) -> None:
     """Every reported figure is computed from the runs reported beside it."""
     assert model["samples"] == model["inputs"] * (model["n0"] + model["n"])
+    assert 32 in model["batch_sizes"]  # ART's default is always swept
     for key, condition in model["conditions"].items():
+        # The label is what the measured load says, never what was asked for.
+        busy = condition["own_busy_loop"] or condition["other_cores"] >= IDLE_BELOW
+        assert condition["label"] == ("busy" if busy else "idle"), key
+        assert condition["own_busy_loop"] == condition["under_load"]
+        assert condition["other_cores"] >= 0
+        sweep = condition["sweep"]
+        assert set(sweep) == ({"floor", "art"} if art else {"floor"})
+        for kind, rows in sweep.items():
+            assert list(rows["by_batch"]) == [str(size) for size in model["batch_sizes"]]
+            for row in rows["by_batch"].values():
+                _check_summary(row, repeats)
+                assert row["samples_per_second"] == pytest.approx(model["samples"] / row["median"])
+            fastest = min(rows["by_batch"], key=lambda size: rows["by_batch"][size]["median"])
+            assert rows["best_batch"] == int(fastest), kind
+        assert condition["floor_batch"] == sweep["floor"]["best_batch"]
+        assert condition["art_best_batch"] == (sweep["art"]["best_batch"] if art else None)
+        assert isinstance(condition["engine_batch"], int) and condition["engine_batch"] >= 16
         seconds = condition["seconds"]
-        expected = METHODS | ({"art", "art_batch32"} if art else set())
-        assert expected <= set(seconds), key
-        for name, s in seconds.items():
-            assert len(s["runs"]) == repeats and all(map(_positive, s["runs"])), name
-            assert s["median"] == statistics.median(s["runs"])
-            assert (s["min"], s["max"]) == (min(s["runs"]), max(s["runs"]))
+        assert set(seconds) == METHODS | (ART_METHODS if art else set()), key
+        for s in seconds.values():
+            _check_summary(s, repeats)
         ratios = condition["ratios"]
         med = {name: s["median"] for name, s in seconds.items()}
-        assert ratios["engine_over_floor"] == pytest.approx(med["engine"] / med["floor_fresh"])
+        assert ratios["engine_over_floor"] == pytest.approx(med["engine"] / med["floor"])
+        assert ratios["engine_cold_over_floor"] == pytest.approx(med["engine_cold"] / med["floor"])
         assert ratios["reference_over_engine"] == pytest.approx(med["reference"] / med["engine"])
         assert condition["engine_samples_per_second"] == pytest.approx(
             model["samples"] / med["engine"]
         )
         if art:
             assert ratios["art_over_engine"] == pytest.approx(med["art"] / med["engine"])
-            assert ratios["art_over_engine_batch32"] == pytest.approx(
-                med["art_batch32"] / med["engine_batch32"]
-            )
+            assert ratios["art_best_over_engine"] == pytest.approx(med["art_best"] / med["engine"])
         else:
             assert "art_over_engine" not in ratios
     for target in model["targets"]:
-        value = model["conditions"][target["condition"]]["ratios"][target["ratio"]]
-        assert target["value"] == value
+        condition = model["conditions"][target["condition"]]
+        value = condition["ratios"][target["ratio"]]
+        assert target["value"] == value and target["label"] == condition["label"]
         assert target["met"] == (
             value <= target["max"] if "max" in target else value >= target["min"]
         )
     assert model["weights"]
 
 
-def _check_legacy(result: dict, *, art: bool) -> None:
-    """The first bench's keys come from the first model's first condition."""
+def _check_first(result: dict, *, art: bool) -> None:
+    """The top-level figures come from the first model's first condition."""
     first = result["models"][result["settings"]["model"]]
-    seconds = next(iter(first["conditions"].values()))["seconds"]
+    condition = next(iter(first["conditions"].values()))
+    seconds = condition["seconds"]
     assert result["engine_seconds"] == seconds["engine"]["median"]
-    by_batch = result["forward_seconds_by_batch"]
-    assert set(by_batch) >= {"256", "1000", "4000", "10000", str(first["batch_size"])}
-    assert by_batch[str(first["batch_size"])] == seconds["floor_reused"]["median"]
-    assert result["forward_seconds"] == min(by_batch.values())
-    assert by_batch[str(result["forward_best_batch"])] == result["forward_seconds"]
+    assert result["forward_seconds"] == seconds["floor"]["median"]
+    assert result["forward_best_batch"] == condition["floor_batch"]
     assert result["engine_over_forward"] == pytest.approx(
         result["engine_seconds"] / result["forward_seconds"], rel=1e-12
     )
@@ -103,11 +128,10 @@ def _check_legacy(result: dict, *, art: bool) -> None:
         swap = result["swap_in"]
         # The adapter is timed in the same interleaved rounds as the engine and ART.
         assert swap["adapter_seconds"] == seconds["adapter"]["median"]
-        assert swap["adapter_seconds_batch32"] == seconds["adapter_batch32"]["median"]
         assert swap["art_seconds"] == result["art_seconds"]
-        for suffix in ("", "_batch32"):
-            art_s, ours_s = swap[f"art_seconds{suffix}"], swap[f"adapter_seconds{suffix}"]
-            assert swap[f"art_over_adapter{suffix}"] == pytest.approx(art_s / ours_s, rel=1e-12)
+        assert swap["art_over_adapter"] == pytest.approx(
+            swap["art_seconds"] / swap["adapter_seconds"], rel=1e-12
+        )
         for key in ("art_peak_increase_mb", "adapter_peak_increase_mb"):
             assert math.isfinite(swap[key]) and swap[key] >= 0, key
     else:
@@ -122,28 +146,78 @@ def test_run_bench_ratios_are_quotients_of_the_timings():
     assert result["settings"]["inputs"] == 2 and result["settings"]["n"] == 200
     assert set(result["models"]) == {"digits"}
     _check_model(result["models"]["digits"], art=True, repeats=2)
-    _check_legacy(result, art=True)
+    _check_first(result, art=True)
+
+
+def test_bench_report_of_one_model_on_a_tiny_run():
+    model = bench_model(
+        BENCH_MODELS["digits"],
+        device=torch.device("cpu"),
+        inputs=1,
+        n0=10,
+        n=100,
+        batch_sizes=(16, 48),
+        sigma=0.25,
+        repeats=1,
+        threads=[1],
+        under_load=True,
+        art=False,
+        runner_options={},
+    )
+    assert model["batch_sizes"] == [16, 32, 48]
+    assert set(model["conditions"]) == {"1_thread", "1_thread_beside_busy_loop"}
+    assert model["conditions"]["1_thread_beside_busy_loop"]["label"] == "busy"
+    _check_model(model, art=False, repeats=1)
 
 
 @pytest.mark.slow
-def test_bench_command_under_load_reports_slowdowns(capsys):
+def test_bench_command_json_under_load(capsys):
     argv = ["bench", "--models", "digits", "--inputs", "1", "--n0", "10", "-n", "100"]
-    argv += ["--repeats", "1", "--threads", "1", "--memory-n", "1000", "--no-art"]
-    assert main([*argv, "--under-load", "--json"]) == 0
+    argv += ["--repeats", "1", "--threads", "1", "--memory-n", "100", "--no-art"]
+    assert main([*argv, "--batch-sizes", "16,48", "--under-load", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     model = result["models"]["digits"]
-    assert set(model["conditions"]) == {"idle_1_thread", "loaded_1_thread"}
-    assert model["conditions"]["loaded_1_thread"]["under_load"]
+    assert model["batch_sizes"] == [16, 32, 48]
+    assert set(model["conditions"]) == {"1_thread", "1_thread_beside_busy_loop"}
+    assert model["conditions"]["1_thread_beside_busy_loop"]["label"] == "busy"
     _check_model(model, art=False, repeats=1)
-    _check_legacy(result, art=False)
+    _check_first(result, art=False)
     slow = model["slowdown_under_load"]["1_thread"]
-    idle, loaded = (model["conditions"][k]["seconds"] for k in ("idle_1_thread", "loaded_1_thread"))
+    alone, beside = (
+        model["conditions"][k]["seconds"] for k in ("1_thread", "1_thread_beside_busy_loop")
+    )
     for name, value in slow.items():
-        assert value == pytest.approx(loaded[name]["median"] / idle[name]["median"])
-    # The human-readable form reports the same run's kind of figures.
-    assert main([*argv]) == 0
+        assert value == pytest.approx(beside[name]["median"] / alone[name]["median"])
+
+
+@pytest.mark.slow
+def test_bench_command_text_reports_the_sweep_and_the_labels(capsys):
+    argv = ["bench", "--models", "digits", "--inputs", "1", "--n0", "10", "-n", "100"]
+    argv += ["--repeats", "1", "--threads", "1", "--memory-n", "100", "--no-art"]
+    assert main([*argv, "--batch-sizes", "16"]) == 0
     text = capsys.readouterr().out
-    assert "engine/floor" in text and "ART" not in text.split("digits:")[1].split("ratios")[0]
+    assert "engine/floor" in text and "floor samples/s by batch: 16:" in text
+    assert re.search(r"1_thread: (idle|busy) \(other processes [0-9.]+ cores busy", text)
+    assert "ART" not in text.split("digits:")[1].split("ratios")[0]
+
+
+def test_a_condition_is_labelled_by_the_load_measured_during_it():
+    # Another process spinning during the block (not the bench's own busy loop) makes it busy.
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        with LoadMeter(False, 1) as meter:
+            time.sleep(1.0)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    report = meter.report()
+    assert report["other_cores"] >= IDLE_BELOW and report["label"] == "busy"
+    assert not report["own_busy_loop"]
+    # The bench's own busy loop is its own CPU time, and labels the block busy by itself.
+    with LoadMeter(True, 1) as own, busy_loop(True):
+        time.sleep(0.5)
+    assert own.report()["label"] == "busy" and own.report()["own_busy_loop"]
 
 
 def test_busy_loop_runs_only_inside_its_block():
@@ -183,6 +257,8 @@ def test_bench_models_have_the_stated_sizes_and_seeded_random_weights():
         ({"memory_n": 0}, "--memory-n"),
         ({"models": ["vgg"]}, "--models"),
         ({"threads": [0]}, "--threads"),
+        ({"batch_sizes": [0]}, "--batch-sizes"),
+        ({"batch_sizes": []}, "--batch-sizes"),
     ],
 )
 def test_run_bench_rejects_bad_settings(kwargs, parameter):
@@ -195,6 +271,8 @@ def test_bench_command_reports_bad_settings(capsys):
     assert "error: --inputs:" in capsys.readouterr().err
     assert main(["bench", "--threads", "two"]) == 2
     assert "error: --threads:" in capsys.readouterr().err
+    assert main(["bench", "--batch-sizes", "16,big"]) == 2
+    assert "error: --batch-sizes:" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -42,7 +42,7 @@ def test_every_registered_certifier_passes_every_check(name, check):
 class _Broken(SmoothedClassifier):
     """A SmoothedClassifier with one fault, chosen by the subclass."""
 
-    def _fault(self, part: Certificates, batch_size: int, seed: int) -> Certificates:
+    def _fault(self, part: Certificates, batch_size: int | str, seed: int) -> Certificates:
         return part
 
     def iter_certify(
@@ -52,7 +52,7 @@ class _Broken(SmoothedClassifier):
         n0: int = 100,
         n: int = 100_000,
         alpha: float = 0.001,
-        batch_size: int = 1000,
+        batch_size: int | str = "auto",
         seed: int = 0,
         keys: Sequence[int] | None = None,
     ) -> Iterator[Certificates]:
@@ -63,19 +63,20 @@ class _Broken(SmoothedClassifier):
 
 
 class _Inflated(_Broken):
-    def _fault(self, part: Certificates, batch_size: int, seed: int) -> Certificates:
+    def _fault(self, part: Certificates, batch_size: int | str, seed: int) -> Certificates:
         return replace(part, radius=part.radius * 3)
 
 
 class _BatchDependent(_Broken):
-    def _fault(self, part: Certificates, batch_size: int, seed: int) -> Certificates:
-        return replace(part, radius=part.radius + batch_size * 1e-3)
+    def _fault(self, part: Certificates, batch_size: int | str, seed: int) -> Certificates:
+        size = batch_size if isinstance(batch_size, int) else 0
+        return replace(part, radius=part.radius + size * 1e-3)
 
 
 class _Unseeded(_Broken):
     calls = 0
 
-    def _fault(self, part: Certificates, batch_size: int, seed: int) -> Certificates:
+    def _fault(self, part: Certificates, batch_size: int | str, seed: int) -> Certificates:
         type(self).calls += 1
         return replace(part, radius=part.radius + type(self).calls * 1e-3)
 
@@ -91,7 +92,7 @@ class _KeysIgnored(SmoothedClassifier):
         n0: int = 100,
         n: int = 100_000,
         alpha: float = 0.001,
-        batch_size: int = 1000,
+        batch_size: int | str = "auto",
         seed: int = 0,
         keys: Sequence[int] | None = None,
     ) -> Iterator[Certificates]:

@@ -80,13 +80,16 @@ def test_cli_precision_is_recorded_and_refused_by_a_certifier_without_it(tmp_pat
 @pytest.mark.slow
 def test_bench_compiled_ratios_are_quotients_of_its_timings(capsys):
     argv = ["bench", "--inputs", "2", "--n0", "10", "-n", "300", "--repeats", "1", "--no-art"]
+    argv += ["--models", "digits", "--threads", "1", "--batch-sizes", "64"]
     assert main([*argv, "--memory-n", "1000", "--compile", "--json"]) == 0
     out = capsys.readouterr().out
     compiled = json.loads(out)["compiled"]
     assert compiled["engine_over_forward"] == pytest.approx(
         compiled["engine_seconds"] / compiled["forward_seconds"], rel=1e-12
     )
-    assert compiled["forward_seconds"] == min(json.loads(out)["forward_seconds_by_batch"].values())
+    first = next(iter(json.loads(out)["models"]["digits"]["conditions"].values()))
+    assert compiled["forward_seconds"] == first["seconds"]["floor"]["median"]
+    assert compiled["forward_batch"] == first["floor_batch"]
     assert compiled["engine_samples_per_second"] == pytest.approx(
         2 * 310 / compiled["engine_seconds"], rel=1e-12
     )

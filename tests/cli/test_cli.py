@@ -45,7 +45,10 @@ def _records(path: Path) -> list[dict]:
 
 
 def _without_seconds(records: list[dict]) -> dict[int, dict]:
-    by_index = {r["index"]: {k: v for k, v in r.items() if k != "seconds"} for r in records}
+    by_index = {
+        r["index"]: {k: v for k, v in r.items() if k not in ("seconds", "batch_size")}
+        for r in records
+    }
     assert len(by_index) == len(records), "duplicate index"
     return by_index
 
@@ -60,6 +63,11 @@ def test_certify_defaults_writes_one_record_per_input(tmp_path, capsys):
     stdout = capsys.readouterr().out
     assert "certified accuracy" in stdout
     assert "5 certified now, 0 resumed" in stdout
+    # The default batch size is measured; the summary and every record say which sizes ran
+    # (a run this small ends while the probe is still trying sizes).
+    used = re.search(r"batch_size=auto \(([0-9, ]+)\)", stdout)
+    assert used is not None
+    sizes = {int(size) for size in used.group(1).split(", ")}
     assert re.search(r"^inputs\s+5$", stdout, re.MULTILINE)
 
     records = _records(out)
@@ -79,8 +87,10 @@ def test_certify_defaults_writes_one_record_per_input(tmp_path, capsys):
         assert record["abstain"] == (record["p_lower"] < 0.5)
         assert 0.0 <= record["p_lower"] <= 1.0
         assert record["seconds"] >= 0.0
+        assert isinstance(record["batch_size"], int) and record["batch_size"] in sizes
         expected_radius = 0.0 if record["abstain"] else 0.25 * norm.ppf(record["p_lower"])
         assert record["radius"] == pytest.approx(expected_radius, rel=1e-9, abs=1e-12)
+    assert {record["batch_size"] for record in records} == sizes
     # The demo model gets these easy inputs right.
     assert sum(r["correct"] for r in records) >= 4
 
@@ -157,6 +167,7 @@ BAD_INPUTS = [
     (["--n0", "0"], "--n0"),
     (["-n", "0"], "-n"),
     (["--batch-size", "0"], "--batch-size"),
+    (["--batch-size", "fast"], "--batch-size"),
     (["--limit", "0"], "--limit"),
     (["--seed=-1"], "--seed"),
     (["--smoothing", "nonexistent"], "--smoothing"),

@@ -303,7 +303,9 @@ def exits(): sys.exit(0)
 
 def _records(path: Path) -> dict[int, dict]:
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    return {r["index"]: {k: v for k, v in r.items() if k != "seconds"} for r in rows}
+    return {
+        r["index"]: {k: v for k, v in r.items() if k not in ("seconds", "batch_size")} for r in rows
+    }
 
 
 def test_a_model_that_raises_mid_run_is_one_line_and_its_records_are_kept(tmp_path, capsys):

@@ -28,7 +28,10 @@ def _by_index(path: Path) -> dict[int, dict]:
     text = path.read_text(encoding="utf-8")
     assert text.endswith("\n")
     records = [json.loads(line) for line in text.splitlines()]
-    by_index = {r["index"]: {k: v for k, v in r.items() if k != "seconds"} for r in records}
+    by_index = {
+        r["index"]: {k: v for k, v in r.items() if k not in ("seconds", "batch_size")}
+        for r in records
+    }
     assert len(by_index) == len(records), "duplicate index"
     return by_index
 
