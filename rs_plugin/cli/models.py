@@ -1,9 +1,11 @@
 """``--model``: the text that names a model, turned into the model.
 
-``demo`` (the model shipped for ``--data``), a TorchScript file, or ``package.module:factory``
+``demo`` (the model shipped for ``--data``), ``clean`` (Fashion-MNIST's LeNet trained without
+noise, for denoised smoothing), a TorchScript file, or ``package.module:factory``
 (a module found on ``sys.path`` or in the working folder, which is searched for that one import
-only). The library itself takes models as ``torch.nn.Module`` objects; this text format is the
-command line's.
+only). ``--denoiser`` names a denoiser the same way, with ``demo`` and ``mse`` the shipped ones.
+The library itself takes models as ``torch.nn.Module`` objects; this text format is the command
+line's.
 """
 
 from __future__ import annotations
@@ -19,9 +21,14 @@ import torch
 from torch import nn
 
 from rs_plugin._validation import RSValueError
-from rs_plugin.data import shipped_model
+from rs_plugin.data import (
+    SHIPPED_DENOISERS,
+    load_clean_classifier,
+    load_shipped_denoiser,
+    shipped_model,
+)
 
-__all__ = ["load_model", "load_model_for"]
+__all__ = ["load_denoiser_for", "load_model", "load_model_for"]
 
 
 def load_model_for(spec: str, data: str) -> nn.Module:
@@ -29,7 +36,24 @@ def load_model_for(spec: str, data: str) -> nn.Module:
     (:func:`rs_plugin.data.shipped_model`). A run's ``model_loader``."""
     if spec == "demo":
         return shipped_model(data)
+    if spec == "clean":
+        return load_clean_classifier()
     return load_model(spec)
+
+
+def load_denoiser_for(spec: str, data: str) -> nn.Module:
+    """``--denoiser``: a shipped denoiser (``demo``, ``mse``), a TorchScript file or
+    ``package.module:factory``, called as ``denoiser(x, sigma)``. A run's ``denoiser_loader``."""
+    if spec in SHIPPED_DENOISERS:
+        return load_shipped_denoiser(spec)
+    try:
+        return load_model(spec)
+    except RSValueError as error:
+        raise RSValueError(
+            "denoiser",
+            f"one of {SHIPPED_DENOISERS}, a TorchScript file or 'package.module:factory'",
+            f"{spec} ({error.received})",
+        ) from error
 
 
 def load_model(spec: str) -> nn.Module:

@@ -4,9 +4,10 @@ What lives here: the loaders of the embedded digits (scikit-learn's, the ``digit
 files such as Debian's Fashion-MNIST and ``.npz`` files (:mod:`~rs_plugin.data._datasets`), with
 their containers checked before anything is allocated (:mod:`~rs_plugin.data._containers`); the
 reference models shipped for each dataset (:mod:`~rs_plugin.data._models`) and the papers' LeNet
-(:mod:`~rs_plugin.data._lenet`); the scripts that
-trained the shipped weights (:mod:`~rs_plugin.data.train_demo`,
-:mod:`~rs_plugin.data.train_fashion`).
+(:mod:`~rs_plugin.data._lenet`); the denoised-smoothing pair shipped for Fashion-MNIST, a LeNet
+trained on clean images and noise-conditional denoisers (:mod:`~rs_plugin.data._denoised`); the
+scripts that trained the shipped weights (:mod:`~rs_plugin.data.train_demo`,
+:mod:`~rs_plugin.data.train_fashion`, :mod:`~rs_plugin.data.train_denoised`).
 """
 
 from rs_plugin.data._datasets import (
@@ -15,6 +16,13 @@ from rs_plugin.data._datasets import (
     load_digits,
     load_idx,
     load_npz,
+)
+from rs_plugin.data._denoised import (
+    CLEAN_WEIGHTS,
+    DENOISER_WEIGHTS,
+    SHIPPED_DENOISERS,
+    load_clean_classifier,
+    load_shipped_denoiser,
 )
 from rs_plugin.data._lenet import LeNet, build_lenet
 from rs_plugin.data._models import (
@@ -30,20 +38,25 @@ from rs_plugin.data._models import (
 )
 
 __all__ = [
+    "CLEAN_WEIGHTS",
     "DEMO_SIGMA",
     "DEMO_WEIGHTS",
+    "DENOISER_WEIGHTS",
     "FASHION_MNIST_DIR",
     "FASHION_SIGMA",
     "FASHION_WEIGHTS",
+    "SHIPPED_DENOISERS",
     "DemoCNN",
     "FashionCNN",
     "LeNet",
     "build_lenet",
+    "load_clean_classifier",
     "load_dataset",
     "load_demo_model",
     "load_digits",
     "load_fashion_model",
     "load_idx",
     "load_npz",
+    "load_shipped_denoiser",
     "shipped_model",
 ]

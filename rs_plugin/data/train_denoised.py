@@ -1,0 +1,189 @@
+"""Re-train the shipped denoised-smoothing pair: ``python -m rs_plugin.data.train_denoised``.
+
+Two steps, each checkpointed after every epoch in ``--workdir`` and resumed when run again:
+
+* ``classifier``: the papers' LeNet (:func:`~rs_plugin.data.build_lenet`) trained on clean
+  Fashion-MNIST images only (all 60 000), Adam with a cosine schedule, batch 128;
+* ``denoiser``: a :class:`~rs_plugin.denoising.ConditionalDenoiser` trained with one of the
+  :class:`~rs_plugin.training.DenoiserObjective` losses for Gaussian noise with σ ~ U[0, 1]
+  (or one fixed σ with ``--sigma``), from scratch or from ``--init`` weights, the classifier
+  frozen.
+
+The shipped files: ``fashion_clean_lenet.pt`` (``classifier``), ``fashion_denoiser_mse.pt``
+(``denoiser --loss mse``) and ``fashion_denoiser.pt`` (``denoiser --loss stability+mse --init
+fashion_denoiser_mse.pt``, Salman et al.'s recipe: MSE first, then stability + MSE). Every
+random draw comes from ``--seed``; the global RNG state is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from rs_plugin.data._datasets import FASHION_MNIST_DIR, load_idx
+from rs_plugin.data._lenet import build_lenet
+from rs_plugin.denoising.denoiser import build_denoiser
+from rs_plugin.smoothings.gaussian import Gaussian
+from rs_plugin.training.denoising import DENOISER_LOSSES, DenoiserObjective
+from rs_plugin.training.loop import TrainingGenerators, train
+from rs_plugin.training.resumable import load_checkpoint, save_checkpoint
+
+__all__ = ["main", "train_clean_classifier", "train_denoiser"]
+
+
+def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        hits = sum(int((model(x[i : i + 1000]).argmax(1) == y[i : i + 1000]).sum()) for i in
+                   range(0, len(x), 1000))  # fmt: skip
+    return hits / len(x)
+
+
+def train_clean_classifier(
+    workdir: Path, *, epochs: int, seed: int, data_dir: Path, lr: float = 1e-3
+) -> torch.nn.Module:
+    """LeNet on clean training images, one checkpoint per epoch in ``workdir``."""
+    x, y = load_idx(data_dir, "train")
+    xt, yt = load_idx(data_dir, "test")
+    model = build_lenet(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    shuffle = torch.Generator().manual_seed(seed + 1)
+    config = {"step": "classifier", "epochs": epochs, "seed": seed, "lr": lr}
+    path = workdir / "classifier.ckpt"
+    state = load_checkpoint(path, config)
+    first, log = 0, []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["scheduler"])
+        shuffle.set_state(state["shuffle_rng"])
+        first, log = int(state["epoch"]), json.loads(state["log"])
+    for epoch in range(first, epochs):
+        cpu = time.process_time()
+        model.train()
+        order = torch.randperm(len(x), generator=shuffle)
+        for start in range(0, len(x), 128):
+            batch = order[start : start + 128]
+            loss = F.cross_entropy(model(x[batch]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        schedule.step()
+        model.eval()
+        log.append({"epoch": epoch + 1, "cpu_seconds": time.process_time() - cpu,
+                    "test_accuracy": _accuracy(model, xt, yt)})  # fmt: skip
+        print(json.dumps(log[-1]), flush=True)
+        save_checkpoint(path, {
+            "format": 1, "config": json.dumps(config, sort_keys=True), "epoch": epoch + 1,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": schedule.state_dict(), "shuffle_rng": shuffle.get_state(),
+            "log": json.dumps(log),
+        })  # fmt: skip
+    return model.eval()
+
+
+def train_denoiser(
+    workdir: Path,
+    *,
+    loss: str,
+    classifier_weights: Path | None,
+    init: Path | None,
+    sigma: float | None,
+    epochs: int,
+    seed: int,
+    data_dir: Path,
+    lr: float = 1e-3,
+    name: str = "denoiser",
+) -> torch.nn.Module:
+    """A denoiser trained with ``loss``, one checkpoint per epoch in ``workdir``."""
+    x, y = load_idx(data_dir, "train")
+    sigma_range = (0.0, 1.0) if sigma is None else (sigma, sigma)
+    denoiser = build_denoiser(seed, sigma_range=sigma_range)
+    if init is not None:
+        denoiser.load_state_dict(torch.load(init, map_location="cpu", weights_only=True))
+    classifier = None
+    if loss != "mse":
+        classifier = build_lenet()
+        classifier.load_state_dict(
+            torch.load(classifier_weights, map_location="cpu", weights_only=True)
+        )
+        classifier.eval()
+    # Gaussian(1) draws unit noise; DenoiserObjective rescales it to each input's σ.
+    objective = DenoiserObjective(
+        Gaussian(sigma if sigma is not None else 1.0), loss=loss, classifier=classifier,
+        sigma_range=None if sigma is not None else sigma_range,
+    )  # fmt: skip
+    optimizer = torch.optim.Adam(denoiser.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    generators = TrainingGenerators.from_seed(seed)
+    config: dict[str, Any] = {
+        "step": name, "loss": loss, "init": str(init), "sigma": sigma, "epochs": epochs,
+        "seed": seed, "lr": lr, "classifier": str(classifier_weights),
+    }  # fmt: skip
+    path = workdir / f"{name}.ckpt"
+    state = load_checkpoint(path, config)
+    first, log = 0, []
+    if state is not None:
+        denoiser.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["scheduler"])
+        generators.noise.set_state(state["noise_rng"])
+        generators.shuffle.set_state(state["shuffle_rng"])
+        first, log = int(state["epoch"]), json.loads(state["log"])
+    for epoch in range(first, epochs):
+        cpu = time.process_time()
+        train(denoiser, objective, x, y, optimizer=optimizer, epochs=1, batch_size=128,
+              generators=generators, scheduler=schedule, first_epoch=epoch)  # fmt: skip
+        log.append({"epoch": epoch + 1, "cpu_seconds": time.process_time() - cpu})
+        print(json.dumps(log[-1]), flush=True)
+        save_checkpoint(path, {
+            "format": 1, "config": json.dumps(config, sort_keys=True), "epoch": epoch + 1,
+            "model": denoiser.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": schedule.state_dict(), "noise_rng": generators.noise.get_state(),
+            "shuffle_rng": generators.shuffle.get_state(), "log": json.dumps(log),
+        })  # fmt: skip
+    return denoiser.eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=("classifier", "denoiser"))
+    parser.add_argument("--out", type=Path, required=True, help="where to save the weights")
+    parser.add_argument("--workdir", type=Path, required=True, help="checkpoints (resumed)")
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--loss", choices=DENOISER_LOSSES, default="mse")
+    parser.add_argument("--classifier", type=Path, default=None, help="frozen classifier")
+    parser.add_argument("--init", type=Path, default=None, help="initial denoiser weights")
+    parser.add_argument("--sigma", type=float, default=None, help="one σ (default U[0, 1])")
+    parser.add_argument("--name", default="denoiser", help="checkpoint name in --workdir")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--data-dir", type=Path, default=FASHION_MNIST_DIR)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        if args.step == "classifier":
+            model = train_clean_classifier(
+                args.workdir, epochs=args.epochs, seed=args.seed, data_dir=args.data_dir,
+                lr=args.lr,
+            )  # fmt: skip
+        else:
+            model = train_denoiser(
+                args.workdir, loss=args.loss, classifier_weights=args.classifier,
+                init=args.init, sigma=args.sigma, epochs=args.epochs, seed=args.seed,
+                data_dir=args.data_dir, lr=args.lr, name=args.name,
+            )  # fmt: skip
+    torch.save(model.state_dict(), args.out)
+    print(f"saved {args.out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
