@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from rs_plugin._validation import RSValueError
 from rs_plugin.data._datasets import FASHION_MNIST_DIR, load_idx
 from rs_plugin.data._lenet import build_lenet
 from rs_plugin.denoising.denoiser import build_denoiser
@@ -45,9 +46,16 @@ def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float
 
 
 def train_clean_classifier(
-    workdir: Path, *, epochs: int, seed: int, data_dir: Path, lr: float = 1e-3
+    workdir: Path,
+    *,
+    epochs: int,
+    seed: int,
+    data_dir: Path,
+    lr: float = 1e-3,
+    stop_after: int | None = None,
 ) -> torch.nn.Module:
-    """LeNet on clean training images, one checkpoint per epoch in ``workdir``."""
+    """LeNet on clean training images, one checkpoint per epoch in ``workdir``; with
+    ``stop_after`` k, the weights after the first k epochs of the ``epochs``-epoch schedule."""
     x, y = load_idx(data_dir, "train")
     xt, yt = load_idx(data_dir, "test")
     model = build_lenet(seed)
@@ -64,7 +72,7 @@ def train_clean_classifier(
         schedule.load_state_dict(state["scheduler"])
         shuffle.set_state(state["shuffle_rng"])
         first, log = int(state["epoch"]), json.loads(state["log"])
-    for epoch in range(first, epochs):
+    for epoch in range(first, epochs if stop_after is None else min(stop_after, epochs)):
         cpu = time.process_time()
         model.train()
         order = torch.randperm(len(x), generator=shuffle)
@@ -100,8 +108,10 @@ def train_denoiser(
     data_dir: Path,
     lr: float = 1e-3,
     name: str = "denoiser",
+    stop_after: int | None = None,
 ) -> torch.nn.Module:
-    """A denoiser trained with ``loss``, one checkpoint per epoch in ``workdir``."""
+    """A denoiser trained with ``loss``, one checkpoint per epoch in ``workdir`` (``stop_after``
+    as for :func:`train_clean_classifier`)."""
     x, y = load_idx(data_dir, "train")
     sigma_range = (0.0, 1.0) if sigma is None else (sigma, sigma)
     denoiser = build_denoiser(seed, sigma_range=sigma_range)
@@ -109,6 +119,8 @@ def train_denoiser(
         denoiser.load_state_dict(torch.load(init, map_location="cpu", weights_only=True))
     classifier = None
     if loss != "mse":
+        if classifier_weights is None:
+            raise RSValueError("--classifier", f"the frozen classifier's weights for {loss}", None)
         classifier = build_lenet()
         classifier.load_state_dict(
             torch.load(classifier_weights, map_location="cpu", weights_only=True)
@@ -136,7 +148,7 @@ def train_denoiser(
         generators.noise.set_state(state["noise_rng"])
         generators.shuffle.set_state(state["shuffle_rng"])
         first, log = int(state["epoch"]), json.loads(state["log"])
-    for epoch in range(first, epochs):
+    for epoch in range(first, epochs if stop_after is None else min(stop_after, epochs)):
         cpu = time.process_time()
         train(denoiser, objective, x, y, optimizer=optimizer, epochs=1, batch_size=128,
               generators=generators, scheduler=schedule, first_epoch=epoch)  # fmt: skip
@@ -162,6 +174,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init", type=Path, default=None, help="initial denoiser weights")
     parser.add_argument("--sigma", type=float, default=None, help="one σ (default U[0, 1])")
     parser.add_argument("--name", default="denoiser", help="checkpoint name in --workdir")
+    parser.add_argument(
+        "--stop-after", type=int, default=None, help="stop after this many epochs of the schedule"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--data-dir", type=Path, default=FASHION_MNIST_DIR)
@@ -173,13 +188,13 @@ def main(argv: list[str] | None = None) -> None:
         if args.step == "classifier":
             model = train_clean_classifier(
                 args.workdir, epochs=args.epochs, seed=args.seed, data_dir=args.data_dir,
-                lr=args.lr,
+                lr=args.lr, stop_after=args.stop_after,
             )  # fmt: skip
         else:
             model = train_denoiser(
                 args.workdir, loss=args.loss, classifier_weights=args.classifier,
                 init=args.init, sigma=args.sigma, epochs=args.epochs, seed=args.seed,
-                data_dir=args.data_dir, lr=args.lr, name=args.name,
+                data_dir=args.data_dir, lr=args.lr, name=args.name, stop_after=args.stop_after,
             )  # fmt: skip
     torch.save(model.state_dict(), args.out)
     print(f"saved {args.out}", flush=True)

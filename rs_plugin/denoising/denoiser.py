@@ -11,8 +11,9 @@ Layout (``width`` w, ``depth`` k): conv 3×3 (C + 1 → w) at full resolution, a
 3×3 (w → 2w), k convs 3×3 (2w → 2w) at half resolution, a stride-2 transposed conv (2w → w)
 back to full resolution concatenated with the first features, and two convs 3×3 down to C
 channels; ReLU between. The half-resolution body gives a receptive field of about 4k + 11
-pixels at a fraction of a full-resolution DnCNN's cost: on 1×28×28 inputs, w = 16 and k = 4
-take about 8 M multiply-adds per image (LeNet: 2.3 M). Any even height and width are accepted.
+pixels at a fraction of a full-resolution DnCNN's cost: on 1×28×28 inputs, k = 4 takes about
+8 M multiply-adds per image with w = 16 and 2 M with w = 8, the default (LeNet: 2.3 M). Any
+even height and width are accepted.
 
 The denoiser records what it was trained for (:attr:`ConditionalDenoiser.noise`, the
 smoothing's name, and :attr:`ConditionalDenoiser.sigma_range`) so that a composition refuses a
@@ -45,10 +46,12 @@ class ConditionalDenoiser(nn.Module):
     shape (B,); returns (B, C, H, W).
     """
 
+    sigma_bounds: torch.Tensor
+
     def __init__(
         self,
         channels: int = 1,
-        width: int = 16,
+        width: int = 8,
         depth: int = 4,
         *,
         noise: str = "gaussian",
@@ -108,7 +111,7 @@ def build_denoiser(
     seed: int = 0,
     *,
     channels: int = 1,
-    width: int = 16,
+    width: int = 8,
     depth: int = 4,
     noise: str = "gaussian",
     sigma_range: tuple[float, float] = (0.0, 1.0),

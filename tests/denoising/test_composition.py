@@ -88,9 +88,12 @@ def test_certificates_equal_those_of_the_same_function_as_a_plain_model():
     f, d = _classifier(), build_denoiser(0, width=4, depth=1).eval()
     x = torch.rand(4, 1, 4, 4)
     smoothing = Gaussian(0.5)
-    kwargs = {"n0": 20, "n": 200, "alpha": 0.01, "batch_size": 100, "seed": 3}
-    ours = SmoothedClassifier(denoised_for(f, d, smoothing), smoothing, 3).certify(x, **kwargs)
-    plain = SmoothedClassifier(_Plain(f, d, 0.5).eval(), smoothing, 3).certify(x, **kwargs)
+    ours, plain = (
+        SmoothedClassifier(model, smoothing, 3).certify(
+            x, n0=20, n=200, alpha=0.01, batch_size=100, seed=3
+        )
+        for model in (denoised_for(f, d, smoothing), _Plain(f, d, 0.5).eval())
+    )
     assert torch.equal(ours.prediction, plain.prediction)
     assert torch.allclose(ours.radius, plain.radius)
 
