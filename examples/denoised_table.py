@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--radii", default="0,0.25,0.5,1")
     args = parser.parse_args()
     radii = [float(r) for r in args.radii.split(",")]
-    named = [spec.split("=", 1) for spec in args.files]
+    named = [spec.rsplit("=", 1) for spec in args.files]
     loaded = {name: read(Path(path)) for name, path in named}
     common = sorted(set.intersection(*(set(records) for records in loaded.values())))
     if not common:
