@@ -29,6 +29,11 @@ What the estimators are, for ART:
   here, the trainers' objectives in :mod:`rs_plugin.adapters.art_trainers`.
 * The constructor checks ``input_shape`` and ``nb_classes`` against the model (one forward of a
   zero input), as ART does not.
+* ``denoiser=D`` (denoised smoothing, Salman et al. 2020): the base classifier is f(D(x, σ)),
+  :class:`rs_plugin.denoising.DenoisedClassifier` for the estimator's smoothing, so certify,
+  predict, ``model``, ``loss_gradient`` (both ways) and every attack go through the denoiser;
+  a smoothing the denoiser was not trained for is refused, and ``fit`` (which would train the
+  frozen classifier) is refused.
 * ``preprocessing=(subtrahend, divisor)`` is applied *after* the noise, inside the base
   classifier, so radii are in the units of the inputs the user passes (as ART's ``certify``
   measures them). ``preprocessing_defences`` run first, on the clean input: a certificate is
@@ -56,6 +61,7 @@ from rs_plugin._validation import (
 from rs_plugin.certification.classifier import SmoothedClassifier, SmoothedLogProbabilities
 from rs_plugin.certification.grid import GridCertifier
 from rs_plugin.certification.probe import probe_model
+from rs_plugin.denoising.composition import DenoisedClassifier, denoised_for
 from rs_plugin.smoothings.base import Smoothing
 from rs_plugin.smoothings.gaussian import Gaussian
 from rs_plugin.smoothings.sound import DEFAULT_GRID, SoundGaussian
@@ -142,6 +148,10 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
             such as APGD, AutoAttack, Carlini–Wagner and DeepFool need).
         seed: seeds every sample this estimator draws (certify, predict, the soft classifier's
             noise and fit's noise augmentation); never the global RNG.
+        denoiser: None, or a denoiser D called as ``D(x, sigma)`` (e.g.
+            :class:`rs_plugin.denoising.ConditionalDenoiser`): the smoothed base classifier is
+            then ``model(D(x + ε, σ))``, σ the smoothing's (denoised smoothing; ``preprocessing``
+            applies after D).
 
     ``sample_size`` is ART's: the number of PREDICT samples, and CERTIFY's selection samples n0.
     ``alpha`` is the failure probability of PREDICT and CERTIFY.
@@ -155,6 +165,7 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
         "num_noise_samples",
         "outputs",
         "seed",
+        "denoiser",
     ]
 
     def __init__(
@@ -177,6 +188,7 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
         num_noise_samples: int | None = None,
         outputs: str = "hard",
         seed: int = 0,
+        denoiser: nn.Module | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise RSValueError("model", "a torch.nn.Module returning logits", model)
@@ -192,7 +204,12 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
         self._preprocessing_pair = preprocessing
         subtrahend, divisor = _preprocessing_tensors(preprocessing, input_shape, channels_first)
         self._base_model = model
-        base = _Standardised(model, subtrahend, divisor).eval()
+        base: nn.Module = _Standardised(model, subtrahend, divisor).eval()
+        self._denoiser = denoiser
+        self._denoised: DenoisedClassifier | None = None
+        if denoiser is not None:
+            self._denoised = denoised_for(base, denoiser, smoothing).eval()
+            base = self._denoised
         low_high = None
         if clip_values is not None:
             low, high = np.min(clip_values[0]), np.max(clip_values[1])
@@ -282,7 +299,16 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
     def smoothing(self, value: Smoothing) -> None:
         if not isinstance(value, Smoothing):
             raise RSValueError("smoothing", "an rs_plugin.Smoothing instance", value)
+        if self._denoised is not None:
+            # The denoiser must be told the new σ; one it was not trained for is refused.
+            checked = denoised_for(self._denoised.classifier, self._denoised.denoiser, value)
+            self._denoised.sigma = checked.sigma
         self._smoothed.smoothing = value
+
+    @property
+    def denoiser(self) -> nn.Module | None:
+        """The denoiser in front of the base model (denoised smoothing), or None."""
+        return self._denoiser
 
     @property
     def num_noise_samples(self) -> int:
@@ -472,6 +498,13 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
         the shuffling come from generators seeded by ``seed``; successive calls continue the
         same streams. ``scheduler.step()`` runs after every epoch.
         """
+        if self._denoiser is not None:
+            raise RSValueError(
+                "denoiser",
+                "None when calling fit (denoised smoothing keeps the classifier frozen; train "
+                "the denoiser with rs_plugin.training.DenoiserObjective)",
+                type(self._denoiser).__name__,
+            )
         self._check_optimizer()
         assert self._optimizer is not None
         objective = self.training_objective()
@@ -521,7 +554,7 @@ class PyTorchRandomizedSmoothing(PyTorchSmoothedClassifier):
     postprocessing_defences, preprocessing, device_type, sample_size, scale, alpha); ``scale`` is
     the σ of isotropic Gaussian noise, whose certificate is the ℓ2 radius σ·Φ⁻¹(p_lower).
     Keyword-only extras: ``smoothing`` (any core smoothing instead of Gaussian(scale)),
-    ``num_noise_samples``, ``outputs`` and ``seed``, documented on
+    ``num_noise_samples``, ``outputs``, ``seed`` and ``denoiser``, documented on
     :class:`PyTorchSmoothedClassifier`; ``sound=True`` (with ``grid``, default ``"1/255"``)
     smooths with :class:`rs_plugin.SoundGaussian` (scale, grid): inputs on the grid, exact
     integer noise and sums, certificates sound in floating point.
@@ -555,6 +588,7 @@ class PyTorchRandomizedSmoothing(PyTorchSmoothedClassifier):
         seed: int = 0,
         sound: bool = False,
         grid: Any = DEFAULT_GRID,
+        denoiser: nn.Module | None = None,
     ) -> None:
         if sound not in (True, False) or (sound and smoothing is not None):
             raise RSValueError(
@@ -582,6 +616,7 @@ class PyTorchRandomizedSmoothing(PyTorchSmoothedClassifier):
             num_noise_samples=num_noise_samples,
             outputs=outputs,
             seed=seed,
+            denoiser=denoiser,
         )
 
     @property

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from rs_plugin.certification.radii import pack_certificates, sampling_cap
     from rs_plugin.certification.sequential import AnytimeCertifier, SequentialCertifier
     from rs_plugin.certification.stopping import AnytimeBounds, StagedBounds
+    from rs_plugin.denoising.composition import DenoisedClassifier, denoised_for
+    from rs_plugin.denoising.denoiser import ConditionalDenoiser
     from rs_plugin.smoothings.anisotropic import AnisotropicGaussian
     from rs_plugin.smoothings.base import AdditiveNoise, Smoothing
     from rs_plugin.smoothings.gaussian import Gaussian
@@ -73,9 +75,11 @@ _PUBLIC = {
     "Certificates": "rs_plugin.certification.certificates",
     "Certifier": "rs_plugin.certification.base",
     "Compose": "rs_plugin.smoothings.semantic",
+    "ConditionalDenoiser": "rs_plugin.denoising.denoiser",
     "Contrast": "rs_plugin.smoothings.semantic",
     "DDRS": "rs_plugin.certification.memory",
     "Deformation": "rs_plugin.smoothings.geometric",
+    "DenoisedClassifier": "rs_plugin.denoising.composition",
     "ExpInf": "rs_plugin.smoothings.noises",
     "Fog": "rs_plugin.smoothings.weather",
     "Gaussian": "rs_plugin.smoothings.gaussian",
@@ -111,6 +115,7 @@ _PUBLIC = {
     "block_seed": "rs_plugin.certification.engine",
     "check_certifier": "rs_plugin.certification.conformance",
     "cohen_certifier": "rs_plugin.certification.grid",
+    "denoised_for": "rs_plugin.denoising.composition",
     "convert_radius": "rs_plugin.smoothings.norms",
     "dual_norm": "rs_plugin.smoothings.norms",
     "load_smoothing": "rs_plugin._registry",
@@ -144,8 +149,10 @@ __all__ = [
     "Certificates",
     "Certifier",
     "Compose",
+    "ConditionalDenoiser",
     "Contrast",
     "Deformation",
+    "DenoisedClassifier",
     "ExpInf",
     "Fog",
     "Gaussian",
@@ -177,6 +184,7 @@ __all__ = [
     "check_certifier",
     "cohen_certifier",
     "convert_radius",
+    "denoised_for",
     "dual_norm",
     "load_smoothing",
     "lp_norm",

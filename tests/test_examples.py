@@ -232,3 +232,35 @@ def test_weather_certify_example_writes_its_table_and_figure(tmp_path):
     assert [row.split(" (")[0] for row in rows] == [f"| {f}" for f in families for _ in (0, 1)]
     assert len({line.count("|") for line in table.splitlines()}) == 1
     assert (tmp_path / "weather.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_denoised_table_counts_only_the_inputs_of_every_file(tmp_path):
+    def write(name: str, rows: list[tuple[int, int, int, float]]) -> str:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(
+            "".join(
+                json.dumps({"index": i, "label": label, "prediction": p, "radius": r}) + "\n"
+                for i, label, p, r in rows
+            )
+        )
+        return f"{name}={path}"
+
+    # Input 2 is only in the first file, so it is not counted in either row.
+    first = write("first", [(0, 1, 1, 0.6), (1, 2, 2, 0.3), (2, 3, 3, 2.0)])
+    second = write("second", [(0, 1, -1, 0.0), (1, 2, 1, 0.9)])
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "denoised_table.py"), first, second],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("2 inputs in every file")
+    cells = [c.strip() for c in lines[-2].strip("|").split("|")]
+    assert cells[0] == "first"
+    # Both right: 100 % at r = 0 and 0.25; one of two at r = 0.5; none at r = 1; ACR 0.45.
+    assert [c.split(" [")[0] for c in cells[1:5]] == ["100.0", "100.0", "50.0", "0.0"]
+    assert cells[5].startswith("0.450 ± ")
+    second_cells = [c.strip() for c in lines[-1].strip("|").split("|")]
+    assert [c.split(" [")[0] for c in second_cells[1:5]] == ["0.0", "0.0", "0.0", "0.0"]
+    assert second_cells[5] == "0.000 ± 0.000"

@@ -52,7 +52,10 @@ class SmoothedClassifier(nn.Module, Certifier):
     smoothed classifier, streamed on the model's device by the engine.
 
     Args:
-        model: base classifier mapping (B, ...) inputs to (B, num_classes) logits.
+        model: base classifier mapping (B, ...) inputs to (B, num_classes) logits. A model
+            with a ``check_smoothing(smoothing)`` method (a denoised classifier,
+            :class:`~rs_plugin.denoising.DenoisedClassifier`) is asked to accept the smoothing
+            here, before anything is sampled.
         smoothing: a :class:`~rs_plugin.Smoothing`, e.g. ``Gaussian(0.25)``.
         num_classes: number of classes the model outputs.
         num_noise_samples: perturbations averaged per input by ``forward``.
@@ -92,6 +95,9 @@ class SmoothedClassifier(nn.Module, Certifier):
             raise RSValueError("model", "a torch.nn.Module returning logits", model)
         if not isinstance(smoothing, Smoothing):
             raise RSValueError("smoothing", "an rs_plugin.Smoothing instance", smoothing)
+        check_smoothing = getattr(model, "check_smoothing", None)
+        if callable(check_smoothing):
+            check_smoothing(smoothing)
         if clip_values is not None and not (
             len(clip_values) == 2 and float(clip_values[0]) < float(clip_values[1])
         ):

@@ -97,6 +97,16 @@ def _add_weights(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_denoiser(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--denoiser",
+        default=None,
+        help="denoised smoothing: smooth the model behind this denoiser, called as "
+        "denoiser(x, sigma): 'demo' or 'mse' (shipped for fashion-mnist, with --model clean), "
+        "a TorchScript file or 'package.module:factory' (default: none)",
+    )
+
+
 def add_certify_parser(commands: Any) -> None:
     p = commands.add_parser(
         "certify",
@@ -106,9 +116,11 @@ def add_certify_parser(commands: Any) -> None:
     p.add_argument(
         "--model",
         default="demo",
-        help="'demo', a TorchScript file, or 'package.module:factory' (default: demo)",
+        help="'demo', a TorchScript file, or 'package.module:factory' (default: demo); "
+        "'clean': fashion-mnist's LeNet trained without noise (for --denoiser)",
     )
     _add_weights(p)
+    _add_denoiser(p)
     p.add_argument(
         "--data",
         default="digits",
@@ -265,6 +277,7 @@ def add_audit_parser(commands: Any) -> None:
             default=None,
             help=f"{text} (default: the certificate file's, else {AUDIT_DEFAULTS[flag[2:]]})",
         )
+    _add_denoiser(p)
     p.add_argument(
         "--sigma",
         type=float,

@@ -36,7 +36,7 @@ from rs_plugin.certification.threads import torch_threads
 from rs_plugin.cli.arguments import AUDIT_DEFAULTS
 from rs_plugin.cli.flags import parse_smoothing_params
 from rs_plugin.cli.linescan import scan_json_lines
-from rs_plugin.cli.models import load_model_for
+from rs_plugin.cli.models import load_denoiser_for, load_model_for
 from rs_plugin.cli.outputs import check_report_folder
 from rs_plugin.cli.store import ResultStore, read_json_lines
 from rs_plugin.cli.threads import Threads, announce_threads, parse_threads
@@ -58,6 +58,7 @@ _DESCRIPTIVE = ("name", "sigma", "units", "sound_fp")
 # The fields of a record that describe the run it belongs to: equal in every record of a file.
 _RUN_FIELDS = (
     "model",
+    "denoiser",
     "model_sha256",
     "data_sha256",
     "smoothing",
@@ -152,6 +153,15 @@ def _job(args: argparse.Namespace, records: list[dict[str, Any]] | None) -> Cert
             f"code to run (pass --model {first['model']} to load the model the file names)",
             f"no --model, and {args.certificates} names {first['model']!r}",
         )
+    if records is not None and first.get("denoiser") != args.denoiser:
+        stored_denoiser = first.get("denoiser")
+        raise RSValueError(
+            "--denoiser",
+            f"the denoiser the certificates were computed with (--denoiser {stored_denoiser})"
+            if stored_denoiser is not None
+            else "no --denoiser: the certificates were computed without one",
+            f"--denoiser {args.denoiser} for {args.certificates}",
+        )
     params = parse_smoothing_params(args.smoothing_param)
     semantics = args.semantics
     if stored is not None:
@@ -194,6 +204,8 @@ def _job(args: argparse.Namespace, records: list[dict[str, Any]] | None) -> Cert
         limit=limit,
         device=resolve_device(args.device),
         model_loader=partial(load_model_for, weights=args.weights),
+        denoiser=args.denoiser,
+        denoiser_loader=load_denoiser_for,
     )
 
 
@@ -266,6 +278,8 @@ def _audit(args: argparse.Namespace, threads: Threads) -> int:
     report = runner.run(x[index], y[index], certificates)
     mark_impossible(report.verdict, report.inputs, impossible)
     report.settings.update(model=job.model, data=job.data, certificates=source)
+    if job.denoiser is not None:
+        report.settings["denoiser"] = job.denoiser
     if args.probe_fp:
         probe = probe_floating_point(model, smoothing, x[index], seed=args.seed)
         report.settings["fp_probe"] = probe.to_dict()

@@ -15,7 +15,7 @@ from rs_plugin.certification.radii import sampling_cap
 from rs_plugin.certification.threads import torch_threads
 from rs_plugin.cli.failures import kept_on_failure
 from rs_plugin.cli.flags import parse_smoothing_params
-from rs_plugin.cli.models import load_model_for
+from rs_plugin.cli.models import load_denoiser_for, load_model_for
 from rs_plugin.cli.store import ResultStore
 from rs_plugin.cli.summary import format_summary, summarize
 from rs_plugin.cli.threads import Threads, announce_threads, parse_threads
@@ -60,6 +60,8 @@ def certify_command(args: argparse.Namespace) -> int:
         limit=args.limit,
         device=resolve_device(args.device),
         model_loader=partial(load_model_for, weights=args.weights),
+        denoiser=args.denoiser,
+        denoiser_loader=load_denoiser_for,
         certifier=args.certifier,
         radius=args.radius,
         tolerance=args.tolerance,

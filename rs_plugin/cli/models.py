@@ -1,11 +1,13 @@
 """``--model``: the text that names a model, turned into the model.
 
-``demo`` (the model shipped for ``--data``), a TorchScript file, or ``package.module:factory``
+``demo`` (the model shipped for ``--data``), ``clean`` (Fashion-MNIST's LeNet trained without
+noise, for denoised smoothing), a TorchScript file, or ``package.module:factory``
 (a module found on ``sys.path`` or in the working folder, which is searched for that one import
 only), and ``--weights``: a state dict (``torch.save(model.state_dict())``, read with
 ``weights_only=True``: data, never code) loaded into that model. A state dict passed as
-``--model`` is refused with the one line that says so. The library itself takes models as
-``torch.nn.Module`` objects; this text format is the command line's.
+``--model`` is refused with the one line that says so. ``--denoiser`` names a denoiser the way
+``--model`` names a model, with ``demo`` and ``mse`` the shipped ones. The library itself takes
+models as ``torch.nn.Module`` objects; this text format is the command line's.
 """
 
 from __future__ import annotations
@@ -21,16 +23,26 @@ import torch
 from torch import nn
 
 from rs_plugin._validation import RSValueError
-from rs_plugin.data import shipped_model
+from rs_plugin.data import (
+    SHIPPED_DENOISERS,
+    load_clean_classifier,
+    load_shipped_denoiser,
+    shipped_model,
+)
 
-__all__ = ["load_model", "load_model_for", "load_weights"]
+__all__ = ["load_denoiser_for", "load_model", "load_model_for", "load_weights"]
 
 
 def load_model_for(spec: str, data: str, weights: str | None = None) -> nn.Module:
     """:func:`load_model`, except that ``demo`` is the model shipped for ``data``
     (:func:`rs_plugin.data.shipped_model`), with ``weights`` (a state-dict file) loaded into it
     when given. A run's ``model_loader`` (``functools.partial`` binds ``weights``)."""
-    model = shipped_model(data) if spec == "demo" else load_model(spec)
+    if spec == "demo":
+        model = shipped_model(data)
+    elif spec == "clean":
+        model = load_clean_classifier()
+    else:
+        model = load_model(spec)
     if weights is not None:
         load_weights(model, weights)
     return model
@@ -68,6 +80,21 @@ def load_weights(model: nn.Module, path: str) -> nn.Module:
             f"{path}: {_first_line(error)}",
         ) from error
     return model.eval()
+
+
+def load_denoiser_for(spec: str, data: str) -> nn.Module:
+    """``--denoiser``: a shipped denoiser (``demo``, ``mse``), a TorchScript file or
+    ``package.module:factory``, called as ``denoiser(x, sigma)``. A run's ``denoiser_loader``."""
+    if spec in SHIPPED_DENOISERS:
+        return load_shipped_denoiser(spec)
+    try:
+        return load_model(spec)
+    except RSValueError as error:
+        raise RSValueError(
+            "denoiser",
+            f"one of {SHIPPED_DENOISERS}, a TorchScript file or 'package.module:factory'",
+            f"{spec} ({error.received})",
+        ) from error
 
 
 def load_model(spec: str) -> nn.Module:

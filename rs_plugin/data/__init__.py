@@ -6,9 +6,10 @@ without labels
 (:mod:`~rs_plugin.data._datasets`), with
 their containers checked before anything is allocated (:mod:`~rs_plugin.data._containers`); the
 reference models shipped for each dataset (:mod:`~rs_plugin.data._models`) and the papers' LeNet
-(:mod:`~rs_plugin.data._lenet`); the scripts that
-trained the shipped weights (:mod:`~rs_plugin.data.train_demo`,
-:mod:`~rs_plugin.data.train_fashion`).
+(:mod:`~rs_plugin.data._lenet`); the denoised-smoothing pair shipped for Fashion-MNIST, a LeNet
+trained on clean images and noise-conditional denoisers (:mod:`~rs_plugin.data._denoised`); the
+scripts that trained the shipped weights (:mod:`~rs_plugin.data.train_demo`,
+:mod:`~rs_plugin.data.train_fashion`, :mod:`~rs_plugin.data.train_denoised`).
 """
 
 from rs_plugin.data._datasets import (
@@ -21,6 +22,13 @@ from rs_plugin.data._datasets import (
     load_npy,
     load_npz,
     load_png_folder,
+)
+from rs_plugin.data._denoised import (
+    CLEAN_WEIGHTS,
+    DENOISER_WEIGHTS,
+    SHIPPED_DENOISERS,
+    load_clean_classifier,
+    load_shipped_denoiser,
 )
 from rs_plugin.data._lenet import LeNet, build_lenet
 from rs_plugin.data._models import (
@@ -36,17 +44,21 @@ from rs_plugin.data._models import (
 )
 
 __all__ = [
+    "CLEAN_WEIGHTS",
     "DEMO_SIGMA",
     "DEMO_WEIGHTS",
+    "DENOISER_WEIGHTS",
     "FASHION_MNIST_DIR",
     "FASHION_SIGMA",
     "FASHION_WEIGHTS",
+    "SHIPPED_DENOISERS",
     "UNLABELED",
     "DemoCNN",
     "FashionCNN",
     "LeNet",
     "build_lenet",
     "is_labeled",
+    "load_clean_classifier",
     "load_dataset",
     "load_demo_model",
     "load_digits",
@@ -55,5 +67,6 @@ __all__ = [
     "load_npy",
     "load_npz",
     "load_png_folder",
+    "load_shipped_denoiser",
     "shipped_model",
 ]

@@ -67,6 +67,19 @@ def load_shipped_model(spec: str, data: str) -> nn.Module:
     return shipped_model(data)
 
 
+def load_shipped_denoiser_spec(spec: str, data: str) -> nn.Module:
+    """The default ``denoiser_loader``: ``demo`` and ``mse``, the denoisers shipped for
+    Fashion-MNIST (:func:`rs_plugin.data.load_shipped_denoiser`); other specs need a loader
+    that knows them (the command line passes :func:`rs_plugin.cli.models.load_denoiser_for`)."""
+    from rs_plugin.data import SHIPPED_DENOISERS, load_shipped_denoiser
+
+    if spec not in SHIPPED_DENOISERS:
+        raise RSValueError(
+            "denoiser", f"one of {SHIPPED_DENOISERS}, or a denoiser_loader that resolves it", spec
+        )
+    return load_shipped_denoiser(spec)
+
+
 def load_certifier(name: str) -> type[Certifier]:
     """The :class:`~rs_plugin.certification.base.Certifier` subclass registered as ``name`` in
     the ``rs_plugin.certifiers`` group."""
@@ -100,6 +113,9 @@ class CertifyJob:
     ``sigma`` is additive noise's standard deviation (None: :data:`DEFAULT_SIGMA`); a semantic
     smoothing refuses it and takes its scale by its own keyword in ``smoothing_params``
     (``("degrees", 15.0)`` for rotation), or its default.
+    ``denoiser``, when set, is a spec that ``denoiser_loader(denoiser, data)`` turns into a
+    denoiser put in front of the model for the job's smoothing (denoised smoothing,
+    :func:`rs_plugin.denoising.denoised_for`); by default the shipped ``demo`` and ``mse``.
     """
 
     model: str
@@ -122,6 +138,8 @@ class CertifyJob:
     semantics: str | None = None
     smoothing_params: tuple[tuple[str, Any], ...] = ()
     model_loader: Callable[[str, str], nn.Module] = load_shipped_model
+    denoiser: str | None = None
+    denoiser_loader: Callable[[str, str], nn.Module] = load_shipped_denoiser_spec
 
     def __post_init__(self) -> None:
         if self.sigma is not None:
@@ -205,7 +223,13 @@ class CertifyJob:
         from rs_plugin.data import is_labeled, load_dataset
 
         smoothing = self.build_smoothing()
-        model = self.model_loader(self.model, self.data).to(self.device)
+        model = self.model_loader(self.model, self.data)
+        if self.denoiser is not None:
+            from rs_plugin.denoising import denoised_for
+
+            denoiser = self.denoiser_loader(self.denoiser, self.data).eval()
+            model = denoised_for(model, denoiser, smoothing)
+        model = model.to(self.device)
         x, y = load_dataset(self.data, "test")
         data_sha256 = data_fingerprint(x, y)
         if self.limit is not None:
@@ -249,6 +273,7 @@ class CertifyJob:
         """
         return {
             "model": self.model,
+            **({"denoiser": self.denoiser} if self.denoiser is not None else {}),
             "model_sha256": model_fingerprint(smoothed.model),
             "data_sha256": data_sha256,
             "smoothing": smoothed.smoothing.config(),

@@ -9,7 +9,8 @@ optimiser step minimises) and the helpers objectives share
 :mod:`~rs_plugin.training.macer`), consistency regularisation (Jeong & Shin 2020,
 :mod:`~rs_plugin.training.consistency`), SmoothMix (Jeong et al. 2021,
 :mod:`~rs_plugin.training.smoothmix`) and CAT-RS (Jeong, Kim & Shin 2023,
-:mod:`~rs_plugin.training.catrs`); the papers' optimiser and schedule
+:mod:`~rs_plugin.training.catrs`); the objectives of a denoiser in front of a frozen classifier
+(Salman et al. 2020, :mod:`~rs_plugin.training.denoising`); the papers' optimiser and schedule
 (:mod:`~rs_plugin.training.recipe`) and checkpointed, resumable training
 (:mod:`~rs_plugin.training.resumable`). Every objective draws its noise through a smoothing's
 ``perturb``, so each works with any input-space smoothing (Gaussian, Laplace, uniform, ...).
@@ -21,6 +22,7 @@ May import: :mod:`rs_plugin.smoothings`, :mod:`rs_plugin.certification` and
 from rs_plugin.training.augmentation import NoiseAugmentation
 from rs_plugin.training.catrs import CATRS
 from rs_plugin.training.consistency import Consistency
+from rs_plugin.training.denoising import DenoiserObjective
 from rs_plugin.training.loop import TrainingGenerators, train
 from rs_plugin.training.macer import MACER
 from rs_plugin.training.objective import Objective
@@ -32,6 +34,7 @@ __all__ = [
     "CATRS",
     "MACER",
     "Consistency",
+    "DenoiserObjective",
     "NoiseAugmentation",
     "Objective",
     "SGDRecipe",
