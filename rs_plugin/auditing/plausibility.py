@@ -91,8 +91,9 @@ def check_record(record: Mapping[str, Any], where: str, parameter: str = "certif
         )
     if not (_is_number(alpha) and 0 < alpha < 1):
         raise RSValueError(parameter, "an alpha: a number in (0, 1)", f"{where}: {alpha!r}")
-    # A sequential certifier that stops before its estimation samples records samples = 0.
-    for key, least in (("n", 1), ("n0", 1), ("samples", 0)):
+    # A sequential certifier that stops before its estimation samples records the samples it
+    # used, n = samples = 0 (the cap below then allows no radius).
+    for key, least in (("n", 0), ("n0", 1), ("samples", 0)):
         value = record.get(key)
         if value is not None and not (_is_whole(value) and value >= least):
             raise RSValueError(parameter, f"{key}: an integer >= {least}", f"{where}: {value!r}")

@@ -74,6 +74,9 @@ def sampling_cap(smoothing: Smoothing, alpha: float, n: int, dim: int) -> float:
     largest possible; the cap is the smoothing's radius there (σΦ⁻¹(α^{1/n}) for Gaussian noise;
     a grid certificate covers at most its grid's range, see
     :meth:`~rs_plugin.Smoothing.largest_radius`). A record with a larger radius was not issued
-    by a sound CERTIFY with these settings.
+    by a sound CERTIFY with these settings. With no samples (n = 0, a sequential record that
+    stopped before estimating) nothing can be certified: the cap is 0.
     """
+    if n <= 0:
+        return 0.0
     return smoothing.largest_radius(alpha ** (1.0 / n), dim)

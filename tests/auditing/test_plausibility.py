@@ -92,3 +92,18 @@ def test_a_sequential_record_that_drew_no_estimation_samples_is_possible():
     check_record(record, "f line 1")
     with pytest.raises(RSValueError, match="samples: an integer >= 0"):
         check_record({**record, "samples": -1}, "f line 1")
+
+
+def test_a_record_of_no_estimation_samples_can_certify_no_radius():
+    """Records name the samples each input used (n = samples = 0 when the anytime certifier
+    stopped after selection): such a record is well formed, the cap of 0 samples is radius 0,
+    and any positive radius claimed with them is impossible."""
+    record = {"prediction": 3, "radius": 0.0, "alpha": 0.001, "n": 0, "n0": 100, "samples": 0}
+    check_record(record, "f line 1")
+    smoothing = Gaussian(0.25)
+    assert sampling_cap(smoothing, 0.001, 0, 64) == 0.0
+    assert impossibility(record, smoothing=smoothing, num_classes=10, dim=64) is None
+    claimed = {**record, "radius": 0.01}
+    assert "exceeds" in str(impossibility(claimed, smoothing=smoothing, num_classes=10, dim=64))
+    with pytest.raises(RSValueError, match="n: an integer >= 0"):
+        check_record({**record, "n": -1}, "f line 1")
