@@ -361,7 +361,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--acr-size", type=int, default=1_000, help="fixed N: first K images")
     parser.add_argument("--check-size", type=int, default=500, help="anytime vs fixed N check")
     parser.add_argument("-n", type=int, default=N, help="certification budget N (paper: 1e5)")
-    parser.add_argument("--batch-size", type=int, default=1000, help="samples per forward pass")
+    parser.add_argument(
+        "--batch-size",
+        default="auto",
+        help="samples per forward pass of the certifier: an integer, or auto (default: the "
+        "fastest size, measured on the first samples; the counts do not depend on it)",
+    )
     parser.add_argument("--data-dir", type=Path, default=FASHION_MNIST_DIR)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
