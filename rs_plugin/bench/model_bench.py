@@ -10,6 +10,7 @@ the targets are stated in.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -30,7 +31,7 @@ from rs_plugin.smoothings.gaussian import Gaussian
 __all__ = ["ART_BATCH", "bench_model", "condition_key"]
 
 ART_BATCH = 32  # ART's default batch size for certify
-_SETTLE_RUNS = 20  # certify runs at most, until a fresh "auto" probe settles
+_SETTLE_SECONDS = 120.0  # certify runs until a fresh "auto" probe settles, for at most this long
 
 
 def _settle(smoothed: SmoothedClassifier, x: torch.Tensor, n0: int, n: int) -> int | None:
@@ -38,7 +39,8 @@ def _settle(smoothed: SmoothedClassifier, x: torch.Tensor, n0: int, n: int) -> i
     run after a process's first uses); the size it settled on."""
     forget(smoothed.model)
     total = x.shape[0] * (n0 + n)
-    for _ in range(_SETTLE_RUNS):
+    deadline = time.perf_counter() + _SETTLE_SECONDS
+    while time.perf_counter() < deadline:
         smoothed.certify(x, n0=n0, n=n, batch_size="auto")
         state = auto_batch(smoothed.runner, x)
         if state.settled or state.next_size() >= total:  # done, or a size these runs cannot fill

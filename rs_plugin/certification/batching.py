@@ -2,17 +2,26 @@
 
 ``batch_size="auto"`` (the default of every certifier, the command line, the ART adapter's
 sampling and Ray) finds the fastest batch size of the actual model on the actual device with a
-short probe that is part of the run itself. The engine's first batches take the candidate sizes
-in turn (powers of two from 16 to 1024 on a CPU, to 4096 on a GPU, no more than the inputs'
-total samples and, at an estimated :data:`ACTIVATION_FACTOR` times the input's bytes per
-sample, no more than half the device's free memory). Each batch is timed from the end of the
-previous forward pass to the end of its own (noise, forward, counting). At each size the first
-batch is not scored (it allocates the new shapes); the next ones, at least ``TRIES - 1`` and
-at least :data:`SCORED_SAMPLES` samples (whole noise blocks, which a batch smaller than a block
-draws only now and then), give the size's rate: their samples over their summed time
-(:func:`batches_per_size`; about 7 700 samples for the whole CPU sweep). The sweep stops after
-the last candidate, or once two sizes in a row fall below :data:`STOP_FRACTION` of the best
-rate, and settles on the size with the best rate.
+short probe that is part of the run itself, in two phases.
+
+*Sweep.* The engine's first batches take the candidate sizes in turn (powers of two from 16 to
+1024 on a CPU, to 4096 on a GPU, no more than the inputs' total samples and, at an estimated
+:data:`ACTIVATION_FACTOR` times the input's bytes per sample, no more than half the device's
+free memory). Each batch is timed from the end of the previous forward pass to the end of its
+own (noise, forward, counting). A *visit* to a size runs one batch that is not scored (it
+allocates the new shapes), then scored batches until they cover at least ``TRIES - 1``
+batches, :data:`SCORED_SAMPLES` samples (whole noise blocks, which a batch smaller than a block
+draws only now and then) and :data:`MIN_SECONDS` of time (:func:`batches_per_size` gives the
+count without the time); the size's rate is its scored samples over their summed time. The
+sweep stops after the last candidate, or once two sizes in a row fall below
+:data:`STOP_FRACTION` of the best rate.
+
+*Confirmation.* On a machine whose speed changes from moment to moment (other processes on the
+same cores), sizes measured one after another are measured on different machines. The
+:data:`FINALISTS` best sizes of the sweep within :data:`FINALIST_FRACTION` of the best are
+therefore visited again, interleaved, :data:`ROUNDS` rounds (each round in a rotated order), and
+the probe settles on the size with the best rate over its confirmation visits alone. A sweep
+with one clear winner settles at once.
 
 The probe's samples are votes like any other: noise depends only on (seed, stream, key,
 position) (:mod:`rs_plugin.certification.engine`), never on where batches begin, so the counts,
@@ -40,6 +49,10 @@ from rs_plugin.certification.model_runner import VoteRunner
 __all__ = [
     "ACTIVATION_FACTOR",
     "AUTO",
+    "FINALISTS",
+    "FINALIST_FRACTION",
+    "MIN_SECONDS",
+    "ROUNDS",
     "SCORED_SAMPLES",
     "STOP_FRACTION",
     "TRIES",
@@ -57,7 +70,11 @@ __all__ = [
 AUTO = "auto"
 TRIES = 3
 SCORED_SAMPLES = 2 * 256  # two noise blocks (engine.NOISE_BLOCK) at least per scored size
-STOP_FRACTION = 0.85
+STOP_FRACTION = 0.5
+MIN_SECONDS = 0.3  # scored time per visit at least: a short window is one moment of a busy machine
+FINALISTS = 3
+FINALIST_FRACTION = 0.7
+ROUNDS = 3
 ACTIVATION_FACTOR = 64
 _CPU_LARGEST = 1024
 _CUDA_LARGEST = 4096
@@ -111,8 +128,9 @@ def candidates_for(sample_bytes: int, device: torch.device) -> tuple[int, ...]:
 
 
 def batches_per_size(size: int) -> int:
-    """Batches the probe runs at ``size``: one that allocates (not scored), then enough to
-    cover at least :data:`SCORED_SAMPLES` samples, and at least ``TRIES - 1``."""
+    """Batches a visit of the probe runs at ``size`` at least: one that allocates (not
+    scored), then enough to cover at least :data:`SCORED_SAMPLES` samples, and at least
+    ``TRIES - 1`` (more while their time is under :data:`MIN_SECONDS`)."""
     return 1 + max(TRIES - 1, -(-SCORED_SAMPLES // size))
 
 
@@ -120,25 +138,37 @@ def batches_per_size(size: int) -> int:
 class AutoBatch:
     """The probe's state for one cache key: time measured per size, and the settled size.
 
-    ``times[size]`` lists the seconds of each batch of that size; the rate of a size is its
-    scored samples over their summed seconds (the first batch excluded), so a small size whose
-    batches only sometimes draw a noise block is charged for the blocks it draws.
+    ``times[size]`` lists the seconds of the sweep's batches of that size and ``confirmed[size]``
+    the scored seconds of its confirmation visits; a rate is scored samples over summed seconds
+    (the first batch of every visit excluded), so a small size whose batches only sometimes draw
+    a noise block is charged for the blocks it draws. ``visits`` lists every finished visit as
+    (size, batches), in the order run.
     """
 
     candidates: tuple[int, ...]
     times: dict[int, list[float]] = field(default_factory=dict)
+    confirmed: dict[int, list[float]] = field(default_factory=dict)
+    visits: list[tuple[int, int]] = field(default_factory=list)
     chosen: int | None = None
     last: int | None = None  # the size of the latest batches the engine ran
     _index: int = 0
     _declines: int = 0
+    _schedule: list[int] = field(default_factory=list)  # confirmation visits still to run
+    _visit: list[float] = field(default_factory=list)  # the batches of the visit under way
 
     @property
     def settled(self) -> bool:
         return self.chosen is not None
 
+    @property
+    def confirming(self) -> bool:
+        return bool(self._schedule)
+
     def next_size(self) -> int:
-        """The size of the next batch: the settled one, or the candidate being measured."""
-        return self.chosen if self.chosen is not None else self.candidates[self._index]
+        """The size of the next batch: the settled one, or the size being measured."""
+        if self.chosen is not None:
+            return self.chosen
+        return self._schedule[0] if self._schedule else self.candidates[self._index]
 
     def current(self) -> int:
         """The size of the latest batches run (the settled size, once a run is large enough
@@ -146,23 +176,56 @@ class AutoBatch:
         return self.last if self.last is not None else self.next_size()
 
     def rate(self, size: int) -> float:
-        """Samples per second of the scored batches of ``size`` (0 before any)."""
-        scored = self.times.get(size, [])[1:]
-        return size * len(scored) / sum(scored) if scored and sum(scored) > 0 else 0.0
+        """Samples per second of the sweep's scored batches of ``size`` (0 before any)."""
+        return _rate(size, self.times.get(size, [])[1:])
+
+    def confirmed_rate(self, size: int) -> float:
+        """Samples per second of the scored batches of ``size``'s confirmation visits."""
+        return _rate(size, self.confirmed.get(size, []))
 
     def record(self, size: int, seconds: float) -> None:
         """One full batch of ``size`` took ``seconds`` (ignored unless it is being measured)."""
-        if self.chosen is not None or size != self.candidates[self._index]:
+        if self.chosen is not None or size != self.next_size():
             return
-        runs = self.times.setdefault(size, [])
-        runs.append(seconds)
-        if len(runs) < batches_per_size(size):
+        self._visit.append(seconds)
+        scored = self._visit[1:]
+        if len(scored) < batches_per_size(size) - 1 or sum(scored) < MIN_SECONDS:
             return
+        visit, self._visit = self._visit, []
+        self.visits.append((size, len(visit)))
+        if self._schedule:
+            self.confirmed.setdefault(size, []).extend(visit[1:])
+            self._schedule.pop(0)
+            if not self._schedule:
+                self.chosen = max(self.confirmed, key=self.confirmed_rate)
+            return
+        self.times[size] = visit
         best = max(self.rate(s) for s in self.times)
         self._declines = self._declines + 1 if self.rate(size) < STOP_FRACTION * best else 0
         self._index += 1
         if self._index == len(self.candidates) or self._declines >= 2:
-            self.chosen = max(self.times, key=self.rate)
+            self._confirm()
+
+    def _confirm(self) -> None:
+        """After the sweep: the finalists' interleaved rounds, or the winner at once."""
+        ranked = sorted(self.times, key=self.rate, reverse=True)
+        best = self.rate(ranked[0])
+        finalists = [s for s in ranked[:FINALISTS] if self.rate(s) >= FINALIST_FRACTION * best]
+        if len(finalists) < 2:
+            self.chosen = ranked[0]
+            return
+        # Each round in a rotated order: no size always runs first (right after another size's
+        # visit) or last.
+        self._schedule = [
+            finalists[(start + i) % len(finalists)]
+            for start in range(ROUNDS)
+            for i in range(len(finalists))
+        ]
+
+
+def _rate(size: int, scored: list[float]) -> float:
+    total = sum(scored)
+    return size * len(scored) / total if scored and total > 0 else 0.0
 
 
 # model object -> {(shape, dtype, device, threads, runner options): AutoBatch}; a model that is
