@@ -160,10 +160,6 @@ class AutoBatch:
     def settled(self) -> bool:
         return self.chosen is not None
 
-    @property
-    def confirming(self) -> bool:
-        return bool(self._schedule)
-
     def next_size(self) -> int:
         """The size of the next batch: the settled one, or the size being measured."""
         if self.chosen is not None:
