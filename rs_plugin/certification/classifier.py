@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from rs_plugin.certification.engine import (
     stream_counts,
 )
 from rs_plugin.certification.model_runner import VoteRunner
-from rs_plugin.certification.probe import probe_model
+from rs_plugin.certification.probe import model_state, probe_model
 from rs_plugin.certification.radii import pack_certificates
 from rs_plugin.certification.stats import binomial_p_value, clopper_pearson_lower
 from rs_plugin.smoothings.base import Smoothing
@@ -116,6 +116,7 @@ class SmoothedClassifier(nn.Module, Certifier):
         self.runner: VoteRunner = VoteRunner(
             model, precision=precision, channels_last=channels_last, compile=compile
         )
+        self._probed: Any = None  # what the last passed probe was run on (see _probe)
 
     @property
     def device(self) -> torch.device:
@@ -290,7 +291,17 @@ class SmoothedClassifier(nn.Module, Certifier):
         return x_t, key_list
 
     def _probe(self, x: torch.Tensor) -> None:
-        """One clean forward on a few inputs: check shapes, class count and logit outputs."""
+        """One clean forward on a few inputs: check shapes, class count and logit outputs.
+
+        Once per model and input shape: skipped while the model is the same object in the
+        same state (:func:`~rs_plugin.certification.probe.model_state`) and the inputs have
+        the shape, dtype and device of the last probe it passed (the engine checks every
+        batch's output again).
+        """
+        state = model_state(self.model)
+        seen = (id(self.model), state, self.num_classes, tuple(x.shape[1:]), x.dtype, x.device)
+        if state is not None and seen == self._probed:
+            return
         out = probe_model(self.model, x[:4])
         if out.shape[1] != self.num_classes:
             raise RSValueError(
@@ -309,6 +320,7 @@ class SmoothedClassifier(nn.Module, Certifier):
                 RSWarning,
                 stacklevel=4,
             )
+        self._probed = seen
 
 
 # Smallest probability whose log the soft classifier reports (keeps losses and gradients finite).

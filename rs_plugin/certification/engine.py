@@ -226,6 +226,7 @@ class _Batches:
         if self.additive:
             self._add_input(batch, added_row, added_from, size)
         logits = self.model(batch)
+        _check_batch_output(logits, size, self.num_classes)
         finite = torch.isfinite(logits).all(dim=1)
         votes = torch.where(finite, logits.argmax(dim=1), self.num_classes)
         self.counts.index_add_(0, votes.add_(self.slot_base[:size]), self.ones[:size])
@@ -281,7 +282,8 @@ def stream_counts(
     Raises:
         RSValueError: when the model returned a non-finite logit (NaN or ±inf) on a noisy sample
             of an input; raised when that input completes, after the inputs completed before it
-            were yielded.
+            were yielded; or when a batch's output is not a (batch, num_classes) tensor,
+            at that batch, before its votes are counted.
     """
     if offset % NOISE_BLOCK or offset < 0:
         raise RSValueError("offset", f"a non-negative multiple of {NOISE_BLOCK}", offset)
@@ -340,6 +342,19 @@ def stream_counts(
             processed += batches.pending
             batches.run(batches.pending)
         yield from completed()
+
+
+def _check_batch_output(logits: object, size: int, num_classes: int) -> None:
+    """Refuse a batch's output of any other shape than (size, num_classes), before its votes
+    are counted: a vote index outside the classes would be added to another input's counts.
+    (A host-side check of the shape: no device synchronisation.)"""
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (size, num_classes):
+        shown = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise RSValueError(
+            "model",
+            f"a model returning logits of shape (B, {num_classes}) on every batch",
+            f"{shown} on a batch of {size} noisy samples",
+        )
 
 
 def _check_finite(

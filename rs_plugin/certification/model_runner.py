@@ -72,7 +72,7 @@ class VoteRunner:
         )
         with context:
             logits = self._callable()(x)
-        return logits.float()
+        return logits.float() if isinstance(logits, torch.Tensor) else logits
 
     def is_plain(self) -> bool:
         """True when the runner is the model itself (float32, default layout, not compiled)."""

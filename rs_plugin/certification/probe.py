@@ -6,17 +6,22 @@ model once before any sampling: it must run on inputs of the given shape and dty
 normalisation, ``x -= mean`` inside ``forward``, is common), so the probe hands it a copy that
 nothing else uses: whatever the model writes to its input, the tensor being certified is
 unchanged.
+
+A smoothed classifier probes once per model state (:func:`model_state`) and input shape, not
+on every call: what the probe checks is checked again on every batch the engine runs (the
+output's shape before any vote is counted, non-finite logits per sample), so a model that
+changes between calls cannot slip past it; the probe is there for the early, clear error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import torch
 
 from rs_plugin._validation import RSValueError
 
-__all__ = ["probe_model"]
+__all__ = ["model_state", "probe_model"]
 
 
 def probe_model(
@@ -67,3 +72,17 @@ def probe_model(
             f"non-finite logits on the clean inputs {tuple(range(x.shape[0]))} of the probe",
         )
     return out.detach().clone()
+
+
+def model_state(model: torch.nn.Module) -> Hashable | None:
+    """What identifies the state of ``model``'s parameters and buffers: each tensor's identity,
+    storage, shape and version counter (which every in-place write, an optimiser step or
+    ``load_state_dict``, advances). None when a tensor keeps no version counter (made in
+    inference mode): such a model has no state to compare, and is probed every time."""
+    try:
+        return tuple(
+            (id(tensor), tensor.data_ptr(), tuple(tensor.shape), tensor._version)
+            for tensor in (*model.parameters(), *model.buffers())
+        )
+    except RuntimeError:
+        return None

@@ -4,15 +4,18 @@ The engine gives the model one batch buffer whose every sample is rewritten befo
 again, and the probes run on copies: a model that zeroes its input after computing its answer,
 or one that zeroes the whole storage behind its input, or the common in-place normalisation
 ``x -= mean; x /= std``, gets exactly the certificates of the same function written without
-side effects.
+side effects. A model whose output changes shape after the probe (wider logits on sampling
+batches would send votes to another input's counts) is refused at the first such batch, and the
+probe, run once per model state, runs again whenever the model's parameters change.
 """
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
-from rs_plugin import Gaussian, SmoothedClassifier
+from rs_plugin import Gaussian, RSValueError, SmoothedClassifier
 from rs_plugin.certification.probe import probe_model
 
 
@@ -95,3 +98,65 @@ def test_the_probe_runs_on_a_copy():
     logits = probe_model(ZeroesItsInput(_linear()), x)
     assert logits.shape == (6, 10)
     torch.testing.assert_close(x, kept, rtol=0, atol=0)
+
+
+class WidensOnLargeBatches(nn.Module):
+    """f's logits on batches of at most ``small`` inputs (the probe's); on larger ones
+    ``extra`` more columns whose first one wins: vote index num_classes + 1, which in the
+    engine's flat count vector is the next input's class 0."""
+
+    def __init__(self, f: nn.Module, small: int = 4, extra: int = 3) -> None:
+        super().__init__()
+        self.f, self.small, self.extra = f, small, extra
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.f(x)
+        if x.shape[0] <= self.small:
+            return logits
+        widened = torch.full((x.shape[0], self.extra), -1e3)
+        widened[:, 1] = 1e3
+        return torch.cat([logits, widened], dim=1)
+
+
+def test_a_model_that_widens_its_output_after_the_probe_is_refused_before_any_vote_counts():
+    smoothed = SmoothedClassifier(WidensOnLargeBatches(_linear()).eval(), Gaussian(0.5), 10)
+    certificates = smoothed.iter_certify(_inputs(), n0=100, n=600, batch_size=300)
+    with pytest.raises(RSValueError, match=r"shape \(B, 10\) on every batch.*\(300, 13\)"):
+        next(certificates)
+
+
+class CountsProbes(nn.Module):
+    """f, counting the calls on at most 4 inputs (the probe's batches; sampling uses 300)."""
+
+    def __init__(self, f: nn.Module) -> None:
+        super().__init__()
+        self.f, self.probes, self.wide = f, 0, False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.probes += x.shape[0] <= 4
+        logits = self.f(x)
+        return torch.cat([logits, logits[:, :1]], dim=1) if self.wide else logits
+
+
+def test_the_probe_runs_once_per_model_state_and_the_batches_are_checked_after_it():
+    model = CountsProbes(_linear()).eval()
+    smoothed = SmoothedClassifier(model, Gaussian(0.5), 10)
+    x = _inputs()
+    first = smoothed.certify(x, n0=100, n=600, batch_size=300)
+    again = smoothed.certify(x, n0=100, n=600, batch_size=300)
+    assert model.probes == 1
+    torch.testing.assert_close(again.radius, first.radius, rtol=0, atol=0)
+    smoothed.certify(x[:, :, :4, :4].repeat(1, 1, 2, 2), n0=10, n=20, batch_size=300)
+    assert model.probes == 1  # same shape, dtype and device: other values need no new probe
+    with torch.no_grad():
+        model.f[1].weight.mul_(2.0)  # an in-place write advances the version counter
+    smoothed.certify(x, n0=10, n=20, batch_size=300)
+    assert model.probes == 2
+    model.f[1].load_state_dict(_linear()[1].state_dict())
+    smoothed.certify(x, n0=10, n=20, batch_size=300)
+    assert model.probes == 3
+    # A change the state does not show (Python attributes) is caught by the batch check.
+    model.wide = True
+    with pytest.raises(RSValueError, match=r"\(300, 11\) on a batch of 300"):
+        smoothed.certify(x, n0=100, n=600, batch_size=300)
+    assert model.probes == 3
