@@ -116,7 +116,8 @@ def add_certify_parser(commands: Any) -> None:
     p.add_argument(
         "--model",
         default="demo",
-        help="'demo', a TorchScript file, or 'package.module:factory' (default: demo); "
+        help="'demo' (the model shipped for --data; for fashion-mnist the LeNet trained for the "
+        "--sigma nearest), a TorchScript file, or 'package.module:factory' (default: demo); "
         "'clean': fashion-mnist's LeNet trained without noise (for --denoiser)",
     )
     _add_weights(p)

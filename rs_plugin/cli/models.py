@@ -1,6 +1,6 @@
 """``--model``: the text that names a model, turned into the model.
 
-``demo`` (the model shipped for ``--data``), ``clean`` (Fashion-MNIST's LeNet trained without
+``demo`` (the model shipped for ``--data`` and ``--sigma``), ``clean`` (Fashion-MNIST's LeNet trained without
 noise, for denoised smoothing), a TorchScript file, or ``package.module:factory``
 (a module found on ``sys.path`` or in the working folder, which is searched for that one import
 only), and ``--weights``: a state dict (``torch.save(model.state_dict())``, read with
@@ -33,12 +33,15 @@ from rs_plugin.data import (
 __all__ = ["load_denoiser_for", "load_model", "load_model_for", "load_weights"]
 
 
-def load_model_for(spec: str, data: str, weights: str | None = None) -> nn.Module:
-    """:func:`load_model`, except that ``demo`` is the model shipped for ``data``
-    (:func:`rs_plugin.data.shipped_model`), with ``weights`` (a state-dict file) loaded into it
-    when given. A run's ``model_loader`` (``functools.partial`` binds ``weights``)."""
+def load_model_for(
+    spec: str, data: str, sigma: float | None = None, weights: str | None = None
+) -> nn.Module:
+    """:func:`load_model`, except that ``demo`` is the model shipped for ``data`` and the noise
+    level ``sigma`` (:func:`rs_plugin.data.shipped_model`), with ``weights`` (a state-dict file)
+    loaded into it when given. A run's ``model_loader`` (``functools.partial`` binds
+    ``weights``)."""
     if spec == "demo":
-        model = shipped_model(data)
+        model = shipped_model(data, sigma)
     elif spec == "clean":
         model = load_clean_classifier()
     else:

@@ -1,4 +1,4 @@
-"""Re-train the shipped Fashion-MNIST CNN reproducibly: ``python -m rs_plugin.data.train_fashion``.
+"""Re-train the earlier Fashion-MNIST CNN reproducibly: ``python -m rs_plugin.data.train_fashion``.
 
 Trains :class:`FashionCNN` on the first ``train_size`` images of Debian's Fashion-MNIST training
 split with one of the certified-training objectives of :mod:`rs_plugin.training`, Adam with a

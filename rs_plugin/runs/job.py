@@ -56,15 +56,15 @@ _UNSET: dict[str, Any] = {
 _CLIP_VALUES = (0.0, 1.0)
 
 
-def load_shipped_model(spec: str, data: str) -> nn.Module:
-    """The default ``model_loader``: ``demo`` is the reference model shipped for ``data``
-    (:func:`rs_plugin.data.shipped_model`); other specs need a loader that knows them (the
-    command line passes :func:`rs_plugin.cli.models.load_model_for`)."""
+def load_shipped_model(spec: str, data: str, sigma: float | None = None) -> nn.Module:
+    """The default ``model_loader``: ``demo`` is the reference model shipped for ``data`` and
+    the noise level ``sigma`` (:func:`rs_plugin.data.shipped_model`); other specs need a loader
+    that knows them (the command line passes :func:`rs_plugin.cli.models.load_model_for`)."""
     from rs_plugin.data import shipped_model
 
     if spec != "demo":
         raise RSValueError("model", "'demo', or a model_loader that resolves this model spec", spec)
-    return shipped_model(data)
+    return shipped_model(data, sigma)
 
 
 def load_shipped_denoiser_spec(spec: str, data: str) -> nn.Module:
@@ -108,8 +108,10 @@ class Loaded(NamedTuple):
 class CertifyJob:
     """Everything a process needs to certify inputs of a dataset, as plain values.
 
-    ``model`` is a spec that ``model_loader(model, data)`` turns into the model in each process
-    (a module-level function, so that the job pickles for Ray); by default only ``demo``.
+    ``model`` is a spec that ``model_loader(model, data, sigma)`` turns into the model in each
+    process (a module-level function, so that the job pickles for Ray; ``sigma`` is the job's,
+    None when unset, so that ``demo`` can be the shipped model trained for that noise level);
+    by default only ``demo``.
     ``sigma`` is additive noise's standard deviation (None: :data:`DEFAULT_SIGMA`); a semantic
     smoothing refuses it and takes its scale by its own keyword in ``smoothing_params``
     (``("degrees", 15.0)`` for rotation), or its default.
@@ -137,7 +139,7 @@ class CertifyJob:
     compile: bool = False
     semantics: str | None = None
     smoothing_params: tuple[tuple[str, Any], ...] = ()
-    model_loader: Callable[[str, str], nn.Module] = load_shipped_model
+    model_loader: Callable[[str, str, float | None], nn.Module] = load_shipped_model
     denoiser: str | None = None
     denoiser_loader: Callable[[str, str], nn.Module] = load_shipped_denoiser_spec
 
@@ -223,7 +225,7 @@ class CertifyJob:
         from rs_plugin.data import is_labeled, load_dataset
 
         smoothing = self.build_smoothing()
-        model = self.model_loader(self.model, self.data)
+        model = self.model_loader(self.model, self.data, self.sigma)
         if self.denoiser is not None:
             from rs_plugin.denoising import denoised_for
 
