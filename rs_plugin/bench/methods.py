@@ -8,8 +8,8 @@ inputs × (n0 + n) noisy samples of the same model.
   what "the bare forward pass" usually means).
 * ``engine``: :meth:`rs_plugin.SmoothedClassifier.certify` at a batch size or ``"auto"`` (the
   default; its probe settled once, as in every run after a process's first);
-  ``engine_cold``: ``"auto"`` with the cached choice dropped before every run, so each run
-  pays for its own probe (a process's first run).
+  ``engine_cold``: ``"auto"`` with the cached choice set aside for every run, so each run
+  pays for its own probe (a process's first run), and put back after it.
 * ``reference``: a per-input loop in the shape of the papers' reference code (Cohen et al.'s
   ``Smooth.certify``): for each input, repeat it into a batch, add fresh noise, forward, argmax,
   copy the votes to the host and count them, first n0 then n samples, then the Clopper–Pearson
@@ -28,7 +28,7 @@ import torch
 from scipy import stats
 
 from rs_plugin._validation import import_extra
-from rs_plugin.certification.batching import forget
+from rs_plugin.certification.batching import probing_afresh
 from rs_plugin.certification.classifier import SmoothedClassifier
 
 __all__ = [
@@ -105,11 +105,12 @@ def engine_certify(
 def engine_cold(
     smoothed: SmoothedClassifier, x: torch.Tensor, n0: int, n: int
 ) -> Callable[[], Any]:
-    """``"auto"`` as a process's first run: the cached probe is dropped first."""
+    """``"auto"`` as a process's first run: a fresh probe, whose state is dropped after the
+    run (the settled runs timed beside it keep theirs)."""
 
     def run() -> Any:
-        forget(smoothed.model)
-        return smoothed.certify(x, n0=n0, n=n, alpha=ALPHA, batch_size="auto", seed=0)
+        with probing_afresh(smoothed.model):
+            return smoothed.certify(x, n0=n0, n=n, alpha=ALPHA, batch_size="auto", seed=0)
 
     return run
 

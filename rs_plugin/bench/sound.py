@@ -6,9 +6,9 @@ Two measurements:
   each bench model, in interleaved repeats on the same inputs (rounded to the 1/255 grid; the
   digits images are on their own 1/16 grid), and the ratio sound / float (median of the runs);
 * **certified accuracy**: on the shipped digits model (grid 1/16) and the Fashion-MNIST CNN of
-  docs/art.md's trainer table (grid 1/255), both modes certify the same first test inputs with the same seed; the
-  fraction certified correct at ℓ2 radius 0.25 and 0.5 and the average certified radius (ACR:
-  the radius of correct certificates, 0 otherwise, averaged over inputs).
+  docs/art.md's trainer table (grid 1/255), both modes certify the same first test inputs with
+  the same seed; the fraction certified correct at ℓ2 radius 0.25 and 0.5 and the average
+  certified radius (ACR: the radius of correct certificates, 0 otherwise, averaged over inputs).
 """
 
 from __future__ import annotations

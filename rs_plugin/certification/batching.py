@@ -35,9 +35,11 @@ the next candidate runs them in one batch and leaves that candidate to a larger 
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import time
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -276,6 +278,28 @@ def forget(model: Any) -> None:
         _LAST.pop(owner, None)
     except TypeError:
         return
+
+
+@contextlib.contextmanager
+def probing_afresh(model: Any) -> Iterator[None]:
+    """Inside: ``model``'s ``"auto"`` runs probe afresh, as in a new process; after: its
+    cached probes are what they were before (how the bench times a first run between settled
+    runs without leaving them a half-done probe to finish)."""
+    owner, _ = _owner_and_options(model)
+    try:
+        saved, last = _CACHE.pop(owner, None), _LAST.pop(owner, None)
+    except TypeError:  # not weakly referenceable: every run probes anyway
+        yield
+        return
+    try:
+        yield
+    finally:
+        _CACHE.pop(owner, None)
+        _LAST.pop(owner, None)
+        if saved is not None:
+            _CACHE[owner] = saved
+        if last is not None:
+            _LAST[owner] = last
 
 
 class Clock:

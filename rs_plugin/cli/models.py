@@ -1,7 +1,7 @@
 """``--model``: the text that names a model, turned into the model.
 
-``demo`` (the model shipped for ``--data`` and ``--sigma``), ``clean`` (Fashion-MNIST's LeNet trained without
-noise, for denoised smoothing), a TorchScript file, or ``package.module:factory``
+``demo`` (the model shipped for ``--data`` and ``--sigma``), ``clean`` (Fashion-MNIST's LeNet
+trained without noise, for denoised smoothing), a TorchScript file, or ``package.module:factory``
 (a module found on ``sys.path`` or in the working folder, which is searched for that one import
 only), and ``--weights``: a state dict (``torch.save(model.state_dict())``, read with
 ``weights_only=True``: data, never code) loaded into that model. A state dict passed as

@@ -16,8 +16,8 @@ from rs_plugin.data._lenet import LeNet
 __all__ = [
     "DEMO_SIGMA",
     "DEMO_WEIGHTS",
-    "FASHION_SIGMA",
     "FASHION_LENETS",
+    "FASHION_SIGMA",
     "FASHION_WEIGHTS",
     "DemoCNN",
     "FashionCNN",

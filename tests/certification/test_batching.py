@@ -177,6 +177,22 @@ def test_a_vote_runner_and_its_classifier_share_the_cache_by_the_model(counted_v
     assert auto_batch(second.runner, x).settled
 
 
+def test_a_fresh_probe_for_one_run_leaves_the_settled_one_in_place(counted_visits):
+    """What the bench's cold run does between settled runs: a half-done probe of its own must
+    not be left for the settled runs to finish."""
+    model, x = _model(), _inputs(2)
+    smoothed = SmoothedClassifier(model, Gaussian(0.5), 4)
+    smoothed.certify(x, n0=50, n=PROBE, seed=0)
+    settled = auto_batch(smoothed.runner, x)
+    assert settled.settled
+    with batching.probing_afresh(smoothed.model):
+        smoothed.certify(x, n0=10, n=40, seed=0)
+        fresh = auto_batch(smoothed.runner, x)
+        assert fresh is not settled and not fresh.settled
+    assert auto_batch(smoothed.runner, x) is settled
+    assert batch_size_used("auto", model) == settled.chosen
+
+
 def test_the_probe_settles_on_the_best_rate_and_stops_after_two_declines():
     state = AutoBatch((16, 32, 64, 128, 256))
     # Samples per second each size shows; the first batch of a size (allocating) is slow.

@@ -25,9 +25,9 @@ from rs_plugin.data import (
     load_idx,
     shipped_model,
 )
-from rs_plugin.runs.fingerprints import model_fingerprint
 from rs_plugin.data.train_fashion import TRAINERS, fashion_objective, train_fashion_model
 from rs_plugin.data.train_fashion import main as train_main
+from rs_plugin.runs.fingerprints import model_fingerprint
 from rs_plugin.training import train
 
 
