@@ -148,11 +148,13 @@ def test_the_probe_runs_once_per_model_state_and_the_batches_are_checked_after_i
     torch.testing.assert_close(again.radius, first.radius, rtol=0, atol=0)
     smoothed.certify(x[:, :, :4, :4].repeat(1, 1, 2, 2), n0=10, n=20, batch_size=300)
     assert model.probes == 1  # same shape, dtype and device: other values need no new probe
+    layer = model.f.get_submodule("1")
+    assert isinstance(layer, nn.Linear)
     with torch.no_grad():
-        model.f[1].weight.mul_(2.0)  # an in-place write advances the version counter
+        layer.weight.mul_(2.0)  # an in-place write advances the version counter
     smoothed.certify(x, n0=10, n=20, batch_size=300)
     assert model.probes == 2
-    model.f[1].load_state_dict(_linear()[1].state_dict())
+    layer.load_state_dict(_linear().get_submodule("1").state_dict())
     smoothed.certify(x, n0=10, n=20, batch_size=300)
     assert model.probes == 3
     # A change the state does not show (Python attributes) is caught by the batch check.
