@@ -287,15 +287,15 @@ def probing_afresh(model: Any) -> Iterator[None]:
     runs without leaving them a half-done probe to finish)."""
     owner, _ = _owner_and_options(model)
     try:
-        saved, last = _CACHE.pop(owner, None), _LAST.pop(owner, None)
+        saved, last = _CACHE.get(owner), _LAST.get(owner)
     except TypeError:  # not weakly referenceable: every run probes anyway
         yield
         return
+    forget(model)
     try:
         yield
     finally:
-        _CACHE.pop(owner, None)
-        _LAST.pop(owner, None)
+        forget(model)
         if saved is not None:
             _CACHE[owner] = saved
         if last is not None:
