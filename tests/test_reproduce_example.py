@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,9 +56,30 @@ def test_a_row_trains_certifies_and_tables_then_resumes_without_redoing_anything
     assert "epoch" not in again.stdout  # nothing retrained
     assert {p.name: p.read_text() for p in (tmp_path / "certify").iterdir()} == lines
     assert json.loads((tmp_path / "table.json").read_text())["certified"] == row["certified"]
+    # Certified a few images per run, the records are those of one run over all of them.
+    sliced = tmp_path / "sliced"
+    sliced.mkdir()
+    shutil.copy(tmp_path / "model.ts", sliced / "model.ts")
+    in_slices = _run(*args[:-1], str(sliced), "--stage", "certify", "--slice", "4")
+    assert in_slices.returncode == 0, in_slices.stderr
+    for name in lines:
+        assert _records(sliced / "certify" / name) == _records(tmp_path / "certify" / name)
+    times = json.loads((sliced / "cpu_seconds.json").read_text())
+    assert set(times) == set(lines) and all(t > 0 for t in times.values())
     other = _run(*[a if a != "256" else "128" for a in args])
     assert other.returncode != 0
     assert "workdir" in other.stderr and "train_size" in other.stderr
+
+
+def _records(path: Path) -> dict[int, dict[str, object]]:
+    """The records of a certify file by index, without what depends on the run (timing, the
+    batch size ``auto`` chose, the model file's path)."""
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return {
+        r["index"]: {k: v for k, v in r.items() if k not in ("seconds", "batch_size", "model")}
+        for r in records
+        if "index" in r
+    }
 
 
 def _epoch(checkpoint: Path) -> int:
