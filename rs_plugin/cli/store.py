@@ -340,6 +340,12 @@ class ResultStore:
                 f"{key}: stored {stored!r}, requested {wanted!r}"
                 for key, (stored, wanted) in diff.items()
             )
+            if "model_sha256" in diff and "model" not in diff:
+                shown += (
+                    " (the same model name now computes something else: retrained weights, "
+                    "or a shipped model replaced by a newer release; records of one model are "
+                    "not resumed with another)"
+                )
             parameter, accepted = self.mismatch
             raise RSValueError(parameter, accepted, f"{self.path} line {number} differs in {shown}")
 

@@ -90,6 +90,20 @@ def test_a_whole_last_record_without_its_newline_is_checked_like_the_others(tmp_
     assert path.read_bytes() == other
 
 
+def test_a_model_name_that_now_computes_something_else_is_named_as_such(tmp_path):
+    path = tmp_path / "r.jsonl"
+    stored = {**CONFIG, "model_sha256": "64332a1165fb0158"}
+    path.write_bytes(_line(0, config=stored))
+    newer = {**CONFIG, "model_sha256": "b19e7a9dc21f80fd"}
+    with pytest.raises(RSValueError, match="same model name now computes something else"):
+        ResultStore(path, newer, resume=True).open()
+    other_name = {**newer, "model": "other.ts"}
+    with pytest.raises(RSValueError, match="differs in model: ") as refused:
+        ResultStore(path, other_name, resume=True).open()
+    assert "now computes" not in str(refused.value)
+    assert path.read_bytes() == _line(0, config=stored)
+
+
 @pytest.mark.parametrize(
     "tail",
     [b"inputs 20, accuracy 0.9", b"[1, 2, 3]", b'{"index": -1}', b'{"radius": 2}', b"\xff\xfe"],
