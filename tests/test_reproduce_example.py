@@ -36,7 +36,8 @@ def test_a_row_trains_certifies_and_tables_then_resumes_without_redoing_anything
     assert first.returncode == 0, first.stderr
     assert "epoch 2/2" in first.stdout
     row = json.loads((tmp_path / "table.json").read_text())
-    assert row["published"] == {"acr": 0.744, "certified": {"0.5": 0.788}}
+    assert row["published"]["acr"] == 0.744 and row["published"]["certified"]["0.5"] == 0.788
+    assert sorted(row["published"]["certified"]) == ["0.25", "0.5", "0.75"]
     assert sorted(row["certified"]) == ["0.25", "0.5", "0.75"]
     assert all(entry["images"] == 6 for entry in row["certified"].values())
     assert all(100 <= entry["average_samples"] <= 500 for entry in row["certified"].values())
@@ -60,12 +61,34 @@ def test_a_row_trains_certifies_and_tables_then_resumes_without_redoing_anything
     sliced = tmp_path / "sliced"
     sliced.mkdir()
     shutil.copy(tmp_path / "model.ts", sliced / "model.ts")
-    in_slices = _run(*args[:-1], str(sliced), "--stage", "certify", "--slice", "4")
+    # Our own fixed-N records written as a published log: "published, our images" is our row.
+    log = tmp_path / "published.tsv"
+    cohen = _records(tmp_path / "certify" / "cohen.jsonl")
+    log.write_text(
+        "idx\tlabel\tpredict\tradius\tcorrect\n"
+        + "".join(
+            f"{i}\t{r['label']}\t{r['prediction']}\t{r['radius']!r}\t{int(r['correct'])}\n"
+            for i, r in cohen.items()
+        )
+    )
+    in_slices = _run(
+        *args[:-1], str(sliced), "--stage", "certify", "--slice", "4", "--published-log", str(log)
+    )
     assert in_slices.returncode == 0, in_slices.stderr
     for name in lines:
         assert _records(sliced / "certify" / name) == _records(tmp_path / "certify" / name)
     times = json.loads((sliced / "cpu_seconds.json").read_text())
     assert set(times) == set(lines) and all(t > 0 for t in times.values())
+    same = json.loads((sliced / "table.json").read_text())["published_same_images"]
+    assert same["acr"]["value"] == pytest.approx(row["acr"]["value"])
+    assert same["acr"]["images"] == 4 and same["acr"]["missing"] == 0
+    assert all(e["images"] == 4 and e["missing"] == 2 for e in same["certified"].values())
+    assert "| 0.25 | Consistency | published, our images |" in (sliced / "table.md").read_text()
+    # A log of other labels is refused before any work.
+    log.write_text(log.read_text().replace("\n0\t", "\n0\t1", 1))
+    refused = _run(*args[:-1], str(tmp_path / "refused"), "--published-log", str(log))
+    assert refused.returncode != 0 and "--published-log: expected" in refused.stderr
+    assert not (tmp_path / "refused").exists()
     other = _run(*[a if a != "256" else "128" for a in args])
     assert other.returncode != 0
     assert "workdir" in other.stderr and "train_size" in other.stderr
