@@ -138,6 +138,8 @@ def load_teacher(args: argparse.Namespace) -> nn.Module | None:
     teacher = torch.jit.load(str(args.teacher), map_location="cpu").eval()
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
+    if args.channels_last:
+        teacher.to(memory_format=torch.channels_last)
     return teacher
 
 
@@ -192,6 +194,8 @@ def train_stage(args: argparse.Namespace) -> Path:
     x_test, y_test = x_test[:1000], y_test[:1000]
     objective = build_objective(args)
     model: nn.Module = build_lenet(args.seed)
+    if args.channels_last:  # an execution setting, like the thread count: not in the config
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def report(net: nn.Module, epoch: int) -> dict[str, Any]:
         accuracy = noisy_accuracy(net, x_test, y_test, args.sigma)
@@ -203,6 +207,8 @@ def train_stage(args: argparse.Namespace) -> Path:
         seed=args.seed, on_epoch=report,
     )  # fmt: skip
     # Written whole or not at all: a complete checkpoint with a model.ts means training is done.
+    # In the default layout, whatever layout trained it (the certifier chooses its own).
+    model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     torch.save(model.state_dict(), workdir / "model.pt.tmp")
     (workdir / "model.pt.tmp").replace(workdir / "model.pt")
     torch.jit.script(model).save(str(workdir / "model.ts.tmp"))
@@ -235,6 +241,8 @@ def _certify(args: argparse.Namespace, model: Path, out: Path, extra: list[str])
         "--batch-size", str(args.batch_size), "--device", "cpu", "--threads", "1",
         "--out", str(out), "--resume", *extra,
     ]  # fmt: skip
+    if args.channels_last:
+        argv.append("--channels-last")
     times_path = args.workdir / "cpu_seconds.json"
     cpu = time.process_time()
     code = main(argv)
@@ -533,6 +541,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train and certify with the convolutions in the channels-last memory format "
+        "(default; float rounding differs, the model and the protocol do not)",
+    )
     args = parser.parse_args(argv)
     if args.slice < 1:
         parser.error(f"--slice: expected a positive number of images; received {args.slice}")

@@ -36,7 +36,7 @@ from torch import nn
 from rs_plugin._validation import RSValueError, check_int, check_open_unit, check_positive
 from rs_plugin.certification.base import RUN_OPTIONS, Certifier
 from rs_plugin.certification.certificates import Certificates
-from rs_plugin.certification.classifier import SmoothedClassifier
+from rs_plugin.certification.classifier import VOTE_OPTIONS, SmoothedClassifier
 from rs_plugin.certification.engine import STREAM_ESTIMATION, STREAM_SELECTION, stream_counts
 from rs_plugin.certification.radii import pack_certificates
 from rs_plugin.certification.stopping import (
@@ -72,11 +72,13 @@ class SequentialCertifier(Certifier):
         num_classes: the model's output width.
         radius: decision mode: the radius to decide (> 0, in the smoothing's norm).
         tolerance: radius mode: the radius gain below which sampling stops (> 0).
-        clip_values: as for :class:`~rs_plugin.SmoothedClassifier`.
+        clip_values, precision, channels_last, compile: as for
+            :class:`~rs_plugin.SmoothedClassifier` (how the votes are computed; the stopping
+            rules see only the votes).
     """
 
     options: ClassVar[Mapping[str, str]] = {
-        name: RUN_OPTIONS[name] for name in ("radius", "tolerance", "clip_values")
+        name: RUN_OPTIONS[name] for name in ("radius", "tolerance", *VOTE_OPTIONS)
     }
     samples_vary: ClassVar[bool] = True
 
@@ -100,6 +102,9 @@ class SequentialCertifier(Certifier):
         radius: float | None = None,
         tolerance: float | None = None,
         clip_values: tuple[float, float] | None = None,
+        precision: str = "float32",
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         self.check_options({"radius": radius, "tolerance": tolerance})
         if smoothing.on_grid:
@@ -112,7 +117,13 @@ class SequentialCertifier(Certifier):
         self.radius = None if radius is None else check_positive("radius", radius)
         self.tolerance = None if tolerance is None else check_positive("tolerance", tolerance)
         self._classifier = SmoothedClassifier(
-            model, smoothing, num_classes, clip_values=clip_values
+            model,
+            smoothing,
+            num_classes,
+            clip_values=clip_values,
+            precision=precision,
+            channels_last=channels_last,
+            compile=compile,
         )
         self.model = model
         self.smoothing = smoothing
@@ -214,7 +225,7 @@ class SequentialCertifier(Certifier):
     ) -> torch.Tensor:
         counts = torch.zeros(x.shape[0], self.num_classes, dtype=torch.int64)
         for rows, part in stream_counts(
-            self.model,
+            self._classifier.runner,
             self.smoothing,
             x,
             [(stream, size)],
@@ -294,7 +305,8 @@ class AnytimeCertifier(SequentialCertifier):
         num_classes: the model's output width.
         radius: decision mode: the radius to decide (> 0, in the smoothing's norm).
         tolerance: radius mode: the expected radius gain below which sampling stops (> 0).
-        clip_values: as for :class:`~rs_plugin.SmoothedClassifier`.
+        clip_values, precision, channels_last, compile: as for
+            :class:`SequentialCertifier`.
         futility: decision mode: level of the upper bound behind giving up early, in (0, 1).
     """
 
@@ -307,6 +319,9 @@ class AnytimeCertifier(SequentialCertifier):
         radius: float | None = None,
         tolerance: float | None = None,
         clip_values: tuple[float, float] | None = None,
+        precision: str = "float32",
+        channels_last: bool = False,
+        compile: bool = False,
         futility: float = FUTILITY,
     ) -> None:
         super().__init__(
@@ -316,6 +331,9 @@ class AnytimeCertifier(SequentialCertifier):
             radius=radius,
             tolerance=tolerance,
             clip_values=clip_values,
+            precision=precision,
+            channels_last=channels_last,
+            compile=compile,
         )
         self.futility = check_open_unit("futility", futility)
 

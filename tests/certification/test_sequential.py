@@ -298,3 +298,37 @@ def test_sequential_certifier_from_the_command_line(name, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--radius/--tolerance: expected exactly one: radius R (decision mode)" in err
     assert "--tolerance: expected no tolerance with certifier 'cohen', whose options are" in err
+
+
+class _LayoutSpy(torch.nn.Module):
+    """A 3-channel convolutional classifier that notes, at every forward, whether its input came
+    in the channels-last layout and whether autocast was on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.head = torch.nn.Linear(4 * 6 * 6, 3)
+        self.seen: list[tuple[bool, bool]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        strict = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        self.seen.append((strict, torch.is_autocast_enabled("cpu")))
+        return self.head(torch.relu(self.conv(x)).flatten(1))
+
+
+@pytest.mark.parametrize("name", sorted(CERTIFIERS))
+def test_the_vote_options_reach_the_model_of_a_sequential_certifier(name):
+    x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    seen = {}
+    for on in (False, True):
+        spy = _LayoutSpy().eval()
+        precision = "bfloat16" if on else "float32"
+        certifier = CERTIFIERS[name](
+            spy, Gaussian(0.25), 3, radius=0.1, channels_last=on, precision=precision
+        )
+        certs = certifier.certify(x, n0=50, n=2000, batch_size=256, seed=0)
+        assert certs.prediction.shape == (3,)
+        seen[on] = set(spy.seen[1:])  # after the probe, every vote's forward
+    assert seen[False] == {(False, False)}
+    assert seen[True] == {(True, True)}

@@ -34,7 +34,11 @@ SETTINGS: dict[str, Any] = {
             {"precision": "bfloat16"},
             {"clip_values", "precision", "channels_last", "compile"},
         ),
-        ("sequential", {"radius": 0.25}, {"clip_values", "radius", "tolerance"}),
+        (
+            "sequential",
+            {"radius": 0.25},
+            {"clip_values", "radius", "tolerance", "precision", "channels_last", "compile"},
+        ),
         ("ddrs", {}, set()),
     ],
 )
@@ -50,7 +54,7 @@ def test_a_certifier_gets_exactly_the_options_it_declares(certifier, options, pa
 
 @pytest.mark.parametrize(
     ("certifier", "option", "value"),
-    [("cohen", "radius", 0.5), ("ddrs", "precision", "float16"), ("sequential", "compile", True)],
+    [("cohen", "radius", 0.5), ("ddrs", "precision", "float16"), ("ancer", "compile", True)],
 )
 def test_an_option_the_certifier_does_not_declare_is_refused_naming_both(certifier, option, value):
     with pytest.raises(RSValueError) as info:
