@@ -17,7 +17,13 @@ Certification protocol (every phase a resumable ``rs-plugin certify`` run, one J
   per-image radii, wrong or abstained images counted 0), and the check of the anytime decisions
   against fixed N on the first ``--check-size`` (default 500) of them;
 - the CPU time of every phase and the projected cost of fixed N on all test images (CERTIFY's
-  measured samples per CPU second × 10 000 × (n0 + N)).
+  measured samples per CPU second × 10 000 × (n0 + N));
+- with ``--published-log`` (the reference's per-image log of the row), the published figures on
+  exactly the images certified here and the paired comparison (images only one run certifies,
+  exact McNemar p).
+
+Training and certification run the convolutions in the channels-last memory format unless
+``--no-channels-last`` (faster on CPUs; the rounding differs, the model does not).
 
 Everything is resumable: training writes ``checkpoint.pt`` after every epoch (model, optimiser,
 scheduler, both generators, epoch; atomically) and resumes from it when rerun with the same
