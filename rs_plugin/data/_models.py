@@ -37,7 +37,7 @@ FASHION_SIGMA = 0.25
 # docs/reproduction.md at each σ: σ → (weights, training method).
 FASHION_LENETS = {
     0.25: (Path(__file__).with_name("fashion_lenet_sigma0.25.pt"), "consistency"),
-    0.5: (Path(__file__).with_name("fashion_lenet_sigma0.5.pt"), "gaussian"),
+    0.5: (Path(__file__).with_name("fashion_lenet_sigma0.5.pt"), "consistency"),
 }
 # The datasets that ship their own reference model (the digits CNN serves the others).
 _DEMO_BY_DATA = {"fashion-mnist": "fashion"}
