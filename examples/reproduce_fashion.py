@@ -511,8 +511,17 @@ def table(row: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", choices=METHODS, required=True)
-    parser.add_argument("--sigma", type=float, choices=sorted(RADII), required=True)
+    parser.add_argument("--method", choices=METHODS, help="the row's method (required)")
+    parser.add_argument("--sigma", type=float, choices=sorted(RADII), help="the row's σ (required)")
+    parser.add_argument(
+        "--collect",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="WORKDIR",
+        help="instead of running a row: print the tables of finished or partial rows (their "
+        "table.json), one table per σ, and their CPU times",
+    )
     parser.add_argument("--epochs", type=int, default=90, help="training epochs (paper: 90)")
     parser.add_argument("--train-size", type=int, default=60_000, help="first N training images")
     parser.add_argument("--noise-draws", type=int, default=None, help="m (default: the paper's)")
@@ -555,6 +564,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(default; float rounding differs, the model and the protocol do not)",
     )
     args = parser.parse_args(argv)
+    if args.collect is not None:
+        return args
+    if args.method is None or args.sigma is None:
+        parser.error("--method and --sigma: expected both (or --collect); received "
+                     f"--method {args.method}, --sigma {args.sigma}")  # fmt: skip
     if args.slice < 1:
         parser.error(f"--slice: expected a positive number of images; received {args.slice}")
     if args.noise_draws is None:
@@ -564,9 +578,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def collect(workdirs: list[Path]) -> str:
+    """The tables of the rows in ``workdirs`` (each one's ``table.json``, as its run wrote it),
+    one markdown table per σ in the order given, then each row's CPU time."""
+    rows = []
+    for workdir in workdirs:
+        path = workdir / "table.json"
+        if not path.is_file():
+            raise RSValueError("--collect", "work folders of this script holding table.json", path)
+        try:
+            row = json.loads(path.read_text(encoding="utf-8"))
+            key = (row["method"], float(row["sigma"]))
+        except (ValueError, KeyError, TypeError) as error:
+            raise RSValueError("--collect", "a table.json this script wrote", path) from error
+        if key[0] not in METHODS or key[1] not in RADII:
+            raise RSValueError("--collect", f"rows of {METHODS} at σ in {sorted(RADII)}", key)
+        rows.append(row)
+    parts = []
+    for sigma in sorted({float(r["sigma"]) for r in rows}):
+        lines: list[str] = []
+        for row in (r for r in rows if float(r["sigma"]) == sigma):
+            rendered = table(row).splitlines()
+            lines += rendered if not lines else rendered[2:]
+        parts.append("\n".join(lines))
+    header = "| σ | method | training CPU-h | certification CPU-h | fixed N on 10 000 (projected) |"
+    cost = [header, "|---|---|---|---|---|"]
+    for row in rows:
+        training = row.get("training", {}).get("cpu_seconds")
+        certify = sum(row.get("certify_cpu_seconds", {}).values())
+        projected = row.get("fixed_n_full_test_cpu_hours_projected")
+        cost.append(
+            f"| {row['sigma']:g} | {NAMES[row['method']]} | "
+            + (f"{training / 3600:.2f}" if training else "–") + " | "
+            + f"{certify / 3600:.2f} | " + (f"{projected:.1f}" if projected else "–") + " |"
+        )  # fmt: skip
+    return "\n\n".join([*parts, "\n".join(cost)])
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     try:
+        if args.collect is not None:
+            print(collect(args.collect))
+            return {}
         return run(args)
     except RSValueError as error:
         raise SystemExit(f"reproduce_fashion.py: error: {error}") from error

@@ -84,6 +84,18 @@ def test_a_row_trains_certifies_and_tables_then_resumes_without_redoing_anything
     assert same["acr"]["images"] == 4 and same["acr"]["missing"] == 0
     assert all(e["images"] == 4 and e["missing"] == 2 for e in same["certified"].values())
     assert "| 0.25 | Consistency | published, our images |" in (sliced / "table.md").read_text()
+    # The rows' tables collected: one table per σ, both rows in it, then their CPU times.
+    collected = _run("--collect", str(tmp_path), str(sliced))
+    assert collected.returncode == 0, collected.stderr
+    tables = collected.stdout.strip().split("\n\n")
+    assert len(tables) == 2 and tables[0].count("| 0.25 | Consistency | ours |") == 2
+    assert "| 0.25 | Consistency | published, our images |" in tables[0]
+    assert tables[1].startswith("| σ | method | training CPU-h |")
+    assert len(tables[1].splitlines()) == 4  # header, rule, one line per row
+    missing = _run("--collect", str(tmp_path / "nothing"))
+    assert missing.returncode != 0 and "--collect: expected work folders" in missing.stderr
+    no_row = _run("--sigma", "0.25", "--workdir", str(tmp_path / "none"))
+    assert no_row.returncode != 0 and "--method and --sigma: expected both" in no_row.stderr
     # A log of other labels is refused before any work.
     log.write_text(log.read_text().replace("\n0\t", "\n0\t1", 1))
     refused = _run(*args[:-1], str(tmp_path / "refused"), "--published-log", str(log))
