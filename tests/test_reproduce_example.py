@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -106,7 +107,7 @@ def test_a_row_trains_certifies_and_tables_then_resumes_without_redoing_anything
     assert "workdir" in other.stderr and "train_size" in other.stderr
 
 
-def _records(path: Path) -> dict[int, dict[str, object]]:
+def _records(path: Path) -> dict[int, dict[str, Any]]:
     """The records of a certify file by index, without what depends on the run (timing, the
     batch size ``auto`` chose, the model file's path)."""
     records = [json.loads(line) for line in path.read_text().splitlines()]
