@@ -37,6 +37,7 @@ Writes ``table.md`` and ``table.json`` into ``--workdir``.
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import math
@@ -306,7 +307,6 @@ def read_published_log(path: Path, labels: torch.Tensor) -> dict[int, tuple[floa
     log of another dataset or another order of the test images is refused, as is a repeated
     index, a negative or non-finite radius or a ``correct`` other than 0 or 1.
     """
-    import csv
 
     def refuse(received: str) -> RSValueError:
         return RSValueError(
@@ -470,42 +470,62 @@ def _acr_cell(acr: dict[str, Any] | None) -> str:
     return f"{acr['value']:.3f} [{low:.3f}, {high:.3f}] ({acr['images']} img.)"
 
 
+def _certified_cell(entry: dict[str, Any] | None) -> str:
+    return f"{100 * entry['value']:.1f} % ({entry['images']} img.)" if entry else "–"
+
+
+def _line(row: dict[str, Any], source: str, acr: str, cells: list[str]) -> str:
+    """One markdown line of the row's table: σ, method, source, ACR, then one cell per radius."""
+    return (
+        "| " + " | ".join([f"{row['sigma']:g}", NAMES[row["method"]], source, acr, *cells]) + " |"
+    )
+
+
 def table(row: dict[str, Any]) -> str:
     """The markdown row beside the published one."""
     radii = [f"{r:g}" for r in RADII[row["sigma"]]]
     header = ["σ", "method", "source", "ACR", *[f"cert. acc. r={r}" for r in radii]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     published = row.get("published") or {}
-    cells = [f"{row['sigma']:g}", NAMES[row["method"]], "published"]
-    cells.append(f"{published['acr']:.3f}" if published else "–")
-    cells += [
-        f"{100 * published['certified'][r]:.1f} %" if r in published.get("certified", {})
-        else "–"
-        for r in radii
-    ]  # fmt: skip
-    lines.append("| " + " | ".join(cells) + " |")
+    figures = published.get("certified", {})
+    lines.append(
+        _line(
+            row,
+            "published",
+            f"{published['acr']:.3f}" if published else "–",
+            [f"{100 * figures[r]:.1f} %" if r in figures else "–" for r in radii],
+        )
+    )
     same = row.get("published_same_images")
     if same:
-        cells = [f"{row['sigma']:g}", NAMES[row["method"]], "published, our images"]
-        cells.append(_acr_cell(same.get("acr")))
-        for r in radii:
-            entry = same["certified"].get(r)
-            cells.append(f"{100 * entry['value']:.1f} % ({entry['images']} img.)" if entry else "–")
-        lines.append("| " + " | ".join(cells) + " |")
-        cells = [f"{row['sigma']:g}", NAMES[row["method"]], "only ours / only published (p)", "–"]
-        for r in radii:
-            entry = same["certified"].get(r)
-            cells.append(
-                f"{entry['only_ours']} / {entry['only_published']} ({entry['mcnemar_p']:.2f})"
-                if entry else "–"
-            )  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    cells = [f"{row['sigma']:g}", NAMES[row["method"]], "ours"]
-    cells.append(_acr_cell(row.get("acr")))
-    for r in radii:
-        entry = row["certified"].get(r)
-        cells.append(f"{100 * entry['value']:.1f} % ({entry['images']} img.)" if entry else "–")
-    lines.append("| " + " | ".join(cells) + " |")
+        lines.append(
+            _line(
+                row,
+                "published, our images",
+                _acr_cell(same.get("acr")),
+                [_certified_cell(same["certified"].get(r)) for r in radii],
+            )
+        )
+        pairs = [same["certified"].get(r) for r in radii]
+        lines.append(
+            _line(
+                row,
+                "only ours / only published (p)",
+                "–",
+                [
+                    f"{e['only_ours']} / {e['only_published']} ({e['mcnemar_p']:.2f})" if e else "–"
+                    for e in pairs
+                ],
+            )
+        )
+    lines.append(
+        _line(
+            row,
+            "ours",
+            _acr_cell(row.get("acr")),
+            [_certified_cell(row["certified"].get(r)) for r in radii],
+        )
+    )
     return "\n".join(lines)
 
 

@@ -76,6 +76,7 @@ def test_a_row_trains_certifies_and_tables_then_resumes_without_redoing_anything
         *args[:-1], str(sliced), "--stage", "certify", "--slice", "4", "--published-log", str(log)
     )
     assert in_slices.returncode == 0, in_slices.stderr
+    assert "2 certified now, 4 resumed" in in_slices.stdout  # the second slice of each phase
     for name in lines:
         assert _records(sliced / "certify" / name) == _records(tmp_path / "certify" / name)
     times = json.loads((sliced / "cpu_seconds.json").read_text())
