@@ -293,5 +293,9 @@ class CertifyJob:
         }
 
     def provenance(self) -> dict[str, Any]:
-        """Fields stored with every record but not compared on resume."""
-        return {"data": self.data}
+        """Fields stored with every record but not compared on resume: how the data was named,
+        and the memory layout and compilation when set (they change kernels, not the certified
+        classifier, so a resumed file may mix them as it may mix thread counts; each record
+        says how it was computed)."""
+        kernels = {name: True for name in ("channels_last", "compile") if getattr(self, name)}
+        return {"data": self.data, **kernels}

@@ -122,6 +122,25 @@ def test_resume_continues_and_matches_a_run_from_scratch(tmp_path, capsys):
     assert resumed.read_bytes() == after
 
 
+def test_records_say_their_layout_and_a_resume_may_change_it(tmp_path, capsys):
+    """Layout and compilation change kernels, not the classifier: stored per record, not
+    compared on resume."""
+    out = tmp_path / "mixed.jsonl"
+    assert _certify(out, "--limit", "2", *FAST, "--channels-last") == 0
+    assert _certify(out, "--limit", "4", *FAST, "--resume") == 0
+    assert "2 certified now, 2 resumed" in capsys.readouterr().out
+    records = sorted(_records(out), key=lambda r: r["index"])
+    assert [r.get("channels_last") for r in records] == [True, True, None, None]
+    assert all("compile" not in r for r in records)
+    scratch = tmp_path / "scratch.jsonl"
+    assert _certify(scratch, "--limit", "4", *FAST) == 0
+    mixed = {
+        i: {k: v for k, v in r.items() if k != "channels_last"}
+        for i, r in _without_seconds(records).items()
+    }
+    assert mixed == _without_seconds(_records(scratch))
+
+
 def test_existing_output_without_resume_is_refused(tmp_path, capsys):
     out = tmp_path / "r.jsonl"
     assert _certify(out, "--limit", "2", *FAST) == 0
