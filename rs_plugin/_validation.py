@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "MAX_SAMPLES",
     "MAX_SEED",
     "MissingExtraError",
     "RSValueError",
@@ -124,6 +125,10 @@ def check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -
 # Seeds and keys are hashed as 64-bit words (rs_plugin.certification.engine.block_seed): larger
 # ones would alias smaller ones and give different runs or inputs the same noise.
 MAX_SEED = 2**64 - 1
+
+# Samples per noise stream of one input: 2**27 blocks of 256, which block_seed maps one to one
+# onto the 32 bits a CPU generator is seeded with (rs_plugin.certification.engine).
+MAX_SAMPLES = 2**35
 
 # A margin far above the largest standard sample of the noise families here (Gaussian samples
 # from 53-bit uniforms stay below 9, Laplace's -log(u) below 37): σ times it must be finite in

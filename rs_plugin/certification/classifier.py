@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from rs_plugin._validation import (
+    MAX_SAMPLES,
     MAX_SEED,
     RSValueError,
     RSWarning,
@@ -194,7 +195,11 @@ class SmoothedClassifier(nn.Module, Certifier):
     @staticmethod
     def check_sizes(n0: int, n: int, alpha: float) -> tuple[int, int, float]:
         """CERTIFY's sample sizes and level, checked."""
-        return check_int("n0", n0, 1), check_int("n", n, 1), check_open_unit("alpha", alpha)
+        return (
+            check_int("n0", n0, 1, MAX_SAMPLES),
+            check_int("n", n, 1, MAX_SAMPLES),
+            check_open_unit("alpha", alpha),
+        )
 
     def _certificates(
         self, keys: list[int], counts: torch.Tensor, n0: int, n: int, alpha: float, *, dim: int
@@ -223,7 +228,7 @@ class SmoothedClassifier(nn.Module, Certifier):
         likely" at level α; then, with probability at least 1 − α, the prediction is g(x).
         Its noise stream is independent of CERTIFY's for the same seed.
         """
-        n = check_int("n", n, 1)
+        n = check_int("n", n, 1, MAX_SAMPLES)
         alpha = check_open_unit("alpha", alpha)
         x_t, key_list = self.prepare(x, batch_size=batch_size, seed=seed, keys=keys)
         counts = torch.zeros(x_t.shape[0], self.num_classes, dtype=torch.int64)

@@ -44,13 +44,14 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from rs_plugin._validation import RSValueError
+from rs_plugin._validation import MAX_SAMPLES, RSValueError
 from rs_plugin.certification.allocator import retain_freed_memory
 from rs_plugin.certification.batching import AUTO, AutoBatch, Clock, auto_batch, check_batch_size
 from rs_plugin.smoothings.base import AdditiveNoise, Smoothing
 
 __all__ = [
     "NOISE_BLOCK",
+    "NOISE_VERSION",
     "STREAM_ANISOTROPIC",
     "STREAM_ESTIMATION",
     "STREAM_PREDICT",
@@ -69,7 +70,16 @@ STREAM_SIGMA = 3  # DDRS's σ search (rs_plugin.certification.sigma_search)
 STREAM_ANISOTROPIC = 4  # ANCER's per-coordinate σ search
 
 NOISE_BLOCK = 256
+# Version of the noise definition (block_seed): stored with every record of a run, so that a
+# file's records all come from one definition and a run from scratch gives them back.
+# 2: an input's blocks are distinct in the 32 bits a CPU generator is seeded with.
+NOISE_VERSION = 2
 _MASK64 = (1 << 64) - 1
+_MASK32 = (1 << 32) - 1
+# An input's (stream, block) pairs map one to one onto the 32 bits a CPU generator is seeded
+# with: blocks below MAX_SAMPLES / NOISE_BLOCK = 2**27, streams below 2**32 / 2**27 = 32.
+_MAX_BLOCKS = MAX_SAMPLES // NOISE_BLOCK
+_MAX_STREAMS = (1 << 32) // _MAX_BLOCKS
 
 
 def _splitmix64(z: int) -> int:
@@ -79,16 +89,43 @@ def _splitmix64(z: int) -> int:
     return z ^ (z >> 31)
 
 
-def block_seed(seed: int, stream: int, key: int, block: int) -> int:
-    """Seed of noise block ``block`` of sample stream ``stream`` of the input keyed ``key``.
+def _mix32(z: int) -> int:
+    """A bijection of the 32-bit words (xor-shifts and odd multipliers)."""
+    z ^= z >> 16
+    z = (z * 0x85EBCA6B) & _MASK32
+    z ^= z >> 13
+    z = (z * 0xC2B2AE35) & _MASK32
+    return z ^ (z >> 16)
 
-    A SplitMix64 hash chain over the four integers; distinct tuples give (with overwhelming
-    probability) unrelated seeds, so streams and inputs get independent noise.
+
+def block_seed(seed: int, stream: int, key: int, block: int) -> int:
+    """Seed (63 bits) of noise block ``block`` of sample stream ``stream`` of the input keyed
+    ``key``.
+
+    A per-input hash h of (seed, key) (SplitMix64), then:
+
+    * the low 32 bits are ``mix32((h + stream·2²⁷ + block) mod 2³²)``, a bijection of
+      (stream, block) for a given input. Torch's CPU generator (MT19937) is seeded with the low
+      32 bits of its seed only, so two blocks of one input whose seeds agreed there would get
+      identical noise: with independently hashed 32-bit words that happens to some input with
+      probability ≈ B²/2³³ for B blocks (≈ 2·10⁻³ at n = 10⁶, more than a usual α), and the
+      certificate's independent samples would not be independent. Here it cannot happen;
+      inputs differ by h (noise shared across inputs is harmless: every certificate is a claim
+      about one input);
+    * the high 31 bits hash (h, stream, block) further, for generators that use all 64 bits
+      (CUDA's Philox).
     """
-    h = _splitmix64(seed & _MASK64)
-    for value in (stream, key, block):
-        h = _splitmix64(h ^ (value & _MASK64))
-    return h >> 1
+    if not 0 <= stream < _MAX_STREAMS:
+        raise ValueError(f"noise stream {stream} outside [0, {_MAX_STREAMS})")
+    if not 0 <= block < _MAX_BLOCKS:
+        raise ValueError(
+            f"noise block {block} outside [0, {_MAX_BLOCKS}): at most {MAX_SAMPLES} samples "
+            "per stream"
+        )
+    h = _splitmix64(_splitmix64(seed & _MASK64) ^ (key & _MASK64))
+    low = _mix32((h + stream * _MAX_BLOCKS + block) & _MASK32)
+    high = _splitmix64(_splitmix64(h ^ stream) ^ block) >> 33
+    return (high << 32) | low
 
 
 class _Batches:

@@ -33,7 +33,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from rs_plugin._validation import RSValueError, check_int, check_open_unit, check_positive
+from rs_plugin._validation import (
+    MAX_SAMPLES,
+    RSValueError,
+    check_int,
+    check_open_unit,
+    check_positive,
+)
 from rs_plugin.certification.base import RUN_OPTIONS, Certifier
 from rs_plugin.certification.certificates import Certificates
 from rs_plugin.certification.classifier import VOTE_OPTIONS, SmoothedClassifier
@@ -172,8 +178,8 @@ class SequentialCertifier(Certifier):
         seed: int,
         keys: Sequence[int] | None,
     ) -> Iterator[tuple[np.ndarray, Certificates]]:
-        n0 = check_int("n0", n0, 1)
-        n = check_int("n", n, 1)
+        n0 = check_int("n0", n0, 1, MAX_SAMPLES)
+        n = check_int("n", n, 1, MAX_SAMPLES)
         alpha = check_open_unit("alpha", alpha)
         x_t, key_list = self._classifier.prepare(x, batch_size=batch_size, seed=seed, keys=keys)
         dim = x_t[0].numel()

@@ -36,7 +36,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import torch
 
-from rs_plugin._validation import check_int, check_open_unit
+from rs_plugin._validation import MAX_SAMPLES, check_int, check_open_unit
 from rs_plugin.certification.confidence_sequence import mixture_lower, mixture_upper
 from rs_plugin.certification.engine import NOISE_BLOCK
 from rs_plugin.certification.stats import clopper_pearson_lower, clopper_pearson_upper
@@ -83,7 +83,7 @@ class StagedBounds:
     """
 
     def __init__(self, n: int, alpha: float, first: int = NOISE_BLOCK) -> None:
-        self.n = check_int("n", n, 1)
+        self.n = check_int("n", n, 1, MAX_SAMPLES)
         self.alpha = check_open_unit("alpha", alpha)
         sizes = [first]
         while sizes[-1] < n:
@@ -132,7 +132,7 @@ class AnytimeBounds:
     """
 
     def __init__(self, n: int, alpha: float) -> None:
-        self.n = check_int("n", n, 1)
+        self.n = check_int("n", n, 1, MAX_SAMPLES)
         self.alpha = check_open_unit("alpha", alpha)
         self.sizes = anytime_sizes(n)
 

@@ -346,6 +346,12 @@ class ResultStore:
                     "or a shipped model replaced by a newer release; records of one model are "
                     "not resumed with another)"
                 )
+            if "noise_version" in diff:
+                shown += (
+                    " (written with another definition of the noise: records of an earlier "
+                    "release, whose noise blocks of one input could repeat on CPU; certify "
+                    "again into a new file)"
+                )
             parameter, accepted = self.mismatch
             raise RSValueError(parameter, accepted, f"{self.path} line {number} differs in {shown}")
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from rs_plugin._registry import load_plugin, load_smoothing, scale_keyword
 from rs_plugin._validation import (
+    MAX_SAMPLES,
     MAX_SEED,
     RSValueError,
     check_int,
@@ -32,6 +33,7 @@ from rs_plugin._validation import (
 )
 from rs_plugin.certification.base import Certifier
 from rs_plugin.certification.batching import check_batch_size
+from rs_plugin.certification.engine import NOISE_VERSION
 from rs_plugin.certification.model_runner import PRECISIONS
 from rs_plugin.certification.probe import probe_model
 from rs_plugin.runs.fingerprints import data_fingerprint, model_fingerprint
@@ -147,8 +149,8 @@ class CertifyJob:
         if self.sigma is not None:
             check_positive("sigma", self.sigma)
         self.build_smoothing()  # every smoothing parameter is checked before anything loads
-        check_int("n0", self.n0, 1)
-        check_int("n", self.n, 1)
+        check_int("n0", self.n0, 1, MAX_SAMPLES)
+        check_int("n", self.n, 1, MAX_SAMPLES)
         check_open_unit("alpha", self.alpha)
         check_batch_size(self.batch_size)
         check_int("seed", self.seed, 0, MAX_SEED)
@@ -290,6 +292,7 @@ class CertifyJob:
             **({"n_max": self.n} if load_certifier(self.certifier).samples_vary else {"n": self.n}),
             "alpha": self.alpha,
             "seed": self.seed,
+            "noise_version": NOISE_VERSION,
         }
 
     def provenance(self) -> dict[str, Any]:

@@ -92,6 +92,41 @@ def test_block_seed_separates_its_arguments():
     assert all(0 <= s < 2**63 for s in seeds)
 
 
+def test_the_blocks_of_one_input_differ_in_the_bits_a_cpu_generator_uses():
+    """Torch's CPU generator is seeded with the low 32 bits of its seed only: two blocks of one
+    input agreeing there would get identical noise (not independent samples)."""
+    generator = torch.Generator()
+    generator.manual_seed(7 | (1 << 40))
+    high_bits_ignored = torch.randn(4, generator=generator)
+    assert torch.equal(high_bits_ignored, torch.randn(4, generator=generator.manual_seed(7)))
+    for seed, key in ((0, 0), (0, 28219), (3, 2**64 - 1), (2**64 - 1, 5)):
+        low = [block_seed(seed, s, key, b) & 0xFFFFFFFF for s in range(6) for b in range(4096)]
+        assert len(set(low)) == len(low)
+    # Blocks 165 and 367 of input 28219, seed 0: identical noise under a hash of all four
+    # integers truncated to 32 bits by the generator (n = 100 000 has 391 blocks).
+    first, second = (
+        torch.randn(256, generator=torch.Generator().manual_seed(block_seed(0, 1, 28219, b)))
+        for b in (165, 367)
+    )
+    assert not torch.equal(first, second)
+
+
+def test_block_seed_refuses_what_it_cannot_keep_apart():
+    block_seed(0, 31, 0, 2**27 - 1)
+    for stream, block in ((32, 0), (-1, 0), (0, 2**27), (0, -1)):
+        with pytest.raises(ValueError, match="outside"):
+            block_seed(0, stream, 0, block)
+
+
+def test_more_samples_than_the_noise_can_keep_apart_are_refused_before_work():
+    smoothed = SmoothedClassifier(torch.nn.Linear(8, 2), Gaussian(0.5), 2)
+    for n0, n in ((100, 2**35 + 1), (2**35 + 1, 100)):
+        with pytest.raises(RSValueError, match=r"^n0?: expected an integer in \[1, 34359738368\]"):
+            smoothed.certify(torch.zeros(1, 8), n0=n0, n=n)
+    with pytest.raises(RSValueError, match=r"^n: expected an integer in \[1, 34359738368\]"):
+        smoothed.predict(torch.zeros(1, 8), n=2**35 + 1)
+
+
 def _naive_lower_bound(k: int, n: int, alpha: float) -> float:
     """Solve P[Bin(n, p) >= k] = alpha for p by bisection (the Clopper–Pearson lower bound)."""
     if k == 0:

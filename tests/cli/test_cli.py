@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
+from rs_plugin.certification.engine import NOISE_VERSION
 from rs_plugin.cli import main
 from rs_plugin.data import load_digits
 from tests.kill import kill_before_the_end
@@ -139,6 +140,25 @@ def test_records_say_their_layout_and_a_resume_may_change_it(tmp_path, capsys):
         for i, r in _without_seconds(records).items()
     }
     assert mixed == _without_seconds(_records(scratch))
+
+
+def test_records_of_an_earlier_noise_definition_are_not_resumed(tmp_path, capsys):
+    """A file's records all come from one noise definition (a run from scratch gives them back):
+    records without the current ``noise_version`` are refused, the file untouched."""
+    out = tmp_path / "old.jsonl"
+    assert _certify(out, "--limit", "2", *FAST) == 0
+    records = _records(out)
+    assert {r["noise_version"] for r in records} == {NOISE_VERSION}
+    old = "".join(
+        json.dumps({k: v for k, v in r.items() if k != "noise_version"}) + "\n" for r in records
+    )
+    out.write_text(old, encoding="utf-8")
+    capsys.readouterr()
+    assert _certify(out, "--limit", "4", *FAST, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "differs in noise_version: stored None, requested 2" in err
+    assert "another definition of the noise" in err
+    assert out.read_text(encoding="utf-8") == old
 
 
 def test_existing_output_without_resume_is_refused(tmp_path, capsys):
