@@ -126,9 +126,10 @@ def check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -
 # ones would alias smaller ones and give different runs or inputs the same noise.
 MAX_SEED = 2**64 - 1
 
-# Samples per noise stream of one input: 2**27 blocks of 256, which block_seed maps one to one
-# onto the 32 bits a CPU generator is seeded with (rs_plugin.certification.engine).
-MAX_SAMPLES = 2**35
+# Samples per noise stream of one input: 2**23 blocks of 256, which block_seed maps one to one
+# onto the 32 bits a CPU generator is seeded with (rs_plugin.certification.engine), and few
+# enough that the confidence sequences' (trials, successes) keys fit an int64.
+MAX_SAMPLES = 2**31
 
 # A margin far above the largest standard sample of the noise families here (Gaussian samples
 # from 53-bit uniforms stay below 9, Laplace's -log(u) below 37): σ times it must be finite in

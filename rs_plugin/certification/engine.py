@@ -77,9 +77,11 @@ NOISE_VERSION = 2
 _MASK64 = (1 << 64) - 1
 _MASK32 = (1 << 32) - 1
 # An input's (stream, block) pairs map one to one onto the 32 bits a CPU generator is seeded
-# with: blocks below MAX_SAMPLES / NOISE_BLOCK = 2**27, streams below 2**32 / 2**27 = 32.
+# with: stream·2**27 + block, for streams below 32 and blocks below 2**27 (MAX_SAMPLES allows
+# 2**23 blocks of NOISE_BLOCK).
+_STREAM_STRIDE = 1 << 27
+_MAX_STREAMS = 32
 _MAX_BLOCKS = MAX_SAMPLES // NOISE_BLOCK
-_MAX_STREAMS = (1 << 32) // _MAX_BLOCKS
 
 
 def _splitmix64(z: int) -> int:
@@ -105,7 +107,8 @@ def block_seed(seed: int, stream: int, key: int, block: int) -> int:
     A per-input hash h of (seed, key) (SplitMix64), then:
 
     * the low 32 bits are ``mix32((h + stream·2²⁷ + block) mod 2³²)``, a bijection of
-      (stream, block) for a given input. Torch's CPU generator (MT19937) is seeded with the low
+      (stream, block) for a given input (streams below 32, blocks below 2²³ =
+      MAX_SAMPLES / NOISE_BLOCK). Torch's CPU generator (MT19937) is seeded with the low
       32 bits of its seed only, so two blocks of one input whose seeds agreed there would get
       identical noise: with independently hashed 32-bit words that happens to some input with
       probability ≈ B²/2³³ for B blocks (≈ 2·10⁻³ at n = 10⁶, more than a usual α), and the
@@ -123,7 +126,7 @@ def block_seed(seed: int, stream: int, key: int, block: int) -> int:
             "per stream"
         )
     h = _splitmix64(_splitmix64(seed & _MASK64) ^ (key & _MASK64))
-    low = _mix32((h + stream * _MAX_BLOCKS + block) & _MASK32)
+    low = _mix32((h + stream * _STREAM_STRIDE + block) & _MASK32)
     high = _splitmix64(_splitmix64(h ^ stream) ^ block) >> 33
     return (high << 32) | low
 
