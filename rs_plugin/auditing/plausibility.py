@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from rs_plugin._validation import RSValueError
+from rs_plugin._validation import MAX_SAMPLES, RSValueError
 from rs_plugin.certification.radii import sampling_cap
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "check_record",
     "impossibility",
     "impossible_certificates",
+    "inconsistency",
     "mark_impossible",
     "record_smoothing",
     "record_validator",
@@ -92,14 +93,14 @@ def check_record(record: Mapping[str, Any], where: str, parameter: str = "certif
     if not (_is_number(alpha) and 0 < alpha < 1):
         raise RSValueError(parameter, "an alpha: a number in (0, 1)", f"{where}: {alpha!r}")
     # A sequential certifier that stops before its estimation samples records the samples it
-    # used, n = samples = 0 (the cap below then allows no radius).
-    for key, least in (("n", 0), ("n0", 1), ("samples", 0)):
+    # used, n = samples = 0 (the cap below then allows no radius). No certifier draws more than
+    # MAX_SAMPLES per stream: a larger n would only raise the cap (to infinity in float64).
+    for key, least in (("n", 0), ("n0", 1), ("samples", 0), ("n_max", 1), ("count", 0)):
         value = record.get(key)
-        if value is not None and not (_is_whole(value) and value >= least):
-            raise RSValueError(parameter, f"{key}: an integer >= {least}", f"{where}: {value!r}")
-    count = record.get("count")
-    if count is not None and not (_is_whole(count) and count >= 0):
-        raise RSValueError(parameter, "count: an integer >= 0", f"{where}: {count!r}")
+        if value is not None and not (_is_whole(value) and least <= value <= MAX_SAMPLES):
+            raise RSValueError(
+                parameter, f"{key}: an integer in [{least}, {MAX_SAMPLES}]", f"{where}: {value!r}"
+            )
     p_lower = record.get("p_lower")
     if p_lower is not None and not (_is_number(p_lower) and 0 <= p_lower <= 1):
         raise RSValueError(parameter, "p_lower: a number in [0, 1]", f"{where}: {p_lower!r}")
@@ -145,17 +146,27 @@ def impossibility(
 ) -> str | None:
     """Why no model could have earned this (checked) record, or None when some model could.
 
-    ``cap=False`` skips the sampling cap (certificates whose σ varies per input)."""
+    ``cap=False`` skips the sampling cap (certificates whose σ varies per input). A record
+    without ``n`` is capped at its budget ``n_max``, or else at MAX_SAMPLES (the most any
+    certifier here draws)."""
     prediction = int(record["prediction"])
     if prediction >= num_classes:
         return f"prediction {prediction} is not a class of a {num_classes}-class model"
-    n = record.get("n")
-    if not cap or prediction < 0 or n is None:
+    radius = float(record["radius"] or 0.0)
+    if prediction < 0:
+        return None if radius == 0 else f"an abstention (prediction -1) with radius {radius:g}"
+    budget = record.get("n_max")
+    drawn = [int(record[k]) for k in ("n", "samples") if record.get(k) is not None]
+    if budget is not None and any(size > budget for size in drawn):
+        return f"{max(drawn)} samples drawn with a budget of n_max = {int(budget)}"
+    if not cap:
         return None
     # A sequential certifier may record the samples it drew; the cap of the larger is sound.
-    size = max(int(n), int(record.get("samples") or 0))
+    if drawn:
+        size = max(drawn)
+    else:
+        size = int(budget) if budget is not None else MAX_SAMPLES
     limit = sampling_cap(smoothing, float(record["alpha"]), size, dim)
-    radius = float(record["radius"] or 0.0)
     if limit is not None and radius > limit * (1 + _CAP_SLACK):
         return (
             f"radius {radius:g} exceeds {limit:.6g}, the largest {smoothing.norm} radius "
@@ -183,17 +194,61 @@ def impossible_certificates(
     return found
 
 
+def inconsistency(record: Mapping[str, Any], labels: Sequence[int] | None) -> str | None:
+    """Why a (checked) record's derived fields disagree with its prediction, its radius or the
+    data's labels, or None. The summary of a resumed run counts ``correct``, ``abstain`` and
+    ``decision`` as stored, so they must be what the run would have written."""
+    prediction = int(record["prediction"])
+    abstain = record.get("abstain")
+    if abstain is not None and (not isinstance(abstain, bool) or abstain != (prediction < 0)):
+        return f"abstain {abstain!r} with prediction {prediction}"
+    index = record.get("index")
+    if labels is not None and isinstance(index, int) and 0 <= index < len(labels):
+        label = int(labels[index])
+        if label >= 0:  # a negative label: an unlabeled input, no correctness
+            if "label" in record and record["label"] != label:
+                return f"label {record['label']!r}, where the data's label is {label}"
+            correct = record.get("correct")
+            if correct is not None and correct is not (prediction == label):
+                return (
+                    f"correct {correct!r} for prediction {prediction} of an input labelled {label}"
+                )
+    decision = record.get("decision")
+    if decision is not None:
+        if not _is_int(decision) or decision not in (0, 1):
+            return f"decision {decision!r} (1 certified, 0 not)"
+        wanted = record.get("decision_radius")
+        radius = float(record["radius"] or 0.0)
+        if decision == 1 and (
+            prediction < 0
+            or (isinstance(wanted, (int, float)) and radius < wanted * (1 - _CAP_SLACK))
+        ):
+            return (
+                f"decision 1 (certified at {wanted!r}) with prediction {prediction}, "
+                f"radius {radius:g}"
+            )
+    return None
+
+
 def record_validator(
-    *, smoothing: Any, num_classes: int, dim: int, cap: bool, path: Any
+    *,
+    smoothing: Any,
+    num_classes: int,
+    dim: int,
+    cap: bool,
+    path: Any,
+    labels: Sequence[int] | None = None,
 ) -> Callable[[int, Mapping[str, Any]], None]:
-    """The check ``--resume`` runs on every stored record (its line number and fields)."""
+    """The check ``--resume`` runs on every stored record (its line number and fields);
+    ``labels`` (the data's, by index; negative for an unlabeled input) are checked against the
+    records' ``label`` and ``correct``."""
 
     def validate(number: int, record: Mapping[str, Any]) -> None:
         where = f"{path} line {number}"
         check_record(record, where, "resume")
         reason = impossibility(
             record, smoothing=smoothing, num_classes=num_classes, dim=dim, cap=cap
-        )
+        ) or inconsistency(record, labels)
         if reason is not None:
             raise RSValueError(
                 "resume",

@@ -337,6 +337,7 @@ def _certify(
         dim=int(x[0].numel()),
         cap=True,
         path=path,
+        labels=y.tolist(),
     )
     with ResultStore(
         path,

@@ -102,6 +102,7 @@ def _certify(
             dim=int(x[0].numel()),
             cap=not job.stateful,
             path=args.out,
+            labels=y.tolist(),
         ),
     ) as store:
         done = store.done()

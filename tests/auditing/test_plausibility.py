@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rs_plugin import Gaussian, Laplace, RSValueError
-from rs_plugin.auditing.plausibility import check_record, impossibility
+from rs_plugin.auditing.plausibility import check_record, impossibility, inconsistency
 from rs_plugin.certification.radii import sampling_cap
 from rs_plugin.certification.stats import clopper_pearson_lower
 
@@ -90,7 +90,7 @@ def test_a_sequential_record_that_drew_no_estimation_samples_is_possible():
         "prediction": -1, "radius": 0.0, "alpha": 0.001, "n": 100_000, "n0": 100, "samples": 0.0,
     }  # fmt: skip
     check_record(record, "f line 1")
-    with pytest.raises(RSValueError, match="samples: an integer >= 0"):
+    with pytest.raises(RSValueError, match=r"samples: an integer in \[0, 2147483648\]"):
         check_record({**record, "samples": -1}, "f line 1")
 
 
@@ -105,5 +105,77 @@ def test_a_record_of_no_estimation_samples_can_certify_no_radius():
     assert impossibility(record, smoothing=smoothing, num_classes=10, dim=64) is None
     claimed = {**record, "radius": 0.01}
     assert "exceeds" in str(impossibility(claimed, smoothing=smoothing, num_classes=10, dim=64))
-    with pytest.raises(RSValueError, match="n: an integer >= 0"):
+    with pytest.raises(RSValueError, match=r"n: an integer in \[0, 2147483648\]"):
         check_record({**record, "n": -1}, "f line 1")
+
+
+@pytest.mark.parametrize(
+    ("record", "says"),
+    [
+        # Without n the cap is the budget's, or that of the most samples any certifier draws.
+        ({"prediction": 3, "radius": 1e29, "alpha": 0.001}, "exceeds"),
+        ({"prediction": 3, "radius": 1e29, "alpha": 0.001, "n": None}, "exceeds"),
+        ({"prediction": 3, "radius": 3.0, "alpha": 0.001, "n_max": 1000}, "exceeds"),
+        ({"prediction": -1, "radius": 1e29, "alpha": 0.001, "n": 1000}, "an abstention"),
+        ({"prediction": 3, "radius": 0.1, "alpha": 0.001, "n": 5000, "n_max": 1000}, "budget"),
+        (
+            {"prediction": 3, "radius": 0.1, "alpha": 0.001, "samples": 5000, "n_max": 1000},
+            "budget",
+        ),
+    ],
+)
+def test_a_record_cannot_turn_the_cap_off_by_what_it_leaves_out(record, says):
+    check_record({"index": 0, **record}, "f line 1")
+    assert says in str(impossibility(record, smoothing=Gaussian(0.25), num_classes=10, dim=64))
+    honest = {**record, "radius": 0.0 if record["prediction"] < 0 else 0.1}
+    honest.update({k: 1000 for k in ("n", "samples") if honest.get(k) == 5000})
+    assert impossibility(honest, smoothing=Gaussian(0.25), num_classes=10, dim=64) is None
+
+
+def test_the_largest_sample_size_has_a_finite_cap():
+    cap = sampling_cap(Gaussian(0.25), 1e-10, 2**31, 64)
+    assert cap is not None and 0 < cap < 0.25 * 7
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("samples", 10**20), ("samples", 5e20), ("n", 1e300), ("n", 2**40), ("count", 2**40),
+     ("n_max", 0), ("n0", 2**31 + 1)],
+)  # fmt: skip
+def test_sample_sizes_beyond_what_any_certifier_draws_are_refused(key, value):
+    record = {"index": 0, "prediction": 3, "radius": 0.1, "alpha": 0.001, key: value}
+    with pytest.raises(RSValueError, match=rf"^certificates: expected {key}: an integer in \["):
+        check_record(record, "f line 1")
+
+
+HONEST = {
+    "index": 1, "prediction": 3, "radius": 0.5, "alpha": 0.001, "abstain": False, "label": 3,
+    "correct": True, "decision": 1, "decision_radius": 0.25,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"abstain": True}, "abstain True with prediction 3"),
+        ({"abstain": 0}, "abstain 0"),
+        ({"correct": False}, "correct False for prediction 3 of an input labelled 3"),
+        ({"correct": "yes"}, "correct 'yes'"),
+        ({"label": 4, "correct": False}, "label 4, where the data's label is 3"),
+        ({"prediction": -1, "radius": 0.0, "abstain": True, "correct": False}, "decision 1"),
+        ({"radius": 0.2}, "decision 1 (certified at 0.25)"),
+        ({"decision": 2}, "decision 2"),
+        ({"decision": True}, "decision True"),
+    ],
+)
+def test_derived_fields_must_be_what_the_run_would_have_written(change, says):
+    labels = [0, 3, 5]
+    assert inconsistency(HONEST, labels) is None
+    assert says in str(inconsistency({**HONEST, **change}, labels))
+
+
+def test_an_unlabelled_input_or_one_beyond_the_data_has_no_correctness_to_check():
+    forged = {**HONEST, "correct": False}
+    assert inconsistency(forged, [0, -1]) is None
+    assert inconsistency(forged, [0]) is None
+    assert inconsistency(forged, None) is None

@@ -144,6 +144,12 @@ def certified(tmp_path) -> Path:
         ({"prediction": 77}, "prediction 77 is not a class"),
         ({"radius": 5.0}, "radius 5 exceeds 0.375"),
         ({"radius": math.nan, "prediction": 77}, "line 1"),
+        # What the summary counts as stored: an abstention claiming a radius and a correct
+        # answer, or a sample count that would lift the cap, is refused.
+        ({"prediction": -1, "radius": 1e29}, "an abstention (prediction -1) with radius 1e+29"),
+        ({"abstain": True}, "abstain True with prediction"),
+        ({"label": 99}, "label 99, where the data's label is"),
+        ({"samples": 10**20}, "samples: an integer in [0, 2147483648]"),
     ],
 )
 def test_resume_refuses_a_stored_record_that_cannot_hold(certified, capsys, change, says):
@@ -157,6 +163,19 @@ def test_resume_refuses_a_stored_record_that_cannot_hold(certified, capsys, chan
     )
     assert says in err and "line 1" in err, err
     assert certified.read_bytes() == before  # nothing is changed
+
+
+def test_resume_refuses_a_stored_correctness_the_data_contradicts(certified, capsys):
+    lines = certified.read_text().splitlines()
+    first = json.loads(lines[0])
+    lines[0] = json.dumps({**first, "correct": not first["correct"]})
+    certified.write_text(lines[0] + "\n")
+    before = certified.read_bytes()
+    err = _refused(
+        capsys, ["certify", "--limit", "3", *FAST, "--out", str(certified), "--resume"], "--resume"
+    )
+    assert f"correct {not first['correct']} for prediction" in err and "line 1" in err, err
+    assert certified.read_bytes() == before
 
 
 # --- the model's identity -----------------------------------------------------------------------
