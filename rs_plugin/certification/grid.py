@@ -272,7 +272,7 @@ def _grid_certify(
         count = counts[:, 1].gather(1, top[:, None])[:, 0]
         p_lower = torch.from_numpy(clopper_pearson_lower(count.numpy(), n, level))
         radii_l2 = smoothing.additive_sigma * torch.special.ndtri(p_lower.clamp(0.0, 1.0))
-        classes = torch.where(p_lower >= 0.5, top, torch.full_like(top, -1))
+        classes = torch.where(p_lower > 0.5, top, torch.full_like(top, -1))
         results = [
             covered_range(
                 smoothing,

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 
 from rs_plugin import Gaussian, SmoothedClassifier
+from rs_plugin.certification.radii import pack_certificates
+from rs_plugin.certification.stats import clopper_pearson_lower
 from tests.analytic import LinearModel
 
 
@@ -45,3 +47,18 @@ def test_certificates_compare_and_index_like_their_prediction_and_take_selects_r
     picked = certificates.take([2, 0])
     assert picked.index.tolist() == [2, 0] and picked.prediction.tolist() == [-1, 1]
     assert (picked == certificates.take([2, 0])).all()
+
+
+def test_a_lower_bound_of_exactly_one_half_abstains():
+    """p_A >= 1/2 leaves a tie possible (g(x) undetermined): CERTIFY needs p_lower > 1/2. All
+    10 of 10 votes at alpha = 2**-10 give the Clopper-Pearson bound alpha**(1/10) = 1/2 exactly."""
+    p_lower = torch.from_numpy(clopper_pearson_lower(np.array([10, 10]), 10, 2.0**-10))
+    assert float(p_lower[0]) == 0.5
+    p_lower[1] = float(np.nextafter(0.5, 1.0))
+    votes = torch.tensor([[10, 0], [10, 0]])
+    certs = pack_certificates(
+        Gaussian(0.25), [0, 1], torch.tensor([0, 0]), p_lower, votes, votes, 10, 10, 2.0**-10,
+        dim=4,
+    )  # fmt: skip
+    assert certs.prediction.tolist() == [-1, 0]
+    assert float(certs.radius[0]) == 0.0 and float(certs.radius[1]) > 0.0
