@@ -263,6 +263,14 @@ def _audit(args: argparse.Namespace, threads: Threads) -> int:
         source = args.certificates
         _check_fingerprints(records[0], model, data_sha256, job, source)
     certificates = CertificateSet.from_records(records, norm=smoothing.norm, source=source)
+    if certificates.semantics != smoothing.semantics_label:
+        # The semantics decides what the attacks perturb (pixels or the transformation's
+        # parameters): a file claiming another one would be audited in the wrong space.
+        raise RSValueError(
+            "--certificates",
+            f"certificates in the semantics of their smoothing ({smoothing.semantics_label!r})",
+            f"semantics {certificates.semantics!r} ({source})",
+        )
     impossible = impossible_certificates(
         records, smoothing=smoothing, num_classes=num_classes, dim=int(x[0].numel())
     )

@@ -86,6 +86,14 @@ def test_a_prediction_outside_the_classes_cannot_hold(tmp_path, capsys):
     assert "prediction 42" in markdown
 
 
+def test_certificates_in_another_semantics_than_their_smoothing_are_refused(tmp_path, capsys):
+    """Gaussian noise certifies pixels: a file claiming parameter-space certificates for it
+    would have the audit attack the wrong space."""
+    path = _write(tmp_path / "f.jsonl", [_forged(i, semantics="parametric") for i in (0, 1)])
+    err = _refused(capsys, ["audit", "--certificates", str(path), "--out", "o"], "--certificates")
+    assert "semantics of their smoothing ('input')" in err and "'parametric'" in err, err
+
+
 def test_the_files_smoothing_is_used_and_a_contradicting_flag_refused(tmp_path, capsys):
     records = [
         {**_forged(i), "smoothing": "laplace", "sigma": 0.5, "norm": "l1", "radius": 0.05}
