@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from rs_plugin._validation import (
+    MAX_SEED,
     MissingExtraError,
     RSValueError,
     check_finite_inputs,
@@ -326,7 +327,7 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
 
     @seed.setter
     def seed(self, value: int) -> None:
-        self._smoothed.seed = check_int("seed", value, 0)
+        self._smoothed.seed = check_int("seed", value, 0, MAX_SEED)
 
     @property
     def smoothed(self) -> SmoothedClassifier:

@@ -49,6 +49,8 @@ def test_sigma_must_be_positive_and_finite(sigma):
         ({"n0": 0}, "n0"),
         ({"n": 0}, "n"),
         ({"n": 10.5}, "n"),
+        ({"n": 2**31 + 1}, "n"),
+        ({"seed": 2**64}, "seed"),
         ({"batch_size": 0}, "batch_size"),
         ({"seed": -1}, "seed"),
         ({"keys": [0, 1]}, "keys"),
@@ -113,6 +115,7 @@ def test_class_count_mismatch_is_named():
         ({"num_noise_samples": 0}, "num_noise_samples"),
         ({"clip_values": (1.0, 0.0)}, "clip_values"),
         ({"seed": -3}, "seed"),
+        ({"seed": 2**64}, "seed"),  # beyond what a generator can be seeded with
     ],
 )
 def test_constructor_arguments_are_checked(kwargs, parameter):

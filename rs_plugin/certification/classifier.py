@@ -112,7 +112,7 @@ class SmoothedClassifier(nn.Module, Certifier):
         self.clip_values = (
             None if clip_values is None else (float(clip_values[0]), float(clip_values[1]))
         )
-        self.seed = check_int("seed", seed, 0)
+        self.seed = check_int("seed", seed, 0, MAX_SEED)
         self._device = None if device is None else torch.device(device)
         self.runner: VoteRunner = VoteRunner(
             model, precision=precision, channels_last=channels_last, compile=compile

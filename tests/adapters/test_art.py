@@ -306,6 +306,16 @@ def test_clone_for_refitting_keeps_the_smoothing_and_resets_weights():
     assert est.smoothing.sigma == 0.5
 
 
+def test_a_seed_no_generator_takes_is_refused_naming_it():
+    est = _art_style(load_demo_model(), seed=5)
+    for seed in (-1, 2**64):
+        with pytest.raises(RSValueError, match=r"^seed: expected an integer in \[0, "):
+            est.seed = seed
+        with pytest.raises(RSValueError, match=r"^seed: expected an integer in \[0, "):
+            _art_style(load_demo_model(), seed=seed)
+    assert est.seed == 5
+
+
 @pytest.mark.slow
 def test_smoothadv_fit_trains_the_base_model():
     x, y = load_digits("train")
