@@ -38,12 +38,14 @@ def pack_certificates(
     ``top`` (N,) is each input's class selected on the ``selection`` counts (N, C), ``p_lower``
     (N,) a lower confidence bound on its probability holding with probability at least 1 − α,
     from the ``estimation`` counts (N, C). The record abstains (prediction −1, radius 0) when
-    p_lower ≤ 1/2 (at exactly 1/2 another class may tie with the selected one, so g(x) is not
-    determined); otherwise its radii are the smoothing's
-    (:meth:`~rs_plugin.Smoothing.certified_radii`, completed to every ℓp norm), and ``extra``
+    that bound, under the law the certificate is about
+    (:meth:`~rs_plugin.Smoothing.target_lower_bound`), is at most 1/2 (at exactly 1/2 another
+    class may tie with the selected one, so g(x) is not determined); otherwise its radii are
+    the smoothing's (:meth:`~rs_plugin.Smoothing.certified_radii`, completed to every ℓp
+    norm), and ``extra``
     adds per-input values (shape (N,)) to the smoothing's own extras.
     """
-    abstain = p_lower <= 0.5
+    abstain = smoothing.target_lower_bound(p_lower, dim) <= 0.5
     direct = smoothing.certified_radii(p_lower, dim)
     radii = {
         norm: torch.where(abstain, torch.zeros_like(r), r.to(torch.float64))

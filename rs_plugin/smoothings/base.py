@@ -13,8 +13,9 @@ A smoothing knows two things, and the engine asks nothing else of it:
 New noise families and semantic transforms subclass :class:`Smoothing` and override these
 hooks; additive noises subclass :class:`AdditiveNoise` and implement only its ``noise_``, which
 lets the engine add the input once per batch instead of once per noise block. Batching, seeding,
-counting, statistics, abstention and the conversion of radii between ℓp norms
-(:mod:`rs_plugin.smoothings.norms`) live elsewhere and never change for a new smoothing.
+counting, statistics, abstention (on :meth:`Smoothing.target_lower_bound`) and the conversion of
+radii between ℓp norms (:mod:`rs_plugin.smoothings.norms`) live elsewhere and never change for a
+new smoothing.
 """
 
 from __future__ import annotations
@@ -86,6 +87,13 @@ class Smoothing(abc.ABC):
         follow from another norm's by inclusion of balls are added by :meth:`radii`.
         """
         return {self.norm: self.radius(p_lower, dim)}
+
+    def target_lower_bound(self, p_lower: torch.Tensor, dim: int) -> torch.Tensor:
+        """A lower bound on the top class's probability under the law the certificate is
+        about, from ``p_lower``, the bound under the law sampled; CERTIFY abstains where it is
+        at most 1/2. The same law by default; a smoothing that samples an approximation of its
+        law (:mod:`rs_plugin.smoothings.sound`) discounts the difference."""
+        return p_lower
 
     def certificate_extras(self, p_lower: torch.Tensor, dim: int) -> dict[str, torch.Tensor]:
         """Further per-input values qualifying the certificate (e.g. an ellipsoid's volume)."""

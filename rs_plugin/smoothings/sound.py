@@ -182,6 +182,9 @@ class SoundNoise(Smoothing):
         p = p_lower.to(torch.float64) - dim * self.eta
         return torch.nextafter(p, torch.zeros_like(p))
 
+    def target_lower_bound(self, p_lower: torch.Tensor, dim: int) -> torch.Tensor:
+        return self.discounted(p_lower, dim)
+
     def radius(self, p_lower: torch.Tensor, dim: int) -> torch.Tensor:
         return self.continuous.radius(self.discounted(p_lower, dim), dim)
 

@@ -25,6 +25,7 @@ from rs_plugin import (
     SoundUniform,
     Uniform,
 )
+from rs_plugin.certification.radii import pack_certificates
 from rs_plugin.cli import main
 from tests.analytic import LinearModel, assert_art_adapter_matches_core, binomial_upper_tail
 
@@ -339,3 +340,22 @@ def test_in_place_sampling_draws_what_the_reference_decoding_draws(cls):
         law.sample_(out, torch.Generator().manual_seed(9))
         reference = law.sample_indices(shape, torch.Generator().manual_seed(9))
         assert torch.equal(out, reference.to(out.dtype))
+
+
+@pytest.mark.parametrize("cls", FAMILIES, ids=IDS)
+def test_abstention_is_decided_on_the_discounted_bound(cls):
+    """The certificate is about the rounded law P, sampled as Q with |P - Q| <= d·eta per class:
+    a p_lower above 1/2 by less than d·eta does not determine g(x) under P."""
+    smoothing, dim = cls(0.25), 3072
+    margin = dim * smoothing.eta
+    assert 0 < margin < 1e-6
+    p_lower = torch.tensor([0.5 + margin / 2, 0.5 + 2 * margin], dtype=torch.float64)
+    votes = torch.tensor([[10, 0], [10, 0]])
+    top = torch.tensor([0, 0])
+    sound = pack_certificates(smoothing, [0, 1], top, p_lower, votes, votes, 10, 10, 0.001, dim=dim)
+    assert sound.prediction.tolist() == [-1, 0]
+    assert float(sound.radius[0]) == 0.0
+    plain = pack_certificates(
+        smoothing.continuous, [0, 1], top, p_lower, votes, votes, 10, 10, 0.001, dim=dim
+    )
+    assert plain.prediction.tolist() == [0, 0]
