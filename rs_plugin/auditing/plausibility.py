@@ -159,6 +159,9 @@ def impossibility(
     drawn = [int(record[k]) for k in ("n", "samples") if record.get(k) is not None]
     if budget is not None and any(size > budget for size in drawn):
         return f"{max(drawn)} samples drawn with a budget of n_max = {int(budget)}"
+    count = record.get("count")
+    if count is not None and drawn and count > max(drawn):
+        return f"count {int(count)} of the top class among {max(drawn)} samples"
     if not cap:
         return None
     # A sequential certifier may record the samples it drew; the cap of the larger is sound.

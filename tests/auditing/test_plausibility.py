@@ -122,13 +122,14 @@ def test_a_record_of_no_estimation_samples_can_certify_no_radius():
             {"prediction": 3, "radius": 0.1, "alpha": 0.001, "samples": 5000, "n_max": 1000},
             "budget",
         ),
+        ({"prediction": 3, "radius": 0.1, "alpha": 0.001, "n": 1000, "count": 5000}, "count 5000"),
     ],
 )
 def test_a_record_cannot_turn_the_cap_off_by_what_it_leaves_out(record, says):
     check_record({"index": 0, **record}, "f line 1")
     assert says in str(impossibility(record, smoothing=Gaussian(0.25), num_classes=10, dim=64))
     honest = {**record, "radius": 0.0 if record["prediction"] < 0 else 0.1}
-    honest.update({k: 1000 for k in ("n", "samples") if honest.get(k) == 5000})
+    honest.update({k: 1000 for k in ("n", "samples", "count") if honest.get(k) == 5000})
     assert impossibility(honest, smoothing=Gaussian(0.25), num_classes=10, dim=64) is None
 
 
