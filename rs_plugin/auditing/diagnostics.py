@@ -36,8 +36,8 @@ class Diagnostic:
 
 def _non_determinism(smoothed: SmoothedClassifier, x: torch.Tensor) -> Diagnostic | None:
     with torch.no_grad():
-        first = smoothed.model(x)
-        second = smoothed.model(x)
+        first = smoothed.model(x.clone())  # the model never holds the audited inputs
+        second = smoothed.model(x.clone())
     gap = float((first - second).abs().max())
     if gap > 1e-5 * (1.0 + float(first.abs().max())):
         return Diagnostic(
@@ -52,7 +52,7 @@ def _non_determinism(smoothed: SmoothedClassifier, x: torch.Tensor) -> Diagnosti
 
 def _probabilities(smoothed: SmoothedClassifier, x: torch.Tensor) -> Diagnostic | None:
     with torch.no_grad():
-        out = smoothed.model(x)
+        out = smoothed.model(x.clone())
     sums = out.sum(dim=1)
     if bool((out >= 0).all() and (out <= 1).all() and (sums - 1).abs().max() < 1e-4):
         return Diagnostic(
@@ -105,7 +105,7 @@ def _class_count(
     dlr: bool,
 ) -> Diagnostic | None:
     with torch.no_grad():
-        width = int(smoothed.model(x).shape[1])
+        width = int(smoothed.model(x.clone()).shape[1])
     seen = max(int(labels.max()), int(predictions.max()))
     if width != smoothed.num_classes or seen >= width:
         return Diagnostic(

@@ -103,14 +103,16 @@ def probe_floating_point(
     with torch.inference_mode():
         for start in range(0, repeated.shape[0], batch_size):
             z = noise.perturb(repeated[start : start + batch_size], generator)
-            base = model(z).argmax(dim=1)
+            # The variants are made before any forward, and every forward gets its own copy:
+            # a model that writes its input can neither spoil them nor pass itself a message.
             variants = {
                 "ulp_up": torch.nextafter(z, torch.full_like(z, float("inf"))),
                 "ulp_down": torch.nextafter(z, torch.full_like(z, float("-inf"))),
                 "low_bits": _clear_low_bits(z),
             }
+            base = model(z.clone()).argmax(dim=1)
             for name, variant in variants.items():
-                changed[name] += int((model(variant).argmax(dim=1) != base).sum())
+                changed[name] += int((model(variant.clone()).argmax(dim=1) != base).sum())
             total += z.shape[0]
     fractions = {name: count / max(total, 1) for name, count in changed.items()}
     return FloatingPointProbe(samples=total, fractions=fractions)

@@ -26,7 +26,7 @@ of CERTIFY's and of the attacks'.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -43,7 +43,11 @@ from rs_plugin.auditing.attack import Attack, AttackTarget, Candidates, load_att
 from rs_plugin.auditing.checking import SHRINK, AttackState, Checker
 from rs_plugin.auditing.defaults import ADDITIVE_ATTACKS, BUDGETS, SEMANTIC_ATTACKS
 from rs_plugin.auditing.diagnostics import diagnose
-from rs_plugin.auditing.plausibility import MAX_BUDGET_FRACTION
+from rs_plugin.auditing.plausibility import (
+    MAX_BUDGET_FRACTION,
+    impossible_certificates,
+    mark_impossible,
+)
 from rs_plugin.auditing.progress import Progress
 from rs_plugin.auditing.results import (
     AuditReport,
@@ -188,9 +192,19 @@ class Audit:
     # -- running -------------------------------------------------------------------------------
 
     def run(
-        self, x: torch.Tensor, labels: torch.Tensor, certificates: CertificateSet
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        certificates: CertificateSet,
+        *,
+        impossible: Sequence[Mapping[str, Any]] = (),
     ) -> AuditReport:
-        """Audit ``certificates`` of inputs ``x`` (N, ...) with true ``labels`` (N,)."""
+        """Audit ``certificates`` of inputs ``x`` (N, ...) with true ``labels`` (N,).
+
+        Certificates no model could earn (a class outside the model's, a radius above the
+        sampling cap of the set's ``n`` and ``alpha``) are violations whatever the attacks find
+        (:func:`~rs_plugin.auditing.plausibility.mark_impossible`); ``impossible`` adds
+        findings of the caller's (``{"index", "reason"}``, e.g. from a file's other fields)."""
         if len(certificates) != x.shape[0] or labels.shape[0] != x.shape[0]:
             raise RSValueError(
                 "certificates",
@@ -252,6 +266,31 @@ class Audit:
             if certificates.n is None or self.smoothing.on_grid
             else sampling_cap(self.smoothing, certificates.alpha, certificates.n, x[0].numel()),
         )
+        found = {int(entry["index"]): dict(entry) for entry in impossible}
+        records = [
+            {
+                "index": int(i),
+                "prediction": int(p),
+                "radius": float(r),
+                "alpha": certificates.alpha,
+                "n": certificates.n,
+            }
+            for i, p, r in zip(
+                certificates.index.tolist(),
+                certificates.prediction.tolist(),
+                certificates.radius.tolist(),
+                strict=True,
+            )
+        ]
+        for entry in impossible_certificates(
+            records,
+            smoothing=self.smoothing,
+            num_classes=self.smoothed.num_classes,
+            dim=int(x[0].numel()),
+            cap=not self.smoothing.on_grid,  # without n: capped at MAX_SAMPLES samples
+        ):
+            found.setdefault(entry["index"], entry)
+        mark_impossible(report.verdict, report.inputs, [found[i] for i in sorted(found)])
         report.settings["seconds"] = time.perf_counter() - started
         return report
 

@@ -134,14 +134,32 @@ class Certifier(abc.ABC):
         )
         return in_input_order(list(parts), keys)
 
+    def cap_smoothing(self) -> Smoothing | None:
+        """A smoothing whose sampling cap (:func:`~rs_plugin.sampling_cap`) bounds every radius
+        this certifier records with n samples at level α, used to refuse impossible stored
+        records on resume: its own smoothing, unless it is stateful (σ chosen per input), then
+        None (no bound) unless the certifier knows one."""
+        return None if self.stateful else self.smoothing
+
     def memory_entry(self, key: int) -> Any:
         """What a stateful certifier stored for the certified input ``key`` (JSON values), or
         None; written with the input's record. Stateless certifiers store nothing."""
         return None
 
-    def restore(self, x: torch.Tensor, key: int, prediction: int, entry: Any) -> None:
+    def restore(
+        self,
+        x: torch.Tensor,
+        key: int,
+        prediction: int,
+        entry: Any,
+        *,
+        n: int | None = None,
+        alpha: float | None = None,
+    ) -> None:
         """Put back the :meth:`memory_entry` of input ``x`` certified as ``prediction`` (entries
-        in the order they were stored). Only stateful certifiers have a memory to restore."""
+        in the order they were stored). ``n`` and ``alpha`` are the record's (when known): an
+        entry may be a forgery, and claims nothing those samples cannot certify. Only stateful
+        certifiers have a memory to restore."""
         raise RSValueError(
             "resume",
             "memory entries only for a stateful certifier",

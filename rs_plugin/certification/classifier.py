@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -98,7 +99,8 @@ class SmoothedClassifier(nn.Module, Certifier):
             raise RSValueError("smoothing", "an rs_plugin.Smoothing instance", smoothing)
         check_smoothing = getattr(model, "check_smoothing", None)
         if callable(check_smoothing):
-            check_smoothing(smoothing)
+            # A copy: a model that kept the smoothing could change σ before radii are computed.
+            check_smoothing(copy.deepcopy(smoothing))
         if clip_values is not None and not (
             len(clip_values) == 2 and float(clip_values[0]) < float(clip_values[1])
         ):

@@ -252,7 +252,14 @@ def check_resume(factory: type[Certifier], options: Mapping[str, Any]) -> None:
             index = record["index"]
             entry = before.memory_entry(index)
             if entry is not None:
-                resumed.restore(case.x[index], index, record["prediction"], entry)
+                resumed.restore(
+                    case.x[index],
+                    index,
+                    record["prediction"],
+                    entry,
+                    n=record["n"],
+                    alpha=record["alpha"],
+                )
     tail = _certify(resumed, case, slice(3, None), batch_size=64)
     _assert_same(factory.__name__, full.take([3, 4, 5]), tail, "a resumed subset")
 

@@ -387,9 +387,11 @@ def stream_counts(
 def _check_batch_output(logits: object, size: int, num_classes: int) -> None:
     """Refuse a batch's output of any other shape than (size, num_classes), before its votes
     are counted: a vote index outside the classes would be added to another input's counts.
-    (A host-side check of the shape: no device synchronisation.)"""
-    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (size, num_classes):
-        shown = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+    (A host-side check of the shape: no device synchronisation.) Only a plain tensor: a
+    subclass's ``__torch_function__`` would answer the shape, finiteness and argmax the votes
+    are counted from."""
+    if type(logits) is not torch.Tensor or tuple(logits.shape) != (size, num_classes):
+        shown = tuple(logits.shape) if type(logits) is torch.Tensor else type(logits).__name__
         raise RSValueError(
             "model",
             f"a model returning logits of shape (B, {num_classes}) on every batch",

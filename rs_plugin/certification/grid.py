@@ -44,7 +44,7 @@ from rs_plugin.certification.base import Certifier
 from rs_plugin.certification.certificates import Certificates, Predictions
 from rs_plugin.certification.classifier import VOTE_OPTIONS, SmoothedClassifier
 from rs_plugin.certification.engine import STREAM_ESTIMATION, STREAM_SELECTION, stream_counts
-from rs_plugin.certification.stats import clopper_pearson_lower
+from rs_plugin.certification.stats import clopper_pearson_lower, round_down
 from rs_plugin.smoothings.base import Smoothing
 
 if TYPE_CHECKING:
@@ -271,7 +271,11 @@ def _grid_certify(
         top = counts[:, 0].argmax(dim=1)
         count = counts[:, 1].gather(1, top[:, None])[:, 0]
         p_lower = torch.from_numpy(clopper_pearson_lower(count.numpy(), n, level))
-        radii_l2 = smoothing.additive_sigma * torch.special.ndtri(p_lower.clamp(0.0, 1.0))
+        radii_l2 = torch.from_numpy(
+            round_down(
+                (smoothing.additive_sigma * torch.special.ndtri(p_lower.clamp(0.0, 1.0))).numpy()
+            )
+        )
         classes = torch.where(p_lower > 0.5, top, torch.full_like(top, -1))
         results = [
             covered_range(

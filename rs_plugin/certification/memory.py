@@ -45,9 +45,11 @@ from rs_plugin.certification.certificates import Certificates, Predictions
 from rs_plugin.certification.classifier import SmoothedClassifier
 from rs_plugin.certification.regions import RegionStore
 from rs_plugin.certification.sigma_search import (
+    adam_reach,
     optimise_anisotropic_sigma,
     optimise_isotropic_sigma,
 )
+from rs_plugin.certification.stats import round_down
 from rs_plugin.smoothings.anisotropic import AnisotropicGaussian, ellipsoid_summary
 from rs_plugin.smoothings.base import Smoothing
 from rs_plugin.smoothings.gaussian import Gaussian
@@ -116,11 +118,48 @@ class MemoryCertifier(Certifier):
         """
         return self.memory.entry(key)
 
-    def restore(self, x: torch.Tensor, key: int, prediction: int, entry: Any) -> None:
+    def restore(
+        self,
+        x: torch.Tensor,
+        key: int,
+        prediction: int,
+        entry: Any,
+        *,
+        n: int | None = None,
+        alpha: float | None = None,
+    ) -> None:
         """Put back the entry :meth:`memory_entry` gave for the input ``x`` (one input, any
         shape) certified as ``prediction``; entries must be restored in the order they were
-        stored. Raises :class:`RSValueError` (parameter ``resume``) for a malformed entry."""
-        self.memory.restore(x, key, prediction, entry, self.num_classes)
+        stored. Raises :class:`RSValueError` (parameter ``resume``) for a malformed entry and
+        for one no certification could have stored: a σ outside :meth:`sigma_limits`, or,
+        given the record's ``n`` and ``alpha``, a whitened radius above Φ⁻¹(α^{1/n}), the
+        most n samples certify at level α (every vote for one class)."""
+        largest = math.inf
+        if n is not None and alpha is not None:
+            largest = float(
+                torch.special.ndtri(torch.tensor(alpha, dtype=torch.float64) ** (1.0 / n))
+            )
+        self.memory.restore(
+            x,
+            key,
+            prediction,
+            entry,
+            self.num_classes,
+            largest_radius=largest,
+            sigma_limits=self.sigma_limits(),
+        )
+
+    def sigma_limits(self) -> tuple[float, float]:
+        """The least and the largest σ (per coordinate) :meth:`choose_sigma` can return;
+        entries outside are refused on resume. Unbounded unless a subclass knows better."""
+        return (0.0, math.inf)
+
+    def cap_smoothing(self) -> Smoothing | None:
+        """Gaussian noise at the largest σ the search can return: a record's radius, in any ℓp
+        norm, is at most R · max σ (an own ellipsoid {‖(z − x)/σ‖₂ < R}, or a ball inside a
+        stored one), and R at most Φ⁻¹(α^{1/n})."""
+        high = self.sigma_limits()[1]
+        return Gaussian(high) if math.isfinite(high) else None
 
     @abc.abstractmethod
     def choose_sigma(self, x: torch.Tensor, *, seed: int, keys: Sequence[int]) -> torch.Tensor:
@@ -263,7 +302,7 @@ class MemoryCertifier(Certifier):
                 torch.tensor([inner], dtype=torch.float64), torch.ones(1, dim, dtype=torch.float64)
             )
             return _replace(part, prediction, ball, sigma, from_memory=1.0, scale=math.nan)
-        whitened = float(torch.special.ndtri(part.p_lower.to(torch.float64))[0])
+        whitened = float(round_down(torch.special.ndtri(part.p_lower.to(torch.float64)).numpy())[0])
         kept = self.memory.shrink(point, sigma, whitened, c)
         self.memory.add(point, sigma, kept, c, key)
         summary = ellipsoid_summary(torch.tensor([kept], dtype=torch.float64), sigma[None, :])
@@ -381,6 +420,12 @@ class DDRS(MemoryCertifier):
             raise RSValueError("sigma_range", "(low, high) with 0 < low <= 1 <= high", sigma_range)
         self.sigma_range = (low, high)
 
+    def sigma_limits(self) -> tuple[float, float]:
+        """[low·σ, high·σ]: the search is clamped to ``sigma_range`` (σ itself with 0 steps)."""
+        if self.steps == 0:
+            return (self.sigma, self.sigma)
+        return (self.sigma_range[0] * self.sigma, self.sigma_range[1] * self.sigma)
+
     def choose_sigma(self, x: torch.Tensor, *, seed: int, keys: Sequence[int]) -> torch.Tensor:
         sigma = optimise_isotropic_sigma(
             self.model,
@@ -404,6 +449,13 @@ class ANCER(DDRS):
     (1, 1) to start from the smoothing's fixed σ), then every coordinate's σ is raised where
     that enlarges the ellipsoid (never below the isotropic start).
     """
+
+    def sigma_limits(self) -> tuple[float, float]:
+        """Every coordinate's σ is at least its isotropic start (≥ low·σ) and at most the start
+        moved by what ``steps`` Adam steps of rate ``lr`` can add to log σ
+        (:func:`~rs_plugin.certification.sigma_search.adam_reach`)."""
+        low, high = super().sigma_limits()
+        return (low, high * math.exp(adam_reach(self.steps, self.lr)))
 
     def choose_sigma(self, x: torch.Tensor, *, seed: int, keys: Sequence[int]) -> torch.Tensor:
         start = super().choose_sigma(x, seed=seed, keys=keys)[:, 0]

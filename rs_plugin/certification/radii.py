@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from rs_plugin.certification.certificates import Certificates
+from rs_plugin.certification.stats import ROUNDING_MARGIN
 from rs_plugin.smoothings.base import Smoothing
 from rs_plugin.smoothings.norms import complete_radii
 
@@ -42,13 +43,16 @@ def pack_certificates(
     (:meth:`~rs_plugin.Smoothing.target_lower_bound`), is at most 1/2 (at exactly 1/2 another
     class may tie with the selected one, so g(x) is not determined); otherwise its radii are
     the smoothing's (:meth:`~rs_plugin.Smoothing.certified_radii`, completed to every ℓp
-    norm), and ``extra``
+    norm) rounded down by :data:`~rs_plugin.certification.stats.ROUNDING_MARGIN` (they are
+    computed in float64 with errors of a few ulps either way), and ``extra``
     adds per-input values (shape (N,)) to the smoothing's own extras.
     """
     abstain = smoothing.target_lower_bound(p_lower, dim) <= 0.5
     direct = smoothing.certified_radii(p_lower, dim)
     radii = {
-        norm: torch.where(abstain, torch.zeros_like(r), r.to(torch.float64))
+        norm: torch.where(
+            abstain, torch.zeros_like(r), r.to(torch.float64) * (1.0 - ROUNDING_MARGIN)
+        )
         for norm, r in complete_radii(direct, dim).items()
     }
     return Certificates(

@@ -24,6 +24,10 @@ from rs_plugin._validation import RSValueError
 
 __all__ = ["RegionStore"]
 
+# Relative slack on the limits of a restored entry: its σ was searched as log σ in float32,
+# whose rounding moves σ by about |log σ| · 6e-8 relative (1e-5 covers σ up to e^100).
+_SLACK = 1e-5
+
 
 class RegionStore:
     """Labelled regions {z : ‖(z − x)/σ‖₂ < R} in float64 on the CPU, in insertion order."""
@@ -94,11 +98,22 @@ class RegionStore:
         return {"whitened_radius": float(radii[position]), "sigma": shown}
 
     def restore(
-        self, x: torch.Tensor, key: int, prediction: int, entry: Any, num_classes: int
+        self,
+        x: torch.Tensor,
+        key: int,
+        prediction: int,
+        entry: Any,
+        num_classes: int,
+        *,
+        largest_radius: float = math.inf,
+        sigma_limits: tuple[float, float] = (0.0, math.inf),
     ) -> None:
         """Put back the :meth:`entry` of the input ``x`` (any shape) certified as
         ``prediction``. Raises :class:`RSValueError` (parameter ``resume``) for a malformed
-        entry."""
+        entry, or one no certification could have stored: a whitened radius above
+        ``largest_radius`` (what the record's samples can certify) or a σ outside
+        ``sigma_limits`` (what the certifier's σ search can reach), each up to a relative 1e-5
+        (σ is searched in the model's float32)."""
         point = x.reshape(-1).to(torch.float64).cpu()
         dim = point.numel()
         received = f"input {key}: class {prediction!r}, memory {entry!r}"
@@ -124,6 +139,17 @@ class RegionStore:
                 "resume",
                 f"a whitened radius >= 0 and {dim} (or 1) finite σ > 0 for a class below "
                 f"{num_classes}",
+                received,
+            )
+        low, high = sigma_limits
+        if radius > largest_radius * (1 + _SLACK) or not bool(
+            (sigma >= low * (1 - _SLACK)).all() and (sigma <= high * (1 + _SLACK)).all()
+        ):
+            raise RSValueError(
+                "resume",
+                f"a memory entry a certification could store: whitened radius <= "
+                f"{largest_radius:.6g} (the record's samples) and σ in [{low:.6g}, {high:.6g}] "
+                "(the certifier's search)",
                 received,
             )
         self.add(point, sigma.expand(dim), radius, prediction, key)

@@ -27,9 +27,32 @@ from torch import nn
 
 from rs_plugin.certification.engine import STREAM_ANISOTROPIC, STREAM_SIGMA, block_seed
 
-__all__ = ["optimise_anisotropic_sigma", "optimise_isotropic_sigma"]
+__all__ = ["ADAM_BETAS", "adam_reach", "optimise_anisotropic_sigma", "optimise_isotropic_sigma"]
 
 _P_CLAMP = 1e-4
+ADAM_BETAS = (0.9, 0.999)
+
+
+def adam_reach(steps: int, lr: float) -> float:
+    """The farthest ``steps`` steps of Adam (rate ``lr``, :data:`ADAM_BETAS`, no weight
+    decay) can move one coordinate, whatever the gradients: lr · Σ_t B_t.
+
+    Step t moves a coordinate by lr · m̂_t / (√v̂_t + ε), with m̂_t = m_t / (1 − β1^t),
+    v̂_t = v_t / (1 − β2^t), m_t = (1 − β1) Σ_i β1^{t−i} g_i and v_t = (1 − β2) Σ_i β2^{t−i} g_i².
+    Cauchy–Schwarz on Σ_i (β1^{t−i} β2^{−(t−i)/2}) (β2^{(t−i)/2} g_i) bounds |m_t| / √v_t by
+    (1 − β1) / √(1 − β2) · √(Σ_{j<t} (β1²/β2)^j), so
+    B_t = (1 − β1) √(1 − β2^t) √(Σ_{j<t} (β1²/β2)^j) / ((1 − β1^t) √(1 − β2)) (B_1 = 1).
+    """
+    beta1, beta2 = ADAM_BETAS
+    total, geometric = 0.0, 0.0
+    for t in range(1, steps + 1):
+        geometric += (beta1 * beta1 / beta2) ** (t - 1)
+        total += (
+            (1 - beta1)
+            * math.sqrt((1 - beta2**t) * geometric)
+            / ((1 - beta1**t) * math.sqrt(1 - beta2))
+        )
+    return lr * total
 
 
 def _generators(
@@ -89,7 +112,7 @@ def optimise_isotropic_sigma(
     log_sigma = torch.full(
         (x.shape[0],), math.log(sigma), dtype=x.dtype, device=x.device, requires_grad=True
     )
-    optimiser = torch.optim.Adam([log_sigma], lr=lr)
+    optimiser = torch.optim.Adam([log_sigma], lr=lr, betas=ADAM_BETAS)
     view = (-1,) + (1,) * (x.dim() - 1)
     for _ in range(steps):
         noise = _draw(generators, (num_noise_samples, *x.shape[1:]), x)
@@ -116,7 +139,7 @@ def optimise_anisotropic_sigma(
     generators = _generators(seed, STREAM_ANISOTROPIC, keys, x.device)
     floor = torch.log(sigma.to(device=x.device, dtype=x.dtype)).view(-1, 1)
     log_sigma = floor.expand(x.shape[0], x[0].numel()).clone().requires_grad_(True)
-    optimiser = torch.optim.Adam([log_sigma], lr=lr)
+    optimiser = torch.optim.Adam([log_sigma], lr=lr, betas=ADAM_BETAS)
     for _ in range(steps):
         noise = _draw(generators, (num_noise_samples, *x.shape[1:]), x)
         value = log_sigma.exp()

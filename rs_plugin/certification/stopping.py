@@ -39,7 +39,11 @@ import torch
 from rs_plugin._validation import MAX_SAMPLES, check_int, check_open_unit
 from rs_plugin.certification.confidence_sequence import mixture_lower, mixture_upper
 from rs_plugin.certification.engine import NOISE_BLOCK
-from rs_plugin.certification.stats import clopper_pearson_lower, clopper_pearson_upper
+from rs_plugin.certification.stats import (
+    clopper_pearson_lower,
+    clopper_pearson_upper,
+    round_down,
+)
 from rs_plugin.smoothings.base import Smoothing
 
 __all__ = [
@@ -151,7 +155,10 @@ class AnytimeBounds:
 
 
 def _radius(smoothing: Smoothing, p: np.ndarray, dim: int) -> np.ndarray:
-    return smoothing.radius(torch.from_numpy(np.asarray(p, dtype=np.float64)), dim).numpy()
+    """The smoothing's radius at ``p``, rounded down as records' radii are."""
+    return round_down(
+        smoothing.radius(torch.from_numpy(np.asarray(p, dtype=np.float64)), dim).numpy()
+    )
 
 
 class DecisionRule:

@@ -24,7 +24,6 @@ from rs_plugin.auditing.fp_probe import probe_floating_point
 from rs_plugin.auditing.plausibility import (
     check_record,
     impossible_certificates,
-    mark_impossible,
     record_smoothing,
     record_validator,
 )
@@ -34,6 +33,7 @@ from rs_plugin.auditing.results import CertificateSet
 from rs_plugin.auditing.runner import Audit
 from rs_plugin.certification.threads import torch_threads
 from rs_plugin.cli.arguments import AUDIT_DEFAULTS
+from rs_plugin.cli.failures import RunFailed, kept_on_failure
 from rs_plugin.cli.flags import parse_smoothing_params
 from rs_plugin.cli.linescan import scan_json_lines
 from rs_plugin.cli.models import load_denoiser_for, load_model_for
@@ -271,6 +271,17 @@ def _audit(args: argparse.Namespace, threads: Threads) -> int:
             f"certificates in the semantics of their smoothing ({smoothing.semantics_label!r})",
             f"semantics {certificates.semantics!r} ({source})",
         )
+    stored = records[0].get("smoothing")  # a description (dict) or, in older files, a name
+    claimed = isinstance(stored, dict) and stored.get("sound_fp") is True
+    sound = bool(getattr(smoothing, "sound_fp", False))
+    if claimed and not sound:
+        # The mode is the smoothing's: a file claiming the sound mode for a float-mode
+        # smoothing would be reported as what it is not.
+        raise RSValueError(
+            "--certificates",
+            "a smoothing description whose sound_fp is that of the smoothing it names",
+            f"sound_fp true for {smoothing!r}, a float-mode smoothing ({source})",
+        )
     impossible = impossible_certificates(
         records, smoothing=smoothing, num_classes=num_classes, dim=int(x[0].numel())
     )
@@ -283,8 +294,17 @@ def _audit(args: argparse.Namespace, threads: Threads) -> int:
         )
     if args.certificates is not None:
         announce_threads("audit", threads)
-    report = runner.run(x[index], y[index], certificates)
-    mark_impossible(report.verdict, report.inputs, impossible)
+    try:
+        report = runner.run(x[index], y[index], certificates, impossible=impossible)
+    except (RSValueError, ImportError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # the model raised under attack: one line, nothing lost
+        first = str(error).strip().splitlines()
+        raise RunFailed(
+            f"the model raised {type(error).__name__}: {first[0] if first else ''} during the "
+            f"audit's attacks; the certificates in {source} are kept; fix the model and run the "
+            "same command again"
+        ) from error
     report.settings.update(model=job.model, data=job.data, certificates=source)
     if job.denoiser is not None:
         report.settings["denoiser"] = job.denoiser
@@ -295,8 +315,6 @@ def _audit(args: argparse.Namespace, threads: Threads) -> int:
         if finding is not None:
             report.diagnostics.append(finding)
     paths = report.write(out)
-    stored = records[0].get("smoothing")  # a description (dict) or, in older files, a name
-    sound = isinstance(stored, dict) and stored.get("sound_fp") is True
     print(f"{source}: certificates issued in the {'sound' if sound else 'float'} mode")
     print(report.verdict["summary"])
     print("report: " + ", ".join(str(p) for p in paths))
@@ -357,7 +375,11 @@ def _certify(
     ) as store:
         done = store.done()
         todo = [i for i in range(len(y)) if i not in done]
-        with Progress("certify", len(todo), "input") as progress:
+        rerun = "run the same command again (it certifies only the inputs not yet in the file)"
+        with (
+            kept_on_failure(str(path), lambda: len(store.records), todo, store.done, rerun=rerun),
+            Progress("certify", len(todo), "input") as progress,
+        ):
             for record in iter_records(job, certifier, x, y, todo):
                 store.append(record)
                 progress.update(1)

@@ -91,16 +91,18 @@ def _certify(
 ) -> int:
     smoothed, x, y, data_sha256 = job.load()
     smoothing = smoothed.smoothing
+    # The sampling cap bounding every radius this certifier records (None: no bound).
+    capping = smoothed.cap_smoothing()
     with ResultStore(
         args.out,
         job.config(smoothed, data_sha256),
         resume=args.resume,
         provenance=job.provenance(),
         validate=record_validator(
-            smoothing=smoothing,
+            smoothing=capping or smoothing,
             num_classes=int(getattr(smoothed, "num_classes", sys.maxsize)),
             dim=int(x[0].numel()),
-            cap=not job.stateful,
+            cap=capping is not None,
             path=args.out,
             labels=y.tolist(),
         ),
@@ -134,8 +136,7 @@ def _certify(
         records = [store.records[i] for i in sorted(store.records)]
     # The radius unit of the table: σ, or a smoothing's own scale where σ is not it.
     sigma = getattr(smoothing, "radius_scale", None) or smoothing.noise_scale or 1.0
-    # A stateful certifier's σ varies per input, so it has no single sampling cap.
-    largest = None if job.stateful else sampling_cap(smoothing, job.alpha, job.n, x[0].numel())
+    largest = None if capping is None else sampling_cap(capping, job.alpha, job.n, x[0].numel())
     summary = summarize(
         records,
         [k * sigma for k in (0, 0.5, 1, 2, 3, 4)],

@@ -32,7 +32,12 @@ class RunFailed(RuntimeError):
 
 @contextlib.contextmanager
 def kept_on_failure(
-    out: str, stored: Callable[[], int], todo: Sequence[int], done: Callable[[], set[int]]
+    out: str,
+    stored: Callable[[], int],
+    todo: Sequence[int],
+    done: Callable[[], set[int]],
+    *,
+    rerun: str = "run the same command with --resume",
 ) -> Iterator[None]:
     """Turn an OS error on writing, or an error the model raised, into :class:`RunFailed`.
 
@@ -42,6 +47,7 @@ def kept_on_failure(
         todo: the indices this run set out to certify, in order.
         done: the indices stored now (the first of ``todo`` not among them is the input the
             failure happened on, or one batched with it).
+        rerun: how to finish the run once the cause is fixed.
     """
     try:
         yield
@@ -51,7 +57,7 @@ def kept_on_failure(
         hint = _WRITE_HINTS.get(error.errno or 0, "fix the cause")
         raise RunFailed(
             f"writing {out} failed: {error.strerror or error} (errno {error.errno}); "
-            f"{stored()} records are kept in it; {hint} and run the same command with --resume"
+            f"{stored()} records are kept in it; {hint} and {rerun}"
         ) from error
     except Exception as error:
         finished = done()
@@ -61,5 +67,5 @@ def kept_on_failure(
         raise RunFailed(
             f"the model raised {type(error).__name__}: {first[0] if first else ''}{where} (its "
             f"noisy batch may hold samples of the inputs after it); {stored()} records are kept "
-            f"in {out}; fix the model and run the same command with --resume"
+            f"in {out}; fix the model and {rerun}"
         ) from error

@@ -84,7 +84,8 @@ def restore_memory(
     """Rebuild a stateful certifier's memory from its records, in the order they were written.
 
     A no-op for other certifiers. Resuming DDRS or ANCER certifies the remaining inputs against
-    exactly the regions the stored records claim.
+    exactly the regions the stored records claim, once each claim is found possible (its
+    record's n and α bound the radius, the certifier's search the σ).
     """
     if not smoothed.stateful:
         return
@@ -103,4 +104,11 @@ def restore_memory(
                     "a limit covering every input a memory certifier's file already holds",
                     f"{len(x)} inputs, and the file holds input {index}",
                 )
-            smoothed.restore(x[index], index, record["prediction"], record["memory"])
+            smoothed.restore(
+                x[index],
+                index,
+                record["prediction"],
+                record["memory"],
+                n=record.get("n"),
+                alpha=record.get("alpha"),
+            )

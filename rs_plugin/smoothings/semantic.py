@@ -199,6 +199,14 @@ class SemanticSmoothing(Smoothing):
         return (self.sigma,) * self.num_parameters
 
     @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """The key under which records give each parameter's own radius: the radius's own key
+        (:attr:`norm`) for a one-parameter transform, ``"<name>.<j>"`` (j from 0) otherwise."""
+        if self.num_parameters == 1:
+            return (self.norm,)
+        return tuple(f"{self.name}.{j}" for j in range(self.num_parameters))
+
+    @property
     def sigma_units(self) -> bool:
         """True when radii are in σ units: the certified ℓ2 set is Σ_j δ_j²/σ_j² < ρ² (ℓ∞:
         max_j |δ_j|/σ_j < ρ), so a change δ in the parameters' own units lies at distance
@@ -320,7 +328,9 @@ class Compose(SemanticSmoothing):
     scaled by 1/σ it is isotropic and the certificate is a ball in *σ units*: with Gaussian noise
     every joint change δ with Σ_j ‖δ_j‖²/σ_j² < ρ², ρ = Φ⁻¹(p_lower), keeps the prediction
     (norm ``"composed:l2"``). Records add, per component, the radius when it alone changes
-    (σ_j ρ, key = its name) and the box every parameter may fill at once (key ``name:box``).
+    (σ_j ρ, key = its name) and the box every parameter may fill at once (key ``name:box``);
+    per parameter for a component whose parameters have different scales
+    (:meth:`certificate_extras`).
     Parametric certificates only. All components use the same noise family.
     """
 
@@ -376,12 +386,30 @@ class Compose(SemanticSmoothing):
         unit = complete_radii(_parameter_noise(self.noise, 1.0).certified_radii(p_lower, k), k)
         return {f"composed:{norm}": r for norm, r in unit.items()}
 
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        return tuple(name for c in self.components for name in c.parameter_names)
+
     def certificate_extras(self, p_lower: torch.Tensor, dim: int) -> dict[str, torch.Tensor]:
+        """Each component's change alone and the box all parameters may fill at once.
+
+        The certified set is Σ_j δ_j²/σ_j² < ρ² (ℓ∞: max_j |δ_j|/σ_j < ρ∞). A component whose
+        parameters share one scale σ_c (in its own units) may move by σ_c ρ alone (ℓ2 over its
+        parameters, under its name) and by σ_c ρ∞ in every parameter at once (``":box"``). A
+        component whose parameters have different scales or units (a shadow with its geometry)
+        gets that pair per parameter, σ_j ρ and σ_j ρ∞, under its :attr:`parameter_names`.
+        """
         unit = self._parameter_radii(p_lower)
         extras: dict[str, torch.Tensor] = {}
         for c in self.components:
-            extras[c.name] = c.sigma * unit["composed:l2"]
-            extras[f"{c.name}:box"] = c.sigma * unit["composed:linf"]
+            sigmas = c.parameter_sigmas
+            if c.sigma_units or len(set(sigmas)) > 1:
+                groups = list(zip(c.parameter_names, sigmas, strict=True))
+            else:
+                groups = [(c.name if c.num_parameters > 1 else c.norm, sigmas[0])]
+            for name, s in groups:
+                extras[name] = s * unit["composed:l2"]
+                extras[f"{name}:box"] = s * unit["composed:linf"]
         return extras
 
     def config(self) -> dict[str, Any]:

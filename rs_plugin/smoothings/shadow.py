@@ -184,6 +184,14 @@ class Shadow(SemanticSmoothing):
     def num_parameters(self) -> int:
         return len(self.parameters)
 
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """``"shadow.darkness"``, ``"shadow.angle"``, ``"shadow.offset"`` (those smoothed); the
+        radius's own key (:attr:`norm`) when one parameter is smoothed."""
+        if len(self.parameters) == 1:
+            return (self.norm,)
+        return tuple(f"shadow.{p}" for p in self.parameters)
+
     def sample_parameters(
         self, batch: int, generator: torch.Generator, device: torch.device, dtype: torch.dtype
     ) -> torch.Tensor:

@@ -28,7 +28,7 @@ from rs_plugin import (
     audit,
 )
 from rs_plugin._registry import discover
-from rs_plugin.auditing.attack import load_attack
+from rs_plugin.auditing.attack import Candidates, load_attack
 from rs_plugin.auditing.report import FILES, format_markdown
 from rs_plugin.auditing.results import poisson_binomial_tail
 from rs_plugin.cli import main
@@ -380,3 +380,75 @@ def test_report_labels_the_sampling_cap(honest_run):
     assert data["curves"]["sampling_cap"] == pytest.approx(cap, rel=1e-9)
     assert max(r["radius"] for r in data["inputs"]) <= cap * (1 + 1e-9)
     assert f"**sampling cap** σΦ⁻¹(α^{{1/n}}) = {cap:.3f}" in (out / "report.md").read_text()
+
+
+class _Unchanged(Attack):
+    """Proposes the inputs themselves: the verdict rests on PREDICT at the audited points."""
+
+    name = "unchanged"
+
+    def generate(self, target, x, y, eps):
+        return Candidates(x=x.clone())
+
+
+class _MovesItsInput(torch.nn.Module):
+    """Class 0 iff the mean pixel is above 0.5; outside inference mode and autograd (where the
+    audit's diagnostics call it) it writes 0.9 into its input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = torch.nn.Linear(1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_inference_mode_enabled() and not x.requires_grad:
+            x.fill_(0.9)
+        s = 20 * (x.flatten(1).mean(dim=1, keepdim=True) - 0.5)
+        return torch.cat([s, -s], dim=1)
+
+
+def test_the_audit_never_hands_the_model_the_inputs_it_audits():
+    """Forged class-0 certificates on inputs of class 1: a model that writes its input during
+    the diagnostics can neither move the audited points (the verdict stays VIOLATED) nor the
+    caller's tensor."""
+    x = torch.full((16, 1, 4, 4), 0.1)
+    labels = torch.ones(16, dtype=torch.int64)
+    forged = CertificateSet(
+        index=torch.arange(16),
+        prediction=torch.zeros(16, dtype=torch.int64),
+        radius=torch.full((16,), 0.3, dtype=torch.float64),
+        norm="l2",
+        semantics="input",
+        alpha=0.001,
+        n=10_000,
+    )
+    runner = Audit(
+        _MovesItsInput().eval(), Gaussian(0.25), 2, attacks=[_Unchanged()], predict_n=200
+    )
+    report = runner.run(x, labels, forged)
+    assert report.violated and report.verdict["violations"] == 16
+    assert bool((x == 0.1).all())
+
+
+def test_the_python_audit_marks_certificates_no_model_could_earn():
+    """A radius above what n samples certify at level α is a violation whatever the attacks
+    find, in the library's audit as on the command line; the honest certificates beside it
+    are not marked."""
+    x = torch.full((4, 1, 4, 4), 0.1)
+    labels = torch.ones(4, dtype=torch.int64)
+    cap = 0.25 * float(torch.special.ndtri(torch.tensor(0.001 ** (1 / 100), dtype=torch.float64)))
+    certificates = CertificateSet(
+        index=torch.arange(4),
+        prediction=torch.ones(4, dtype=torch.int64),
+        radius=torch.tensor([0.1, 0.1, 10 * cap, 0.1], dtype=torch.float64),
+        norm="l2",
+        semantics="input",
+        alpha=0.001,
+        n=100,
+    )
+    model = _MovesItsInput().eval()  # class 1 at 0.1: every certificate's class is right
+    report = Audit(model, Gaussian(0.25), 2, attacks=[_Unchanged()], predict_n=200).run(
+        x, labels, certificates
+    )
+    assert [entry["index"] for entry in report.verdict["impossible"]] == [2]
+    assert "exceeds" in report.verdict["impossible"][0]["reason"]
+    assert report.violated and report.verdict["summary"].startswith("VIOLATED: 1 certificate")

@@ -162,3 +162,61 @@ def test_the_probe_runs_once_per_model_state_and_the_batches_are_checked_after_i
     with pytest.raises(RSValueError, match=r"\(300, 11\) on a batch of 300"):
         smoothed.certify(x, n0=100, n=600, batch_size=300)
     assert model.probes == 3
+
+
+class KeepsTheSmoothing(nn.Module):
+    """A step classifier (class 0 iff the first pixel < 0.5) that keeps the smoothing it is
+    shown and multiplies its σ by 40 on every forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: list = []
+
+    def check_smoothing(self, smoothing) -> None:
+        self.kept.append(smoothing)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for smoothing in self.kept:
+            smoothing.sigma *= 40
+        s = 50 * (0.5 - x.flatten(1)[:, :1])
+        return torch.cat([s, -s], dim=1)
+
+
+def test_a_model_shown_the_smoothing_cannot_change_it():
+    """check_smoothing gets a copy: the radius is the one of the σ the samples were drawn with
+    (at most σΦ⁻¹(α^{1/n}) = 0.01 · 2.5 for σ = 0.01, n = 1000), and the caller's smoothing
+    is left as it was."""
+    smoothing = Gaussian(0.01)
+    model = KeepsTheSmoothing().eval()
+    certs = SmoothedClassifier(model, smoothing, 2).certify(
+        torch.full((1, 1, 2, 2), 0.2), n0=100, n=1000, alpha=0.001, batch_size=100
+    )
+    assert len(model.kept) == 1 and model.kept[0] is not smoothing
+    assert smoothing.sigma == 0.01
+    assert int(certs.prediction[0]) == 0
+    assert 0 < float(certs.radius[0]) <= 0.01 * 2.5
+
+
+class _Steering(torch.Tensor):
+    """Logits whose argmax moves every vote one class slot further (into another slot of the
+    counts) - what a subclass's __torch_function__ could do to the engine's bookkeeping."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        out = super().__torch_function__(func, types, args, kwargs or {})
+        if func is torch.Tensor.argmax:
+            out = out.as_subclass(torch.Tensor) + 3
+        return out
+
+
+class ReturnsASubclass(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(x.shape[0], 2)
+        logits[:, 1] = 5.0
+        return logits.as_subclass(_Steering) if x.shape[0] > 4 else logits
+
+
+def test_logits_of_a_tensor_subclass_are_refused_before_their_votes_are_counted():
+    smoothed = SmoothedClassifier(ReturnsASubclass().eval(), Gaussian(0.25), 2)
+    with pytest.raises(RSValueError, match="^model: .*_Steering on a batch of"):
+        smoothed.certify(torch.full((1, 4), 0.5), n0=64, n=64, alpha=0.001, batch_size=128)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
+import types
 
+import pytest
 import torch
 from torch import nn
 
@@ -103,3 +106,129 @@ def test_the_same_model_has_the_same_hash_in_every_process(tmp_path):
             check=True,
         )
         assert out.stdout.split() == here
+
+
+# --- what a model computes with, beyond its state dict and its class's source ---------------
+
+
+class _NonPersistent(nn.Module):
+    shift: torch.Tensor
+
+    def __init__(self, shift: float) -> None:
+        super().__init__()
+        self.register_buffer("shift", torch.tensor([shift]), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :2] + self.shift
+
+
+class _TensorAttribute(nn.Module):
+    def __init__(self, w: list[float]) -> None:
+        super().__init__()
+        self.w = torch.tensor(w)  # a plain attribute, neither parameter nor buffer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :2] * self.w
+
+
+class _DictAttribute(nn.Module):
+    def __init__(self, sign: int) -> None:
+        super().__init__()
+        self.config = {"sign": sign}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :2] * self.config["sign"]
+
+
+class _Partial(nn.Module):
+    def __init__(self, top: float) -> None:
+        super().__init__()
+        self.act = functools.partial(torch.clamp, max=top)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x.flatten(1)[:, :2])
+
+
+def _scaled_by(k: float):
+    return lambda t: t * k
+
+
+class _Closure(nn.Module):
+    def __init__(self, k: float) -> None:
+        super().__init__()
+        self.f = _scaled_by(k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.f(x.flatten(1)[:, :2])
+
+
+class _ScriptAttribute(nn.Module):
+    def __init__(self, k: float) -> None:
+        super().__init__()
+        self.k = k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :2] * self.k
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [
+        lambda: (_NonPersistent(0.0), _NonPersistent(5.0)),
+        lambda: (_TensorAttribute([1.0, 1.0]), _TensorAttribute([1.0, -1.0])),
+        lambda: (_DictAttribute(1), _DictAttribute(-1)),
+        lambda: (_Partial(0.0), _Partial(9.0)),
+        lambda: (_Closure(1.0), _Closure(-1.0)),
+        lambda: tuple(torch.jit.script(_ScriptAttribute(k)) for k in (1.0, -1.0)),
+    ],
+    ids=["non-persistent buffer", "tensor attribute", "dict", "partial", "closure", "script"],
+)
+def test_models_that_compute_differently_have_different_identities(pair):
+    first, second = pair()
+    x = torch.ones(1, 4)
+    assert not torch.equal(first(x), second(x))  # they do compute differently
+    assert model_identity(first) != model_identity(second)
+    twin, _ = pair()
+    assert model_identity(first) == model_identity(twin)  # and the hash is of that, not of ids
+
+
+_BASE_AND_HELPER = """
+import pytest
+import torch
+from torch import nn
+
+def helper(t):
+    return t * SIGN
+
+class Base(nn.Module):
+    def scale(self, t):
+        return t * BASE
+
+class Model(Base):
+    def forward(self, x):
+        return self.scale(helper(x.flatten(1)[:, :2]))
+
+def build(): return Model()
+"""
+
+
+def test_the_code_of_base_classes_and_module_helpers_is_part_of_the_identity(tmp_path):
+    """Only the model class's own source was hashed: a base class or a module-level helper
+    that computes otherwise kept the identity. Three versions of one module (same name, same
+    model class source) that differ in the helper or in the base class."""
+    identities, outputs = [], []
+    for number, (sign, base) in enumerate((("1.0", "1.0"), ("-1.0", "1.0"), ("1.0", "-1.0"))):
+        path = tmp_path / f"version_{number}.py"
+        path.write_text(_BASE_AND_HELPER.replace("SIGN", sign).replace("BASE", base))
+        module = types.ModuleType("identity_model")
+        module.__file__ = str(path)
+        sys.modules["identity_model"] = module
+        try:
+            exec(compile(path.read_text(), str(path), "exec"), module.__dict__)
+            model = module.build()
+            identities.append(model_identity(model))
+            outputs.append(model(torch.ones(1, 4)))
+        finally:
+            del sys.modules["identity_model"]
+    assert not torch.equal(outputs[0], outputs[1]) and not torch.equal(outputs[0], outputs[2])
+    assert len(set(identities)) == 3

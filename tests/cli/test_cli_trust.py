@@ -186,6 +186,34 @@ def test_resume_refuses_a_stored_correctness_the_data_contradicts(certified, cap
     assert certified.read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"memory": {"whitened_radius": 1e6, "sigma": 0.25}}, "whitened radius <= 1.50048"),
+        ({"memory": {"whitened_radius": 0.5, "sigma": 1e6}}, "σ in [0.125, 0.5]"),
+        # the record's own radius: at most Φ⁻¹(α^{1/n}) times the largest σ the search reaches
+        ({"radius": 5.0}, "radius 5 exceeds 0.750238"),
+    ],
+)
+def test_resume_refuses_a_memory_entry_no_certification_could_store(tmp_path, capsys, change, says):
+    """A DDRS file's memory entries become regions later inputs are certified against: a forged
+    entry larger than the record's samples certify (Φ⁻¹(α^{1/n}) in σ units), or with a σ the
+    search cannot reach, is refused before anything is certified; so is a record's radius
+    beyond that region's reach."""
+    out = tmp_path / "ddrs.jsonl"
+    args = ["certify", "--certifier", "ddrs", *FAST, "--out", str(out)]
+    assert main([*args, "--limit", "2"]) == 0
+    lines = out.read_text().splitlines()
+    first = json.loads(lines[0])
+    assert first["memory"] is not None and first["prediction"] >= 0, first
+    lines[0] = json.dumps({**first, **change})
+    out.write_text("\n".join(lines) + "\n")
+    before = out.read_bytes()
+    err = _refused(capsys, [*args, "--limit", "4", "--resume"], "--resume")
+    assert says in err and ("input 0" in err or "line 1" in err), err
+    assert out.read_bytes() == before
+
+
 # --- the model's identity -----------------------------------------------------------------------
 
 _PARAMETERLESS = """
@@ -351,6 +379,36 @@ def test_a_model_that_raises_mid_run_is_one_line_and_its_records_are_kept(tmp_pa
     (tmp_path / "FAIL").unlink()
     assert main([*args, "--out", "r.jsonl", "--resume"]) == 0
     assert _records(tmp_path / "r.jsonl") == _records(tmp_path / "clean.jsonl")
+
+
+def test_an_audit_whose_model_raises_is_one_line_and_keeps_its_certificates(tmp_path, capsys):
+    """The audit certifies into its folder first, then attacks: a model raising in either
+    phase ends in one line naming the phase, the certificates written are kept, and the same
+    command finishes the audit once the model is fixed."""
+    name = f"failing_{next(_FRESH)}"
+    (tmp_path / f"{name}.py").write_text(_FAILING)
+    args = ["audit", "--model", f"{name}:fails", "--limit", "4", *AUDIT_FAST, "-n", "100"]
+    args += ["--batch-size", "110", "--out", "a"]
+    (tmp_path / "FAIL").write_text("")
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("error:") == 1, err
+    kept = _records(tmp_path / "a" / "certificates.jsonl")
+    assert "the model raised RuntimeError: boom on a noisy batch while certifying input" in err
+    assert f"{len(kept)} records are kept in" in err and "run the same command again" in err
+    assert 0 < len(kept) < 4
+    (tmp_path / "FAIL").unlink()
+    assert main(args) in (0, 1)  # finished: the verdict's exit status
+    assert sorted(_records(tmp_path / "a" / "certificates.jsonl")) == [0, 1, 2, 3]
+    assert (tmp_path / "a" / "report.md").exists()
+    capsys.readouterr()
+    # Certificates complete, the model fails under attack: one line, the file untouched.
+    before = (tmp_path / "a" / "certificates.jsonl").read_bytes()
+    (tmp_path / "FAIL").write_text("")
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "during the audit's attacks" in err, err
+    assert (tmp_path / "a" / "certificates.jsonl").read_bytes() == before
 
 
 def test_a_factory_that_calls_sys_exit_is_reported_as_such(tmp_path, capsys):

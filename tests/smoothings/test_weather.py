@@ -198,6 +198,37 @@ class PixelThreshold(nn.Module):
         return torch.stack([-z, z], dim=1)
 
 
+@pytest.mark.parametrize(
+    "shadow",
+    [Shadow(2.0, sigma_angle=0.5), Shadow(0.0, sigma_angle=0.5), Shadow(0.3)],
+    ids=["darkness+angle", "angle", "darkness"],
+)
+def test_composition_extras_are_each_parameter_s_own_extent(shadow):
+    """Every extra of a composition is what its parameters may do inside the certified set
+    Σ_j δ_j²/σ_j² < ρ² (alone) or max_j |δ_j|/σ_j < ρ∞ (``:box``, all at once): moving those
+    parameters by the extra stays on the set's boundary, in each parameter's own unit. A shadow
+    with its geometry has one scale per parameter, so its extras are per parameter."""
+    smoothing = Compose(Brightness(0.1), shadow)
+    p = torch.tensor([0.9, 0.99], dtype=torch.float64)
+    radii = smoothing.certified_radii(p, 64)
+    extras = smoothing.certificate_extras(p, 64)
+    names = ("brightness", *shadow.parameter_names)
+    sigmas = torch.tensor(smoothing.parameter_sigmas, dtype=torch.float64)
+    expected_keys = {*names, *(f"{n}:box" for n in names)}
+    if shadow.num_parameters > 1:
+        assert set(extras) == expected_keys
+    else:
+        assert set(extras) == {"brightness", "brightness:box", shadow.norm, f"{shadow.norm}:box"}
+        assert shadow.parameter_names == (shadow.norm,)
+    for j, name in enumerate(names):
+        # the parameter alone: whitened distance ρ exactly
+        torch.testing.assert_close(extras[name] / sigmas[j], radii["composed:l2"])
+        assert bool((extras[name] > 0).all())
+    # every parameter at once by its box extra: whitened distance ρ∞ in each coordinate
+    box = torch.stack([extras[f"{n}:box"] for n in names]) / sigmas[:, None]
+    torch.testing.assert_close(box, radii["composed:linf"].expand_as(box))
+
+
 def _constant(levels: torch.Tensor) -> torch.Tensor:
     return levels.double().view(-1, 1, 1, 1).expand(-1, 1, SIZE, SIZE).float().contiguous()
 
