@@ -26,6 +26,7 @@ of CERTIFY's and of the attacks'.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ from torch import nn
 
 from rs_plugin._validation import (
     RSValueError,
+    RSWarning,
     check_finite_inputs,
     check_int,
     check_open_unit,
@@ -42,7 +44,7 @@ from rs_plugin._validation import (
 from rs_plugin.auditing.attack import Attack, AttackTarget, Candidates, load_attack
 from rs_plugin.auditing.checking import SHRINK, AttackState, Checker
 from rs_plugin.auditing.defaults import ADDITIVE_ATTACKS, BUDGETS, SEMANTIC_ATTACKS
-from rs_plugin.auditing.diagnostics import diagnose
+from rs_plugin.auditing.diagnostics import Diagnostic, diagnose
 from rs_plugin.auditing.plausibility import (
     MAX_BUDGET_FRACTION,
     impossible_certificates,
@@ -72,6 +74,10 @@ __all__ = [
     "CertificateSet",
     "audit",
 ]
+
+
+# Certificates at a larger alpha get a "weak certificates" finding beside the verdict.
+WEAK_ALPHA = 0.05
 
 
 class Audit:
@@ -230,6 +236,23 @@ class Audit:
             gradients=any(a.gradients or a.base_gradients for a in self.attacks),
             dlr=any(a.dlr for a in self.attacks),
         )
+        if certificates.alpha > WEAK_ALPHA:
+            # The verdict tests "more violations than alpha allows": at a large alpha, a file
+            # of wrong certificates can hold. Say so beside the verdict.
+            weak = Diagnostic(
+                "weak certificates",
+                f"alpha {certificates.alpha:g}: each certificate may fail with probability up "
+                f"to {certificates.alpha:g}, so even many violations can be within what the "
+                "certificates promise",
+                f"certify with alpha <= {WEAK_ALPHA:g} (the papers use 0.001) before relying on "
+                "the verdict",
+            )
+            warnings.warn(
+                f"audit check '{weak.check}': {weak.finding}. Fix: {weak.fix}",
+                RSWarning,
+                stacklevel=2,
+            )
+            diagnostics.append(weak)
         keys = iter(range(10**12))
         clean = self.checker.predict(x, keys)
         certified = certificates.certified

@@ -452,3 +452,24 @@ def test_the_python_audit_marks_certificates_no_model_could_earn():
     assert [entry["index"] for entry in report.verdict["impossible"]] == [2]
     assert "exceeds" in report.verdict["impossible"][0]["reason"]
     assert report.violated and report.verdict["summary"].startswith("VIOLATED: 1 certificate")
+
+
+def test_certificates_at_a_large_alpha_are_flagged_beside_the_verdict():
+    """At alpha = 0.999 sixteen wrong certificates are within what they promise, so the
+    verdict holds; a "weak certificates" finding says why that verdict means little."""
+    x = torch.full((16, 1, 4, 4), 0.1)
+    labels = torch.ones(16, dtype=torch.int64)
+    forged = CertificateSet(
+        index=torch.arange(16),
+        prediction=torch.zeros(16, dtype=torch.int64),
+        radius=torch.full((16,), 0.3, dtype=torch.float64),
+        norm="l2",
+        semantics="input",
+        alpha=0.999,
+        n=10_000,
+    )
+    runner = Audit(_MovesItsInput().eval(), Gaussian(0.25), 2, attacks=[_Unchanged()])
+    with pytest.warns(RSWarning, match="weak certificates"):
+        report = runner.run(x, labels, forged)
+    assert report.verdict["violations"] == 16
+    assert [d.check for d in report.diagnostics] == ["weak certificates"]
