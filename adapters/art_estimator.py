@@ -36,8 +36,13 @@ What the estimators are, for ART:
   frozen classifier) is refused.
 * ``preprocessing=(subtrahend, divisor)`` is applied *after* the noise, inside the base
   classifier, so radii are in the units of the inputs the user passes (as ART's ``certify``
-  measures them). ``preprocessing_defences`` run first, on the clean input: a certificate is
-  then about the defended input, as ART's warning for this backend says.
+  measures them). ``preprocessing_defences`` (those with ``apply_predict``) run on every noisy
+  sample too, before the standardisation, inside the base classifier f(defences(x + ε)), as
+  ART's ``certify`` and ``predict`` run them: the certificate is about the input itself. (Run
+  on the clean input before the noise, a non-Lipschitz defence such as feature squeezing gives
+  radii that certify points of another class.) ``fit`` applies those with ``apply_fit`` to the
+  clean training inputs, as ART's ``fit`` does; gradients pass a numpy defence as the identity
+  (BPDA) and a PyTorch defence through its ``estimate_forward``.
 """
 
 from __future__ import annotations
@@ -68,7 +73,12 @@ from rs_plugin.smoothings.gaussian import Gaussian
 from rs_plugin.smoothings.sound import DEFAULT_GRID, SoundGaussian
 
 try:
+    from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
     from art.estimators.classification import PyTorchClassifier
+    from art.preprocessing.standardisation_mean_std import (
+        StandardisationMeanStd,
+        StandardisationMeanStdPyTorch,
+    )
     from art.utils import check_and_transform_label_format
 except ImportError as error:
     raise MissingExtraError("rs_plugin.adapters.art", "art", error.name or "art") from error
@@ -102,14 +112,54 @@ class _Standardised(nn.Module):
         return self.model((x - self.subtrahend) / self.divisor)
 
 
+def _defence_list(defences: Any) -> list[Any]:
+    """ART's ``preprocessing_defences`` (None, one defence or a list) as a list."""
+    if defences is None:
+        return []
+    return list(defences) if isinstance(defences, (list, tuple)) else [defences]
+
+
+class _Defended(nn.Module):
+    """x -> inner(defences(x)): ART's ``preprocessing_defences`` (those with ``apply_predict``)
+    on each noisy sample, before the standardisation, as ART's certify and predict apply them.
+
+    A PyTorch defence (``PreprocessorPyTorch``) runs in torch (``estimate_forward`` when a
+    gradient is needed); another one on a numpy copy, its value passed on with the identity's
+    gradient (BPDA), as ART estimates gradients through defences it cannot differentiate.
+    """
+
+    def __init__(self, inner: nn.Module, defences: list[Any]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.defences = defences
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for defence in self.defences:
+            if not getattr(defence, "apply_predict", True):
+                continue
+            if isinstance(defence, PreprocessorPyTorch):
+                x = defence.estimate_forward(x) if x.requires_grad else defence.forward(x)[0]
+                continue
+            array, _ = defence(x.detach().cpu().numpy())
+            out = torch.as_tensor(np.asarray(array), dtype=x.dtype, device=x.device)
+            x = x + (out - x).detach() if x.requires_grad else out
+        return self.inner(x)
+
+
 def _preprocessing_tensors(
     preprocessing: Any, input_shape: tuple[int, ...], channels_first: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """ART's ``(subtrahend, divisor)`` as tensors broadcasting over a (B, *input_shape) batch."""
+    """ART's ``preprocessing`` as (subtrahend, divisor) tensors broadcasting over a
+    (B, *input_shape) batch: a pair, None (none: (0, 1)) or ART's standardisation object."""
+    if preprocessing is None:
+        preprocessing = (0.0, 1.0)
+    elif isinstance(preprocessing, (StandardisationMeanStd, StandardisationMeanStdPyTorch)):
+        preprocessing = (preprocessing.mean, preprocessing.std)
     if not (isinstance(preprocessing, (tuple, list)) and len(preprocessing) == 2):
         raise RSValueError(
             "preprocessing",
-            "a pair (subtrahend, divisor) of floats or arrays (ART's tuple form)",
+            "None, a pair (subtrahend, divisor) of floats or arrays (ART's tuple form), or "
+            "ART's StandardisationMeanStd",
             preprocessing,
         )
     tensors = []
@@ -211,6 +261,10 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
         if denoiser is not None:
             self._denoised = denoised_for(base, denoiser, smoothing).eval()
             base = self._denoised
+        self._defended: _Defended | None = None
+        if _defence_list(preprocessing_defences):
+            self._defended = _Defended(base, _defence_list(preprocessing_defences)).eval()
+            base = self._defended
         low_high = None
         if clip_values is not None:
             low, high = np.min(clip_values[0]), np.max(clip_values[1])
@@ -236,8 +290,28 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
             preprocessing=(0.0, 1.0),
             device_type=device_type,
         )
+        self._update_preprocessing_operations()  # ART's __init__ calls its own version
         self._check_model_shapes()
         self._generators: TrainingGenerators | None = None
+
+    def _update_preprocessing_operations(self) -> None:
+        """ART's pipeline without the defences: they run inside the base classifier, on every
+        noisy sample (:class:`_Defended`), never on the clean input before the noise."""
+        super()._update_preprocessing_operations()
+        defences = _defence_list(self.preprocessing_defences)
+        if defences and getattr(self, "_defended", None) is None:
+            raise RSValueError(
+                "preprocessing_defences",
+                "defences given when the estimator is constructed (they become part of its "
+                "base classifier)",
+                defences,
+            )
+        if defences:
+            assert self._defended is not None
+            self._defended.defences = defences
+        self.preprocessing_operations[:] = [
+            op for op in self.preprocessing_operations if not any(op is d for d in defences)
+        ]
 
     def _check_model_shapes(self) -> None:
         """One forward of a zero input of ``input_shape``: the model must accept it and return
@@ -372,9 +446,8 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
         if self.outputs == "log_probabilities":
             return super().predict(x, batch_size=batch_size, training_mode=training_mode)
         self._model.train(mode=training_mode)
-        x_defended, _ = self._apply_preprocessing(x, y=None, fit=False)
         predictions = self._smoothed.predict(
-            x_defended,
+            x,
             n=self.sample_size,
             alpha=self.alpha,
             batch_size=batch_size,
@@ -407,7 +480,6 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
         the same certificates.
         """
         self._model.eval()
-        x_defended, _ = self._apply_preprocessing(x, y=None, fit=False)
         smoothed = self._smoothed
         certifier = (
             GridCertifier(
@@ -420,7 +492,7 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
             else smoothed
         )
         certificates = certifier.certify(
-            x_defended,
+            x,
             n0=self.sample_size,
             n=n,
             alpha=self.alpha,
@@ -471,7 +543,7 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
             nb_classes=self.nb_classes,
             channels_first=self.channels_first,
             clip_values=self.clip_values,
-            preprocessing_defences=self.preprocessing_defences,
+            preprocessing_defences=None,  # inside the model (_Defended)
             preprocessing=(0.0, 1.0),
             device_type="cpu" if self._device.type == "cpu" else "gpu",
         )
@@ -491,8 +563,11 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
         drop_last: bool = False,
         scheduler: Any = None,
         verbose: bool = False,
+        **kwargs: Any,
     ) -> None:
         """Train the base model on :meth:`training_objective` with the core's training loop.
+
+        Further keywords are accepted and ignored, as ART's ``fit`` accepts them.
 
         Labels are one-hot (N, nb_classes) or indices (N,). Inputs are checked before the first
         step (finite values; an :class:`RSValueError` otherwise, weights untouched). The noise and
@@ -539,7 +614,10 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
         """(x, y) as the training loop takes them, checked before any defence runs."""
         check_finite_inputs("x", torch.from_numpy(np.asarray(x, dtype=np.float32)), None)
         y = check_and_transform_label_format(y, nb_classes=self.nb_classes)
-        x_defended, y_defended = self._apply_preprocessing(x, y, fit=True)
+        x_defended, y_defended = np.asarray(x, dtype=np.float32), y
+        for defence in _defence_list(self.preprocessing_defences):
+            if getattr(defence, "apply_fit", False):  # as ART's fit: on the clean inputs
+                x_defended, y_defended = defence(x_defended, y_defended)
         labels = self.reduce_labels(y_defended)
         x_t = torch.from_numpy(np.asarray(x_defended, dtype=np.float32))
         y_t = torch.as_tensor(np.asarray(labels)).long()

@@ -28,8 +28,8 @@ import math
 import os
 import subprocess
 import sys
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -124,13 +124,16 @@ class _Worker:
     def __init__(self, job: CertifyJob, threads: int) -> None:
         torch.set_num_threads(threads)
         self.job = job
-        self.smoothed, self.x, self.y, _ = job.load()
+        self.smoothed, self.x, self.y, data_sha256 = job.load()
+        # What this worker loaded (model identity, data hash, noise definition, smoothing),
+        # sent with every shard: the driver writes no record of another configuration.
+        self.config = job.config(self.smoothed, data_sha256)
 
     def pid(self) -> int:
         return os.getpid()
 
-    def certify(self, indices: list[int]) -> list[dict[str, Any]]:
-        return list(iter_records(self.job, self.smoothed, self.x, self.y, indices))
+    def certify(self, indices: list[int]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        return self.config, list(iter_records(self.job, self.smoothed, self.x, self.y, indices))
 
 
 def _shard_size(job: CertifyJob) -> int:
@@ -154,6 +157,10 @@ class RayCertifier:
         stall_timeout: seconds without a finished shard before the run is declared stalled
             (the process then exits with status 3 after saying what is missing).
         hint: the sentence a stalled run ends with (where the records are, how to resume).
+        expected_config: the driver's run configuration (``CertifyJob.config``); every worker
+            must have loaded the same (model identity, data hash, noise definition, ...), else
+            :meth:`run` raises :class:`RSValueError` before writing its records. None: the
+            workers must agree with the first one.
     """
 
     def __init__(
@@ -167,8 +174,10 @@ class RayCertifier:
         connect_timeout: float = 10.0,
         stall_timeout: float = 600.0,
         hint: str | None = None,
+        expected_config: Mapping[str, Any] | None = None,
     ) -> None:
         self.job = job
+        self.expected_config = None if expected_config is None else dict(expected_config)
         self.workers = workers
         self.address = address
         self.max_retries = max_retries
@@ -234,8 +243,13 @@ class RayCertifier:
     def run(self, indices: Sequence[int], on_record: Callable[[dict[str, Any]], None]) -> None:
         """Certify ``indices``; call ``on_record`` for each record as its shard finishes.
 
-        Raises :class:`InputsFailed` at the end when some inputs failed every attempt.
+        Raises :class:`InputsFailed` at the end when some inputs failed every attempt, and
+        :class:`RSValueError` for repeated ``indices`` or a worker of another configuration.
+        A shard whose records are not exactly its inputs' counts as a failed attempt.
         """
+        repeated = sorted(i for i, k in Counter(int(i) for i in indices).items() if k > 1)
+        if repeated:
+            raise RSValueError("indices", "distinct input indices", f"repeated: {repeated[:10]}")
         # (indices, failed attempts so far); a failed shard comes back as one shard per input.
         shards: deque[tuple[list[int], int]] = deque(
             ([int(i) for i in indices[s : s + self.shard_size]], 0)
@@ -274,16 +288,24 @@ class RayCertifier:
             (ref,), _ = ray.wait(list(running), num_returns=1)
             watchdog.progress()
             actor, shard, attempts = running.pop(ref)
+            problem: str | None = None
             try:
-                records = ray.get(ref)
+                config, records = ray.get(ref)
             except (RayActorError, RayTaskError) as error:
                 if isinstance(error, RayActorError):
                     self._actors.remove(actor)
                     actor = self._new_actor()
                     self._actors.append(actor)
+                problem = _summary(error)
+            else:
+                self._check_config(config)
+                returned = sorted(int(record["index"]) for record in records)
+                if returned != sorted(shard):
+                    problem = f"the worker returned records of inputs {returned[:10]}"
+            if problem is not None:
                 idle.append(actor)
                 if len(shard) == 1 and attempts >= self.max_retries:
-                    failed[shard[0]] = _summary(error)
+                    failed[shard[0]] = problem
                     continue
                 # Retried first, each input on its own: the others are not held back by one
                 # that keeps failing.
@@ -293,6 +315,28 @@ class RayCertifier:
                 on_record(record)
                 left.discard(int(record["index"]))
             idle.append(actor)
+
+    def _check_config(self, config: Mapping[str, Any]) -> None:
+        """Refuse a worker that loaded another configuration than the driver's (or, with none
+        given, than the first worker's): its records would carry the driver's."""
+        if self.expected_config is None:
+            self.expected_config = dict(config)
+            return
+        differing = sorted(
+            key
+            for key in set(config) | set(self.expected_config)
+            if config.get(key) != self.expected_config.get(key)
+        )
+        if differing:
+            shown = ", ".join(
+                f"{key} {config.get(key)!r} (driver: {self.expected_config.get(key)!r})"
+                for key in differing
+            )
+            raise RSValueError(
+                "--engine",
+                "Ray workers that load the driver's model, data and settings",
+                f"a worker with {shown}",
+            )
 
     def __exit__(self, *exc: object) -> None:
         for actor in self._actors:
@@ -328,13 +372,17 @@ def certify_on_ray(
     address: str | None = None,
     progress: bool = False,
     hint: str | None = None,
+    expected_config: Mapping[str, Any] | None = None,
 ) -> None:
     """Certify ``indices`` of ``job`` on Ray, streaming records to ``on_record``; ``hint`` is
-    what a stalled run tells the user to do (see :class:`RayCertifier`)."""
+    what a stalled run tells the user to do, ``expected_config`` the driver's configuration the
+    workers must have loaded (see :class:`RayCertifier`)."""
     from rs_plugin.auditing.progress import Progress
 
     with (
-        RayCertifier(job, workers=workers, address=address, hint=hint) as certifier,
+        RayCertifier(
+            job, workers=workers, address=address, hint=hint, expected_config=expected_config
+        ) as certifier,
         Progress("certify", len(indices), "input", enabled=progress) as bar,
     ):
 

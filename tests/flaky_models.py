@@ -54,3 +54,9 @@ class KillsItsWorkerOnBrightInputs(nn.Module):
 
 def kills_on_bright() -> nn.Module:
     return KillsItsWorkerOnBrightInputs().eval()
+
+
+def unseeded() -> nn.Module:
+    """A linear model initialised from the process's own RNG state: every process that builds
+    it gets other weights (a factory a driver and its Ray workers disagree on)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()

@@ -5,12 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from rs_plugin._registry import discover
 from rs_plugin._validation import RSValueError, check_int, import_extra
-from rs_plugin.auditing.plausibility import record_validator
+from rs_plugin.auditing.plausibility import (
+    check_record,
+    impossibility,
+    inconsistency,
+    record_validator,
+)
 from rs_plugin.certification.radii import sampling_cap
 from rs_plugin.certification.threads import torch_threads
 from rs_plugin.cli.failures import kept_on_failure
@@ -86,6 +92,27 @@ def certify_command(args: argparse.Namespace) -> int:
         return _certify(args, job, workers, threads)
 
 
+def _checked(
+    append: Callable[[dict[str, Any]], None], possible: dict[str, Any], labels: list[int]
+) -> Callable[[dict[str, Any]], None]:
+    """``append`` for records computed elsewhere (Ray workers): each is checked as a stored
+    one is on resume (a worker may run other code) before it is written."""
+
+    def append_checked(record: dict[str, Any]) -> None:
+        where = f"the record of input {record.get('index')!r} from a Ray worker"
+        check_record(record, where, "--engine")
+        reason = impossibility(record, **possible) or inconsistency(record, labels)
+        if reason is not None:
+            raise RSValueError(
+                "--engine",
+                "records from the Ray workers that this configuration could have issued",
+                f"{where}: {reason}",
+            )
+        append(record)
+
+    return append_checked
+
+
 def _certify(
     args: argparse.Namespace, job: CertifyJob, workers: int | None, threads: Threads
 ) -> int:
@@ -93,19 +120,19 @@ def _certify(
     smoothing = smoothed.smoothing
     # The sampling cap bounding every radius this certifier records (None: no bound).
     capping = smoothed.cap_smoothing()
+    config = job.config(smoothed, data_sha256)
+    possible: dict[str, Any] = {
+        "smoothing": capping or smoothing,
+        "num_classes": int(getattr(smoothed, "num_classes", sys.maxsize)),
+        "dim": int(x[0].numel()),
+        "cap": capping is not None,
+    }
     with ResultStore(
         args.out,
-        job.config(smoothed, data_sha256),
+        config,
         resume=args.resume,
         provenance=job.provenance(),
-        validate=record_validator(
-            smoothing=capping or smoothing,
-            num_classes=int(getattr(smoothed, "num_classes", sys.maxsize)),
-            dim=int(x[0].numel()),
-            cap=capping is not None,
-            path=args.out,
-            labels=y.tolist(),
-        ),
+        validate=record_validator(**possible, path=args.out, labels=y.tolist()),
     ) as store:
         done = store.done()
         restore_memory(smoothed, x, store.records.values())
@@ -119,8 +146,9 @@ def _certify(
                     certify_on_ray(
                         job,
                         todo,
-                        store.append,
+                        _checked(store.append, possible, y.tolist()),
                         workers=workers,
+                        expected_config=config,
                         address=args.ray_address,
                         progress=True,
                         hint=f"The records so far are in {args.out}; run the same command with "

@@ -319,3 +319,21 @@ def _below(pid: int, ancestor: int) -> bool:
         if pid == ancestor:
             return True
     return False
+
+
+def test_workers_of_another_configuration_and_repeated_indices_are_refused(local_ray, monkeypatch):
+    """A worker that loaded other weights (here a factory without a seed; elsewhere another
+    model file at the same path, or other data) would have its records stamped with the
+    driver's model identity: it is refused before any of its records is delivered. Repeated
+    indices are refused before any work, as the local engine refuses repeated keys."""
+    monkeypatch.syspath_prepend(TESTS)
+    job = _job(model="flaky_models:unseeded", n=200)
+    smoothed, _, _, data_sha256 = job.load()  # the driver's own copy: other weights
+    driver = job.config(smoothed, data_sha256)
+    records: list[dict] = []
+    with RayCertifier(job, workers=1, shard_size=2, expected_config=driver) as certifier:
+        with pytest.raises(RSValueError, match="^--engine: expected Ray workers.*model_sha256"):
+            certifier.run([0, 1], records.append)
+        with pytest.raises(RSValueError, match="^indices: expected distinct"):
+            certifier.run([0, 0, 1], records.append)
+    assert records == []
