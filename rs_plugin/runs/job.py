@@ -250,6 +250,14 @@ class CertifyJob:
                 f"labels in [{int(y.min())}, {int(y.max())}]",
             )
         factory = load_certifier(self.certifier)
+        if self.denoiser is not None and factory.stateful:
+            # A memory certifier samples with a σ of its own per input; a denoiser is trained
+            # for the job's one σ and refuses the others (after the σ search of the first input).
+            raise RSValueError(
+                "denoiser",
+                "no denoiser with a certifier that chooses σ per input (ddrs, ancer)",
+                f"{self.denoiser} with {self.certifier}",
+            )
         certifier = factory.build(model, smoothing, num_classes, **self.certifier_options())
         return Loaded(certifier, x, y, data_sha256)
 

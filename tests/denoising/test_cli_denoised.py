@@ -81,6 +81,19 @@ def test_a_smoothing_the_denoiser_was_not_trained_for_is_refused(tmp_path, capsy
     assert not out.exists()
 
 
+@pytest.mark.parametrize("certifier", ["ddrs", "ancer"])
+def test_a_denoiser_with_a_certifier_that_chooses_sigma_per_input_is_refused(
+    tmp_path, capsys, certifier
+):
+    """The denoiser is trained for the job's one σ; DDRS and ANCER sample with their own per
+    input. Refused before any σ search, not after the first input's."""
+    out = tmp_path / "r.jsonl"
+    argv = ["certify", "--denoiser", TINY, "--sigma", "0.5", "--certifier", certifier, *FAST]
+    err = _refused(capsys, [*argv, "--out", str(out)], "denoiser")
+    assert f"with {certifier}" in err
+    assert not out.exists()
+
+
 def test_a_denoiser_that_is_not_a_model_is_refused(tmp_path, capsys):
     argv = ["certify", "--denoiser", "no_such_module:make", *FAST, "--out", str(tmp_path / "r")]
     assert "no_such_module" in _refused(capsys, argv, "denoiser")
