@@ -33,6 +33,7 @@ __all__ = [
     "clashes",
     "discover",
     "format_plugins",
+    "is_builtin",
     "load_plugin",
     "load_smoothing",
     "scale_keyword",
@@ -91,7 +92,25 @@ def load_plugin(group: str, name: str, parameter: str) -> Any:
         raise DuplicatePluginError(group, first, second)
     if name not in available:
         raise RSValueError(parameter, f"one of {sorted(available)}", name)
-    return available[name].load()
+    entry = available[name]
+    try:
+        return entry.load()
+    except Exception as error:  # a broken third-party plugin: one error naming it, exit 2
+        lines = str(error).strip().splitlines()
+        raise RSValueError(
+            parameter,
+            "a plugin that loads",
+            f"{name} ({entry.value} from {_provider(entry)}): {type(error).__name__}: "
+            f"{lines[0] if lines else ''}",
+        ) from error
+
+
+def is_builtin(group: str, name: str) -> bool:
+    """Whether ``name`` in ``group`` is one of this package's own plugins (its object lives in
+    ``rs_plugin``). A file may select a built-in by name; a third-party one is imported only
+    when the user names it on the command line."""
+    entry = discover(group).get(name)
+    return entry is not None and entry.value.split(":")[0].split(".")[0] == "rs_plugin"
 
 
 def scale_keyword(factory: Any) -> str:

@@ -289,3 +289,26 @@ def test_every_extra_the_code_names_is_declared_and_all_installs_every_extra():
     assert inside == extras.keys() - {"all", "dev"}
     assert (ROOT / "LICENSE").read_text(encoding="utf-8").startswith("MIT License")
     assert _pyproject()["license-files"] == ["LICENSE"]
+
+
+def test_every_package_and_data_file_is_in_the_distribution():
+    """A non-editable install ships only the packages pyproject.toml lists (and their listed
+    data files): every folder with an __init__.py under rs_plugin/ and adapters/ must be one,
+    and every non-Python file the packages hold must match a package-data pattern."""
+    settings = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    setuptools = settings["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    found = {"rs_plugin.adapters"} | {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "rs_plugin").rglob("__init__.py")
+    }
+    assert found == listed
+    patterns = setuptools["package-data"]["rs_plugin"]
+    tracked = subprocess.run(
+        ["git", "ls-files", "rs_plugin"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    data = [p for p in tracked if not p.endswith(".py")]
+    assert data, "the package ships data files (weights): the check must see them"
+    for path in data:
+        inside = Path(path).relative_to("rs_plugin")
+        assert any(inside.match(pattern) for pattern in patterns), path

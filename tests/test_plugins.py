@@ -220,9 +220,62 @@ def test_example_certifier_runs_through_certify_ray_resume_and_audit(plugin_path
 
     report = tmp_path / "audit"
     audit_args = ["audit", "--certificates", str(whole), "--attacks", "pgd"]
+    # The file names a third-party certifier: the audit imports it only when the user does.
+    unnamed = _run(
+        [*audit_args, "--noise-samples", "8", "--out", str(report)], plugin_path, tmp_path
+    )
+    assert unnamed.returncode == 2 and "--certifier example_hoeffding" in unnamed.stderr
+    assert not report.exists()
+    audit_args += ["--certifier", "example_hoeffding"]
     audited = _run(
         [*audit_args, "--noise-samples", "8", "--out", str(report)], plugin_path, tmp_path
     )
     assert audited.returncode in (0, 1), audited.stderr
     data = json.loads((report / "report.json").read_text())
     assert data["settings"]["certificates"] == str(whole)
+
+
+def _fake_distribution(site: Path, name: str, group: str, entry: str, module: str) -> None:
+    """A minimal installed distribution (a .dist-info folder) registering ``entry`` in
+    ``group``, and the module it names."""
+    info = site / f"{name}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{entry}\n")
+    (site / f"{module.split(':')[0]}.py").write_text(module.split(":", 1)[1])
+
+
+def test_a_broken_plugin_is_one_error_and_a_file_never_imports_a_third_party_plugin(tmp_path):
+    """A plugin that raises on import is one error naming it (exit 2, not the audit's 1 for
+    violated certificates). A certificate file naming a third-party smoothing does not get it
+    imported: the user must name it on the command line."""
+    site = tmp_path / "site"
+    marker = tmp_path / "IMPORTED"
+    body = f"open({str(marker)!r}, 'w').close()\nraise RuntimeError('broken plugin')\n"
+    _fake_distribution(
+        site, "broken-plugin", "rs_plugin.smoothings", "broken = brokenmod:X", f"brokenmod:{body}"
+    )
+    args = ["certify", "--smoothing", "broken", "--limit", "1", "-n", "50", "--n0", "10"]
+    broken = _run([*args, "--out", str(tmp_path / "b.jsonl")], site, tmp_path)
+    assert broken.returncode == 2, broken.stderr
+    assert "smoothing: expected a plugin that loads; received 'broken (brokenmod:X from" in (
+        broken.stderr
+    )
+    assert "Traceback" not in broken.stderr
+    marker.unlink()
+
+    certified = tmp_path / "c.jsonl"
+    done = _run(
+        ["certify", "--limit", "1", "-n", "50", "--n0", "10", "--out", str(certified)],
+        site,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    record = json.loads(certified.read_text())
+    record["smoothing"] = {"name": "broken", "sigma": 0.25}
+    certified.write_text(json.dumps(record) + "\n")
+    audit = ["audit", "--certificates", str(certified), "--attacks", "pgd"]
+    refused = _run([*audit, "--out", str(tmp_path / "audit")], site, tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    assert "--smoothing broken to load the third-party plugin the file names" in refused.stderr
+    assert not marker.exists()  # nothing the file named was imported

@@ -269,6 +269,12 @@ def add_audit_parser(commands: Any) -> None:
         "certificate file naming another model needs it named here: a file never chooses code)",
     )
     _add_weights(p)
+    p.add_argument(
+        "--certifier",
+        default=None,
+        help="the certifier the --certificates file names, when it is a third-party plugin "
+        "(the audit imports only what the command line names)",
+    )
     for flag, text in (
         ("--data", "'digits', 'fashion-mnist', an IDX or PNG directory, an .npz or .npy file"),
         ("--smoothing", "registered smoothing (see rs-plugin plugins)"),

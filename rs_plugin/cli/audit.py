@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from rs_plugin._registry import load_plugin, scale_keyword
+from rs_plugin._registry import discover, is_builtin, load_plugin, scale_keyword
 from rs_plugin._validation import RSValueError, import_extra
 from rs_plugin.auditing.fp_probe import probe_floating_point
 from rs_plugin.auditing.plausibility import (
@@ -129,9 +129,32 @@ def _setting(args: argparse.Namespace, key: str, stored: Any) -> Any:
     return stored
 
 
+def _named_by_user(group: str, name: str, given: str | None, flag: str, source: str) -> None:
+    """A file may select a built-in plugin; a third-party one is imported only when the user
+    names it on the command line (a file is data and never chooses code to run)."""
+    if given != name and name in discover(group) and not is_builtin(group, name):
+        raise RSValueError(
+            flag,
+            f"{flag} {name} to load the third-party plugin the file names (a certificate file "
+            "is data and never chooses code to run)",
+            f"{'no ' + flag if given is None else flag + ' ' + given}, and {source} names {name!r}",
+        )
+
+
 def _job(args: argparse.Namespace, records: list[dict[str, Any]] | None) -> CertifyJob:
     first = records[0] if records else {}
-    if isinstance(first.get("certifier"), str) and load_certifier(first["certifier"]).stateful:
+    certifier = first.get("certifier")
+    if isinstance(certifier, str):
+        _named_by_user(
+            "rs_plugin.certifiers", certifier, args.certifier, "--certifier", args.certificates
+        )
+    elif args.certifier is not None:
+        raise RSValueError(
+            "--certifier",
+            "--certifier only with a --certificates file that names its certifier",
+            args.certifier,
+        )
+    if isinstance(certifier, str) and load_certifier(certifier).stateful:
         # A stateful certifier's smoothed classifier differs per input (a σ per input, a
         # memory): PREDICT with one smoothing would check another classifier than the one
         # certified.
@@ -182,6 +205,10 @@ def _job(args: argparse.Namespace, records: list[dict[str, Any]] | None) -> Cert
     else:
         data = _setting(args, "data", first.get("data"))
     smoothing = _setting(args, "smoothing", None if stored is None else stored["name"])
+    if stored is not None:
+        _named_by_user(
+            "rs_plugin.smoothings", smoothing, args.smoothing, "--smoothing", args.certificates
+        )
     sigma = _setting(args, "sigma", None if stored is None else stored.get("sigma"))
     keyword = scale_keyword(load_plugin("rs_plugin.smoothings", smoothing, "smoothing"))
     if keyword != "sigma" and stored is not None and "sigma" in stored:
