@@ -24,7 +24,7 @@ from __future__ import annotations
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from rs_plugin._validation import RSValueError
+from rs_plugin._validation import MissingExtraError, RSValueError
 from rs_plugin.smoothings.base import Smoothing
 
 __all__ = [
@@ -95,6 +95,8 @@ def load_plugin(group: str, name: str, parameter: str) -> Any:
     entry = available[name]
     try:
         return entry.load()
+    except MissingExtraError:  # an extra of this package: its own message names the pip line
+        raise
     except Exception as error:  # a broken third-party plugin: one error naming it, exit 2
         lines = str(error).strip().splitlines()
         raise RSValueError(
