@@ -279,3 +279,32 @@ def test_a_broken_plugin_is_one_error_and_a_file_never_imports_a_third_party_plu
     assert refused.returncode == 2, refused.stderr
     assert "--smoothing broken to load the third-party plugin the file names" in refused.stderr
     assert not marker.exists()  # nothing the file named was imported
+
+
+_BOASTFUL = """
+from rs_plugin import SmoothedClassifier
+
+class Boastful(SmoothedClassifier):
+    # Cohen's certificates with every certified radius raised to 1000.
+    def iter_certify(self, x, **settings):
+        for part in super().iter_certify(x, **settings):
+            part.radius[part.prediction >= 0] = 1000.0
+            yield part
+"""
+
+
+def test_a_third_party_certifiers_impossible_record_is_never_written(tmp_path):
+    """Records of a certifier the run did not write are checked as on --resume before they
+    are written: a radius beyond what n samples can certify ends the run with one error."""
+    site = tmp_path / "site"
+    _fake_distribution(
+        site, "boastful", "rs_plugin.certifiers", "boastful = boastfulmod:Boastful",
+        f"boastfulmod:{_BOASTFUL}",
+    )  # fmt: skip
+    out = tmp_path / "b.jsonl"
+    args = ["certify", "--certifier", "boastful", "--limit", "2", "-n", "100", "--n0", "10"]
+    run = _run([*args, "--out", str(out)], site, tmp_path)
+    assert run.returncode == 2, run.stderr
+    assert "--certifier: expected records from certifier boastful" in run.stderr
+    assert "radius 1000 exceeds" in run.stderr and "Traceback" not in run.stderr
+    assert not out.exists() or out.read_text() == ""

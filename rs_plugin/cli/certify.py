@@ -93,19 +93,26 @@ def certify_command(args: argparse.Namespace) -> int:
 
 
 def _checked(
-    append: Callable[[dict[str, Any]], None], possible: dict[str, Any], labels: list[int]
+    append: Callable[[dict[str, Any]], None],
+    possible: dict[str, Any],
+    labels: list[int],
+    *,
+    parameter: str,
+    source: str,
 ) -> Callable[[dict[str, Any]], None]:
-    """``append`` for records computed elsewhere (Ray workers): each is checked as a stored
-    one is on resume (a worker may run other code) before it is written."""
+    """``append`` that first checks each record as a stored one is on resume: a Ray worker may
+    run other code, a third-party certifier is code the run did not write; no record that
+    cannot hold is written. ``source`` says where records come from, ``parameter`` is the
+    option an error names."""
 
     def append_checked(record: dict[str, Any]) -> None:
-        where = f"the record of input {record.get('index')!r} from a Ray worker"
-        check_record(record, where, "--engine")
+        where = f"the record of input {record.get('index')!r} from {source}"
+        check_record(record, where, parameter)
         reason = impossibility(record, **possible) or inconsistency(record, labels)
         if reason is not None:
             raise RSValueError(
-                "--engine",
-                "records from the Ray workers that this configuration could have issued",
+                parameter,
+                f"records from {source} that this configuration could have issued",
                 f"{where}: {reason}",
             )
         append(record)
@@ -146,7 +153,13 @@ def _certify(
                     certify_on_ray(
                         job,
                         todo,
-                        _checked(store.append, possible, y.tolist()),
+                        _checked(
+                            store.append,
+                            possible,
+                            y.tolist(),
+                            parameter="--engine",
+                            source="a Ray worker",
+                        ),
                         workers=workers,
                         expected_config=config,
                         address=args.ray_address,
@@ -159,7 +172,14 @@ def _certify(
                     return 1
             else:
                 announce_threads("certify", threads)
-                _certify_here(job, smoothed, x, y, todo, store)
+                append = _checked(
+                    store.append,
+                    possible,
+                    y.tolist(),
+                    parameter="--certifier",
+                    source=f"certifier {job.certifier}",
+                )
+                _certify_here(job, smoothed, x, y, todo, append)
         elapsed = time.perf_counter() - started
         records = [store.records[i] for i in sorted(store.records)]
     # The radius unit of the table: σ, or a smoothing's own scale where σ is not it.
@@ -201,12 +221,17 @@ def _batch_text(job: CertifyJob, records: dict[int, Any], todo: list[int]) -> st
 
 
 def _certify_here(
-    job: CertifyJob, smoothed: Any, x: Any, y: Any, todo: list[int], store: ResultStore
+    job: CertifyJob,
+    smoothed: Any,
+    x: Any,
+    y: Any,
+    todo: list[int],
+    append: Callable[[dict[str, Any]], None],
 ) -> None:
     from rs_plugin.auditing.progress import Progress
 
     # A bar on a terminal, periodic lines in a log (done/total, elapsed, time left).
     with Progress("certify", len(todo), "input") as bar:
         for record in iter_records(job, smoothed, x, y, todo):
-            store.append(record)
+            append(record)
             bar.update(1)
