@@ -8,6 +8,7 @@ import io
 import json
 import math
 import re
+from typing import Any
 
 import numpy as np
 import pytest
@@ -406,10 +407,8 @@ class _MovesItsInput(torch.nn.Module):
         return torch.cat([s, -s], dim=1)
 
 
-def test_the_audit_never_hands_the_model_the_inputs_it_audits():
-    """Forged class-0 certificates on inputs of class 1: a model that writes its input during
-    the diagnostics can neither move the audited points (the verdict stays VIOLATED) nor the
-    caller's tensor."""
+def _class_0_claimed_on_class_1(alpha: float) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """16 inputs of class 1 (every pixel 0.1) and forged certificates of class 0 at radius 0.3."""
     x = torch.full((16, 1, 4, 4), 0.1)
     labels = torch.ones(16, dtype=torch.int64)
     forged = CertificateSet(
@@ -418,9 +417,17 @@ def test_the_audit_never_hands_the_model_the_inputs_it_audits():
         radius=torch.full((16,), 0.3, dtype=torch.float64),
         norm="l2",
         semantics="input",
-        alpha=0.001,
+        alpha=alpha,
         n=10_000,
     )
+    return x, labels, forged
+
+
+def test_the_audit_never_hands_the_model_the_inputs_it_audits():
+    """Forged class-0 certificates on inputs of class 1: a model that writes its input during
+    the diagnostics can neither move the audited points (the verdict stays VIOLATED) nor the
+    caller's tensor."""
+    x, labels, forged = _class_0_claimed_on_class_1(alpha=0.001)
     runner = Audit(
         _MovesItsInput().eval(), Gaussian(0.25), 2, attacks=[_Unchanged()], predict_n=200
     )
@@ -457,17 +464,7 @@ def test_the_python_audit_marks_certificates_no_model_could_earn():
 def test_certificates_at_a_large_alpha_are_flagged_beside_the_verdict():
     """At alpha = 0.999 sixteen wrong certificates are within what they promise, so the
     verdict holds; a "weak certificates" finding says why that verdict means little."""
-    x = torch.full((16, 1, 4, 4), 0.1)
-    labels = torch.ones(16, dtype=torch.int64)
-    forged = CertificateSet(
-        index=torch.arange(16),
-        prediction=torch.zeros(16, dtype=torch.int64),
-        radius=torch.full((16,), 0.3, dtype=torch.float64),
-        norm="l2",
-        semantics="input",
-        alpha=0.999,
-        n=10_000,
-    )
+    x, labels, forged = _class_0_claimed_on_class_1(alpha=0.999)
     runner = Audit(_MovesItsInput().eval(), Gaussian(0.25), 2, attacks=[_Unchanged()])
     with pytest.warns(RSWarning, match="weak certificates"):
         report = runner.run(x, labels, forged)
