@@ -16,7 +16,7 @@ import torch
 from rs_plugin._validation import RSValueError, RSWarning
 from rs_plugin.certification.classifier import SmoothedClassifier
 
-__all__ = ["Diagnostic", "diagnose"]
+__all__ = ["Diagnostic", "diagnose", "warn"]
 
 # Inputs the checks look at (enough to see a problem, cheap next to the attacks).
 _PROBE = 16
@@ -160,7 +160,14 @@ def diagnose(
     ]
     diagnostics = [d for d in found if d is not None]
     for d in diagnostics:
-        warnings.warn(
-            f"audit check '{d.check}': {d.finding}. Fix: {d.fix}", RSWarning, stacklevel=3
-        )
+        warn(d, stacklevel=4)
     return diagnostics
+
+
+def warn(diagnostic: Diagnostic, *, stacklevel: int = 3) -> None:
+    """Warn (:class:`RSWarning`) with one finding, as the audit reports it."""
+    warnings.warn(
+        f"audit check '{diagnostic.check}': {diagnostic.finding}. Fix: {diagnostic.fix}",
+        RSWarning,
+        stacklevel=stacklevel,
+    )

@@ -26,7 +26,6 @@ of CERTIFY's and of the attacks'.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,7 +34,6 @@ from torch import nn
 
 from rs_plugin._validation import (
     RSValueError,
-    RSWarning,
     check_finite_inputs,
     check_int,
     check_open_unit,
@@ -44,7 +42,7 @@ from rs_plugin._validation import (
 from rs_plugin.auditing.attack import Attack, AttackTarget, Candidates, load_attack
 from rs_plugin.auditing.checking import SHRINK, AttackState, Checker
 from rs_plugin.auditing.defaults import ADDITIVE_ATTACKS, BUDGETS, SEMANTIC_ATTACKS
-from rs_plugin.auditing.diagnostics import Diagnostic, diagnose
+from rs_plugin.auditing.diagnostics import Diagnostic, diagnose, warn
 from rs_plugin.auditing.plausibility import (
     MAX_BUDGET_FRACTION,
     impossible_certificates,
@@ -247,11 +245,7 @@ class Audit:
                 f"certify with alpha <= {WEAK_ALPHA:g} (the papers use 0.001) before relying on "
                 "the verdict",
             )
-            warnings.warn(
-                f"audit check '{weak.check}': {weak.finding}. Fix: {weak.fix}",
-                RSWarning,
-                stacklevel=2,
-            )
+            warn(weak)
             diagnostics.append(weak)
         keys = iter(range(10**12))
         clean = self.checker.predict(x, keys)

@@ -271,10 +271,8 @@ def _grid_certify(
         top = counts[:, 0].argmax(dim=1)
         count = counts[:, 1].gather(1, top[:, None])[:, 0]
         p_lower = torch.from_numpy(clopper_pearson_lower(count.numpy(), n, level))
-        radii_l2 = torch.from_numpy(
-            round_down(
-                (smoothing.additive_sigma * torch.special.ndtri(p_lower.clamp(0.0, 1.0))).numpy()
-            )
+        radii_l2 = round_down(
+            smoothing.additive_sigma * torch.special.ndtri(p_lower.clamp(0.0, 1.0))
         )
         classes = torch.where(p_lower > 0.5, top, torch.full_like(top, -1))
         results = [

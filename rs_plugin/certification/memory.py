@@ -302,7 +302,7 @@ class MemoryCertifier(Certifier):
                 torch.tensor([inner], dtype=torch.float64), torch.ones(1, dim, dtype=torch.float64)
             )
             return _replace(part, prediction, ball, sigma, from_memory=1.0, scale=math.nan)
-        whitened = float(round_down(torch.special.ndtri(part.p_lower.to(torch.float64)).numpy())[0])
+        whitened = float(round_down(torch.special.ndtri(part.p_lower.to(torch.float64)))[0])
         kept = self.memory.shrink(point, sigma, whitened, c)
         self.memory.add(point, sigma, kept, c, key)
         summary = ellipsoid_summary(torch.tensor([kept], dtype=torch.float64), sigma[None, :])

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from rs_plugin.certification.certificates import Certificates
-from rs_plugin.certification.stats import ROUNDING_MARGIN
+from rs_plugin.certification.stats import round_down
 from rs_plugin.smoothings.base import Smoothing
 from rs_plugin.smoothings.norms import complete_radii
 
@@ -50,9 +50,7 @@ def pack_certificates(
     abstain = smoothing.target_lower_bound(p_lower, dim) <= 0.5
     direct = smoothing.certified_radii(p_lower, dim)
     radii = {
-        norm: torch.where(
-            abstain, torch.zeros_like(r), r.to(torch.float64) * (1.0 - ROUNDING_MARGIN)
-        )
+        norm: torch.where(abstain, torch.zeros_like(r), round_down(r.to(torch.float64)))
         for norm, r in complete_radii(direct, dim).items()
     }
     return Certificates(

@@ -5,8 +5,13 @@ Computed on the host after sampling, never inside the sampling loop.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypeVar
+
 import numpy as np
 from scipy import stats
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "ROUNDING_MARGIN",
@@ -24,13 +29,14 @@ __all__ = [
 # over 600 times those errors and changes a radius by at most ~1e-12 relative (~1e-5 at the
 # steepest, p = α^{1/n} with n = 2^31).
 ROUNDING_MARGIN = 2.0**-40
+_Values = TypeVar("_Values", np.ndarray, "torch.Tensor")
 
 
-def round_down(value: np.ndarray) -> np.ndarray:
-    """``value`` (≥ 0) moved towards 0 by :data:`ROUNDING_MARGIN`, relatively: a bound or a
-    radius computed in float64 from a formula with errors of a few ulps, made no larger than
-    the exact one."""
-    return np.asarray(value, dtype=np.float64) * (1.0 - ROUNDING_MARGIN)
+def round_down(value: _Values) -> _Values:
+    """``value`` (≥ 0, float64: an array or a tensor) moved towards 0 by
+    :data:`ROUNDING_MARGIN`, relatively: a bound or a radius computed in float64 from a formula
+    with errors of a few ulps, made no larger than the exact one."""
+    return value * (1.0 - ROUNDING_MARGIN)
 
 
 def clopper_pearson_lower(
@@ -46,7 +52,7 @@ def clopper_pearson_lower(
     """
     k = np.asarray(successes, dtype=np.float64)
     lower = stats.beta.ppf(alpha, np.maximum(k, 1.0), trials - k + 1.0)
-    return np.where(k > 0, round_down(lower), 0.0)
+    return np.where(k > 0, round_down(np.asarray(lower, dtype=np.float64)), 0.0)
 
 
 def clopper_pearson_upper(successes: np.ndarray, trials: int, alpha: float) -> np.ndarray:

@@ -338,6 +338,19 @@ class _FirstPixelAbove(torch.nn.Module):
         return torch.cat([-v, v], dim=1) * 100
 
 
+def _first_pixel_estimator(**settings):
+    """Our estimator of _FirstPixelAbove on 1×8×8 inputs, σ = 0.25, with further settings."""
+    return PyTorchRandomizedSmoothing(
+        model=_FirstPixelAbove(),
+        loss=torch.nn.CrossEntropyLoss(),
+        input_shape=(1, 8, 8),
+        nb_classes=2,
+        device_type="cpu",
+        scale=0.25,
+        **settings,
+    )
+
+
 def test_preprocessing_defences_run_on_every_noisy_sample_as_in_art():
     """With 1-bit feature squeezing the base classifier f(squeeze(z)) is still "first pixel
     above 0.5", so the smoothed classifier's true ℓ2 radius at first pixel 0.6 is 0.1
@@ -347,14 +360,8 @@ def test_preprocessing_defences_run_on_every_noisy_sample_as_in_art():
     from art.defences.preprocessor import FeatureSqueezing
 
     def estimator():
-        return PyTorchRandomizedSmoothing(
-            model=_FirstPixelAbove(),
-            loss=torch.nn.CrossEntropyLoss(),
-            input_shape=(1, 8, 8),
-            nb_classes=2,
-            device_type="cpu",
+        return _first_pixel_estimator(
             sample_size=100,
-            scale=0.25,
             alpha=0.001,
             clip_values=(0.0, 1.0),
             preprocessing_defences=FeatureSqueezing(clip_values=(0.0, 1.0), bit_depth=1),
@@ -385,15 +392,7 @@ def test_preprocessing_none_or_arts_standardisation_object_and_fit_keywords_are_
     x[0, 0, 0, 0] = 0.6
     radii = []
     for preprocessing in [(0.0, 1.0), None, StandardisationMeanStdPyTorch(mean=0.0, std=1.0)]:
-        estimator = PyTorchRandomizedSmoothing(
-            model=_FirstPixelAbove(),
-            loss=torch.nn.CrossEntropyLoss(),
-            input_shape=(1, 8, 8),
-            nb_classes=2,
-            device_type="cpu",
-            scale=0.25,
-            preprocessing=preprocessing,
-        )
+        estimator = _first_pixel_estimator(preprocessing=preprocessing)
         radii.append(estimator.certify(x, n=2000, batch_size=500)[1][0])
     assert radii[0] > 0 and radii[0] == radii[1] == radii[2]
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
