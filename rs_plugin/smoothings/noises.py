@@ -139,8 +139,11 @@ class Uniform(AdditiveNoise):
 
     def certified_radii(self, p_lower: torch.Tensor, dim: int) -> dict[str, torch.Tensor]:
         p = p_lower.to(torch.float64)
-        shrink = torch.pow((1.5 - p).clamp(min=0.5, max=1.0), 1.0 / dim)
-        linf = _above_half(p, 2.0 * self.half_width * (1.0 - shrink))
+        # 1 − (3/2 − p)^{1/d} as −expm1(log1p(1/2 − p)/d): 1/2 − p is exact for p in [1/2, 1],
+        # and the direct form loses the digits of 1 − (a number within 1/d of 1), 12 % of the
+        # radius at d = 3072 near p = 1/2 (above the true radius as often as below it).
+        shrink = torch.log1p((0.5 - p).clamp(min=-0.5, max=0.0)) / dim
+        linf = _above_half(p, 2.0 * self.half_width * -torch.expm1(shrink))
         return {"l1": self.radius(p_lower, dim), "linf": linf}
 
     @property
