@@ -99,7 +99,8 @@ def literature_radii(family: str, p: np.ndarray, dim: int, sigma: float) -> dict
     if family == "uniform":
         half = sigma * math.sqrt(3)
         l1 = 2 * half * (p - 0.5)
-        linf = np.maximum(2 * half * (1 - (1.5 - p) ** (1 / dim)), l1 / dim)
+        # 1 − (3/2 − p)^{1/d} without cancellation (1/2 − p is exact in float64)
+        linf = np.maximum(2 * half * -np.expm1(np.log1p(0.5 - p) / dim), l1 / dim)
         return {"l1": l1, "l2": np.maximum(l1 / math.sqrt(dim), linf), "linf": linf}
     scale = sigma * math.sqrt(3 / ((dim + 1) * (dim + 2)))
     l1 = 2 * scale * dim * (p - 0.5)
