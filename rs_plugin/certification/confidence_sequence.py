@@ -31,9 +31,13 @@ against u uniform on [0, 1].) Each component integrates in closed form,
 bound U_t(S, F) = 1 − L_t(F, S), with P[∃t: p > U_t] ≤ α.
 
 L_t is found in y = −log(1 − m) (1 − m spans many orders of magnitude near 1) by bisection, then
-regula falsi (Illinois), keeping a bracket whose lower end is verified rejected (M_t ≥ 1/α, with
-a relative margin of 1e-9 for rounding) and returning that end: the result is never above the
-exact L_t, and within 1e-9 of it in y (relative error 1e-9 in 1 − m).
+regula falsi (Illinois), keeping a bracket whose lower end is verified rejected and returning
+that end: the result is never above the exact L_t, and within 1e-9 of it in y (relative error
+1e-9 in 1 − m). "Verified" means log M_t ≥ log(1/α) plus a margin for rounding: 1e-9, plus
+``_LGAMMA_ULPS`` ulps of ln Γ(S + 1) + ln Γ(F + 1) + ln Γ(t + 2). The log-beta term is a
+difference of those log-gammas, and its error in float64 grows with them: against 40-digit
+values it was off by up to 0.9 of an ulp of their sum, from t = 10⁵ (2e-10) to t = 10⁹ (3.5e-6),
+where a margin of 1e-9 alone let the bound pass the exact one (at t = 10⁷, 10⁸ and 10⁹).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ _BISECTIONS = 8
 _SECANTS = 40
 _TOLERANCE = 1e-9
 _MARGIN = np.log1p(1e-9)
+_LGAMMA_ULPS = 64.0
 
 
 def _log_mixture(successes: np.ndarray, failures: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -67,8 +72,10 @@ def _log_mixture(successes: np.ndarray, failures: np.ndarray, y: np.ndarray) -> 
 
 
 def _lower_unique(successes: np.ndarray, failures: np.ndarray, alpha: float) -> np.ndarray:
-    threshold = np.log(1.0 / alpha) + _MARGIN
     trials = successes + failures
+    scale = special.gammaln(successes + 1.0) + special.gammaln(failures + 1.0)
+    scale = scale + special.gammaln(trials + 2.0)
+    threshold = np.log(1.0 / alpha) + _MARGIN + _LGAMMA_ULPS * np.finfo(np.float64).eps * scale
     # Bracket in y: m = 0 is rejected when S > 0 (M → ∞); the frequency S/t (or 1 − e^{−50}
     # when S = t) is not, since there no alternative above m is more likely than m itself.
     low = np.zeros_like(successes, dtype=np.float64)
@@ -89,7 +96,9 @@ def _lower_unique(successes: np.ndarray, failures: np.ndarray, alpha: float) -> 
         guard = 1e-3 * (high - low)
         trial = np.where(use_secant, np.clip(secant, low + guard, high - guard), middle)
         excess = np.full_like(low, -1.0)
-        excess[open_] = _log_mixture(successes[open_], failures[open_], trial[open_]) - threshold
+        excess[open_] = (
+            _log_mixture(successes[open_], failures[open_], trial[open_]) - threshold[open_]
+        )
         rejected = open_ & (excess >= 0)
         accepted = open_ & (excess < 0)
         # Illinois: halve the excess kept at an end that survives twice in a row.

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from rs_plugin import Gaussian, pack_certificates
+from rs_plugin.certification.confidence_sequence import _WEIGHTS, _WIDTHS, mixture_lower
 from rs_plugin.certification.stats import (
     ROUNDING_MARGIN,
     clopper_pearson_lower,
@@ -88,3 +89,75 @@ def test_gaussian_radii_are_at_most_sigma_times_the_exact_quantile_of_the_exact_
             for norm, radius in record.radii.items():
                 bound = exact if norm != "linf" else exact / 2  # ℓ∞ radius r/√d, d = 4
                 assert float(radius[0]) <= bound, (norm, n, k, alpha)
+
+
+def _exact_log_mixture(successes: int, failures: int, m: float) -> mpmath.mpf:
+    """log M_t(m) of rs_plugin.certification.confidence_sequence, by quadrature in 30 digits:
+    Σ_j w_j (1/h_j) ∫_0^{h_j} (1 + u(1 − m)/m)^S (1 − u)^F du, the integrand log-concave in u and
+    integrated around its peak (no incomplete beta function, no log-beta)."""
+    with mpmath.workdps(30):
+        m = mpmath.mpf(m)
+        r = (1 - m) / m
+
+        def log_f(u: mpmath.mpf) -> mpmath.mpf:
+            return successes * mpmath.log1p(u * r) + (
+                failures * mpmath.log1p(-u) if failures else 0
+            )
+
+        total_r = (successes + failures) * r
+        peak = (successes * r - failures) / total_r if successes * r > failures else mpmath.mpf(0)
+        peak = min(peak, 1 - mpmath.mpf(10) ** -25)
+        width = 1 / mpmath.sqrt(successes * (r / (1 + peak * r)) ** 2 + failures / (1 - peak) ** 2)
+        top = log_f(peak)
+        total = mpmath.mpf(0)
+        for weight, h in zip(_WEIGHTS, _WIDTHS, strict=True):
+            h = mpmath.mpf(float(h))
+            cuts = {min(max(peak + k * width, 0), h) for k in (-40, -10, -3, 0, 3, 10, 40)}
+            points = sorted(cuts | {mpmath.mpf(0), h})
+            part = mpmath.quad(lambda u: mpmath.exp(log_f(u) - top), points)
+            total += mpmath.mpf(float(weight)) * part / h
+        return top + mpmath.log(total)
+
+
+@pytest.mark.parametrize("trials", [100, 10**5, 10**7, 10**8, 10**9])
+def test_anytime_lower_bounds_are_rejected_by_the_exact_mixture(trials):
+    """L_t is a 1 − α bound because M_t(L_t) ≥ 1/α; in float64 the log-beta term is off by up to
+    an ulp of ln Γ(t + 2), which let L_t pass the exact bound at t = 10⁷ … 10⁹ (0.99, 0.9 and
+    0.999 of the votes) before the margin grew with it."""
+    alpha = 0.001
+    for share in (0.5005, 0.6, 0.9, 0.99, 0.999, 0.9999, 1.0):
+        successes = round(trials * share)
+        lower = float(mixture_lower(np.array([successes]), trials, alpha)[0])
+        exact = _exact_log_mixture(successes, trials - successes, lower)
+        with mpmath.workdps(30):
+            assert exact >= mpmath.log(1 / mpmath.mpf(alpha)), (successes, trials, lower)
+
+
+def _exact_log_beta_cdf(k: int, n: int, p: float) -> mpmath.mpf:
+    """log P[Beta(k, n − k + 1) ≤ p] by quadrature in 40 digits over the left tail (the density is
+    log-concave; the integral runs from 0 to p with nodes at multiples of its local scale)."""
+    with mpmath.workdps(40):
+        a, b, p = k, n - k + 1, mpmath.mpf(p)
+
+        def log_f(t: mpmath.mpf) -> mpmath.mpf:
+            return (a - 1) * mpmath.log(t) + (b - 1) * mpmath.log1p(-t)
+
+        slope = (a - 1) / p - (b - 1) / (1 - p)
+        width = min(1 / abs(slope), 1 / mpmath.sqrt((a - 1) / p**2 + (b - 1) / (1 - p) ** 2))
+        nodes = {max(mpmath.mpf(0), p - c * width) for c in (0, 0.3, 1, 3, 10, 40, 200, 1000)}
+        top = log_f(p)
+        part = mpmath.quad(lambda t: mpmath.exp(log_f(t) - top), sorted(nodes | {0}))
+        log_beta = mpmath.loggamma(a) + mpmath.loggamma(b) - mpmath.loggamma(a + b)
+        return top + mpmath.log(part) - log_beta
+
+
+@pytest.mark.parametrize("n", [10**5, 10**7, 10**9])
+def test_clopper_pearson_lower_bounds_stay_below_the_exact_quantile_at_large_n(n):
+    """P[Beta(k, n − k + 1) ≤ p_lower] ≤ α, so p_lower is at most the exact α-quantile; the
+    unrounded quantile exceeds it at some of these (n, k): its log-CDF by up to 1.2e-10."""
+    for alpha in (0.001, 1e-10):
+        for share in (0.5005, 0.9, 0.999, 0.9999):
+            k = round(n * share)
+            lower = float(clopper_pearson_lower(np.array([k]), n, alpha)[0])
+            with mpmath.workdps(40):
+                assert _exact_log_beta_cdf(k, n, lower) <= mpmath.log(alpha), (n, k, alpha)
