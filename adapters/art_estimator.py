@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 from typing import Any, ClassVar
 
 import numpy as np
@@ -291,6 +292,8 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
             device_type=device_type,
         )
         self._update_preprocessing_operations()  # ART's __init__ calls its own version
+        # ART names the layers of the user's network (its top-level modules), not the wrappers'
+        self._layer_names = list(model._modules)
         self._check_model_shapes()
         self._generators: TrainingGenerators | None = None
 
@@ -437,11 +440,15 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
         ``batch_size``; a one-hot row for the predicted class, all zeros where PREDICT abstains
         (unless ``is_abstain=False``, then the top vote). With probability at least 1 − α each
         non-abstaining row is the smoothed classifier's class. ``"log_probabilities"``: the soft
-        smoothed classifier's log-probabilities, ``batch_size`` inputs per forward. Other
+        smoothed classifier's log-probabilities, ``batch_size`` inputs per forward. One-hot rows
+        are float64, as ART's; an empty batch gives an empty (0, nb_classes) array. Other
         keywords ART's attacks pass (e.g. Carlini–Wagner's ``logits=True``) are ignored, as ART's
         ``PyTorchClassifier.predict`` ignores them. Either way ``x`` is checked first: finite, and
         inside ``clip_values`` when they are set (one :class:`RSValueError` otherwise).
         """
+        if len(x) == 0 and np.ndim(x) >= 2:  # ART returns an empty array; no sample to draw
+            dtype = np.float32 if self.outputs == "log_probabilities" else np.float64
+            return np.zeros((0, self.nb_classes), dtype=dtype)
         self._check_inputs(x)
         if self.outputs == "log_probabilities":
             return super().predict(x, batch_size=batch_size, training_mode=training_mode)
@@ -455,7 +462,7 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
         )
         top = predictions.counts.argmax(dim=1)
         chosen = predictions.prediction if is_abstain else top
-        one_hot = np.zeros((len(x), self.nb_classes), dtype=np.float32)
+        one_hot = np.zeros((len(x), self.nb_classes), dtype=np.float64)  # ART's dtype
         rows = np.flatnonzero(chosen.numpy() >= 0)
         one_hot[rows, chosen.numpy()[rows]] = 1.0
         return self._apply_postprocessing(preds=one_hot, fit=False)
@@ -548,6 +555,116 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
             device_type="cpu" if self._device.type == "cpu" else "gpu",
         )
 
+    def get_activations(
+        self,
+        x: np.ndarray | torch.Tensor,
+        layer: int | str | None = None,
+        batch_size: int = 128,
+        framework: bool = False,
+    ) -> np.ndarray | torch.Tensor:
+        """The output of one layer of the user's network, ART's signature and layer names.
+
+        ``layer`` is a name from ``layer_names`` (the network's top-level modules, as ART lists
+        them) or an index into it. The network runs on the clean inputs through the base
+        classifier (``preprocessing_defences``, the denoiser if any, ``preprocessing``), as
+        ART's estimator computes activations: no noise. ``framework=True`` returns the tensor
+        of one forward of all of ``x``, differentiable; otherwise a numpy array, in batches of
+        ``batch_size``. The hook that reads the layer is removed before returning.
+        """
+        names = self._layer_names
+        if isinstance(layer, str) and layer in names:
+            name = layer
+        elif isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
+            if not -len(names) <= int(layer) < len(names):
+                raise RSValueError(
+                    "layer", f"an index into layer_names (0 … {len(names) - 1})", layer
+                )
+            name = names[int(layer)]
+        else:
+            raise RSValueError("layer", f"one of layer_names {names} or its index", layer)
+        self._check_inputs(x)
+        module = dict(self._base_model.named_modules())[name]
+        captured: list[torch.Tensor] = []
+        handle = module.register_forward_hook(lambda _m, _i, output: captured.append(output))
+        base = self._smoothed.model
+        was_training = base.training
+        base.eval()
+        try:
+            if framework:
+                inputs = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+                base(inputs.to(self._device))
+                return captured[-1]
+            values = np.asarray(x, dtype=np.float32)
+            outputs = []
+            with torch.no_grad():
+                for start in range(0, len(values), check_int("batch_size", batch_size, 1)):
+                    base(torch.from_numpy(values[start : start + batch_size]).to(self._device))
+                    outputs.append(captured[-1].detach().cpu().numpy())
+            return np.concatenate(outputs)
+        finally:
+            handle.remove()
+            base.train(was_training)
+
+    def save(self, filename: str, path: str | None = None) -> None:
+        """ART's ``save``: the user's network's ``state_dict`` to ``<path>/<filename>.model`` and
+        the optimizer's to ``.optimizer`` (``path`` defaults to ART's ``ART_DATA_PATH``), so the
+        file loads into the network the estimator was built on."""
+        from art import config
+
+        full_path = os.path.join(config.ART_DATA_PATH if path is None else path, filename)
+        os.makedirs(os.path.dirname(full_path) or ".", exist_ok=True)
+        torch.save(self._base_model.state_dict(), full_path + ".model")
+        if self._optimizer is not None:
+            torch.save(self._optimizer.state_dict(), full_path + ".optimizer")
+
+    def fit_generator(
+        self,
+        generator: Any,
+        nb_epochs: int = 20,
+        verbose: bool = False,
+        training_mode: bool = True,
+        scheduler: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """Train as :meth:`fit` does, on the batches of an ART ``DataGenerator``.
+
+        Each epoch takes ``size // batch_size`` batches (at least one) from
+        ``generator.get_batch()``, as ART's generic ``fit_generator`` does, one optimiser step per
+        batch (per chunk, for trainers that split batches) with fresh noise from the estimator's
+        generators; warm-ups count epochs across the call, and ``scheduler.step()`` runs after
+        every epoch. (ART's PyTorch fast path would train through ``model``, the soft smoothed
+        classifier, on the same noise at every step.)
+        """
+        from art.data_generators import DataGenerator
+        from tqdm.auto import trange  # an ART requirement
+
+        if not isinstance(generator, DataGenerator):
+            raise RSValueError("generator", "an art.data_generators.DataGenerator", generator)
+        nb_epochs = check_int("nb_epochs", nb_epochs, 1)
+        self._check_trainable()
+        assert self._optimizer is not None
+        objective = self.training_objective()
+        if self._generators is None:
+            self._generators = TrainingGenerators.from_seed(self.seed, self._device)
+        batches = max(1, int(generator.size) // int(generator.batch_size))
+        for epoch in trange(nb_epochs, disable=not verbose, desc="Epochs"):  # ART's bar
+            for _ in range(batches):
+                x_t, y_t = self._training_tensors(*generator.get_batch())
+                train(
+                    self._smoothed.model,
+                    objective,
+                    x_t,
+                    y_t,
+                    optimizer=self._optimizer,
+                    batch_size=len(x_t),
+                    generators=self._generators,
+                    training_mode=training_mode,
+                    verbose=False,
+                    first_epoch=epoch,
+                )
+            if scheduler is not None:
+                scheduler.step()
+
     def training_objective(self) -> Objective:
         """What ``fit`` minimises: noise augmentation with the estimator's loss (Cohen et al.
         2019); the trainers override it."""
@@ -574,14 +691,7 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
         the shuffling come from generators seeded by ``seed``; successive calls continue the
         same streams. ``scheduler.step()`` runs after every epoch.
         """
-        if self._denoiser is not None:
-            raise RSValueError(
-                "denoiser",
-                "None when calling fit (denoised smoothing keeps the classifier frozen; train "
-                "the denoiser with rs_plugin.training.DenoiserObjective)",
-                type(self._denoiser).__name__,
-            )
-        self._check_optimizer()
+        self._check_trainable()
         assert self._optimizer is not None
         objective = self.training_objective()
         x_t, y_t = self._training_tensors(x, y)
@@ -601,6 +711,16 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
             training_mode=training_mode,
             verbose=verbose,
         )
+
+    def _check_trainable(self) -> None:
+        if self._denoiser is not None:
+            raise RSValueError(
+                "denoiser",
+                "None when calling fit (denoised smoothing keeps the classifier frozen; train "
+                "the denoiser with rs_plugin.training.DenoiserObjective)",
+                type(self._denoiser).__name__,
+            )
+        self._check_optimizer()
 
     def _check_optimizer(self) -> None:
         if self._optimizer is None:

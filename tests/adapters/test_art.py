@@ -20,6 +20,7 @@ from rs_plugin.adapters.art import (
     SmoothedLogProbabilities,
 )
 from rs_plugin.data import load_demo_model, load_digits
+from rs_plugin.training import NoiseAugmentation
 
 SIGMA = 0.25
 
@@ -406,3 +407,112 @@ def test_preprocessing_none_or_arts_standardisation_object_and_fit_keywords_are_
         scale=0.25,
     )
     trained.fit(np.repeat(x, 8, axis=0), np.ones(8, dtype=np.int64), nb_epochs=1, foo=1)
+
+
+def _art_and_ours(model, **extra):
+    """ART's own estimator (on a copy of the network: it leaves hooks on the layers it reads)
+    and ours, built with the same arguments."""
+    arguments = {
+        "loss": torch.nn.CrossEntropyLoss(),
+        "input_shape": (1, 8, 8),
+        "nb_classes": 10,
+        "clip_values": (0.0, 1.0),
+        "preprocessing": (0.25, 0.5),
+        "sample_size": 50,
+        "scale": SIGMA,
+        "device_type": "cpu",
+        **extra,
+    }
+    art = ArtRandomizedSmoothing(copy.deepcopy(model), **arguments)
+    return art, PyTorchRandomizedSmoothing(model, **arguments)
+
+
+def test_predict_returns_arts_dtype_and_an_empty_batch_gives_an_empty_array():
+    art, ours = _art_and_ours(load_demo_model())
+    x, _ = load_digits("test")
+    assert ours.predict(x[:3].numpy()).dtype == art.predict(x[:3].numpy()).dtype == np.float64
+    empty = np.zeros((0, 1, 8, 8), dtype=np.float32)
+    assert ours.predict(empty).shape == (0, 10)
+    ours.outputs = "log_probabilities"
+    assert ours.predict(empty).shape == (0, 10)
+
+
+def test_layer_names_and_activations_are_the_user_networks_as_in_art():
+    model = load_demo_model()
+    art, ours = _art_and_ours(model)
+    assert ours.layer_names == art.layer_names == ["features", "head"]
+    x = load_digits("test")[0][:5].numpy()
+    for layer in ("features", 0, "head", -1):
+        expected = art.get_activations(x, layer if layer != -1 else 1, batch_size=2)
+        got = ours.get_activations(x, layer, batch_size=2)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    tensor = ours.get_activations(torch.from_numpy(x).requires_grad_(), "head", framework=True)
+    assert isinstance(tensor, torch.Tensor) and tensor.requires_grad and tensor.shape == (5, 10)
+    # the hooks are gone (ART's stay): certification forwards do not keep reading the layers
+    assert not any(module._forward_hooks for module in model.modules())
+    assert art.model.features._forward_hooks
+    with pytest.raises(RSValueError, match="layer"):
+        ours.get_activations(x, "conv9")
+    with pytest.raises(RSValueError, match="layer"):
+        ours.get_activations(x, 2)
+
+
+def test_save_writes_the_user_networks_weights_loadable_into_it(tmp_path):
+    model = load_demo_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    art, ours = _art_and_ours(model, optimizer=optimizer)
+    ours.save("ours", str(tmp_path / "deep"))
+    art.save("art", str(tmp_path))
+    saved = torch.load(tmp_path / "deep" / "ours.model")
+    assert list(saved) == list(torch.load(tmp_path / "art.model"))
+    fresh = copy.deepcopy(model)
+    for parameter in fresh.parameters():
+        torch.nn.init.zeros_(parameter)
+    fresh.load_state_dict(saved)
+    x = load_digits("test")[0][:4]
+    torch.testing.assert_close(fresh(x), model(x))
+    assert torch.load(tmp_path / "deep" / "ours.optimizer")["param_groups"][0]["momentum"] == 0.9
+
+
+def test_fit_generator_draws_fresh_noise_for_every_batch_and_counts_epochs():
+    from art.data_generators import PyTorchDataGenerator
+
+    seen: list[torch.Tensor] = []
+    epochs: list[int] = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(64, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.training:
+                seen.append(x.detach().clone())
+            return self.linear(x.flatten(1))
+
+    class Counting(NoiseAugmentation):
+        def loss(self, model, x, y, *, generator, epoch):
+            epochs.append(epoch)
+            return super().loss(model, x, y, generator=generator, epoch=epoch)
+
+    class Estimator(PyTorchRandomizedSmoothing):
+        def training_objective(self):
+            return Counting(self.smoothing, criterion=self._loss)
+
+    model = Recorder()
+    est = _art_style(model, cls=Estimator)
+    zeros = torch.zeros((200, 1, 8, 8))
+    labels = torch.nn.functional.one_hot(torch.arange(200) % 10, 10).float()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(zeros, labels), 100)
+    before = copy.deepcopy(model.state_dict())
+    est.fit_generator(PyTorchDataGenerator(loader, size=200, batch_size=100), nb_epochs=2)
+    assert epochs == [0, 0, 1, 1]
+    noise = torch.stack(seen)
+    assert noise.shape == (4, 100, 1, 8, 8)
+    assert abs(float(noise.std()) - SIGMA) < 0.01
+    for i in range(4):
+        for j in range(i):
+            assert not torch.allclose(noise[i], noise[j])
+    assert not torch.equal(before["linear.weight"], model.linear.weight)
+    with pytest.raises(RSValueError, match="generator"):
+        est.fit_generator((zeros, labels))
