@@ -41,7 +41,7 @@ from rs_plugin.runs import CertifyJob, iter_records
 
 try:
     import ray
-    from ray.exceptions import RayActorError, RayTaskError
+    from ray.exceptions import RayError, RayTaskError
 except ImportError as error:
     raise MissingExtraError("the Ray engine", "ray", error.name or "ray") from error
 
@@ -68,6 +68,8 @@ class InputsFailed(RuntimeError):
 # The reaper: reads "pid starttime" lines from its stdin; at end of input (the driver exited or
 # was killed) it SIGKILLs each process still alive with that start time, unless the driver said
 # "done" first (a clean ray.shutdown). Its own session, so a Ctrl-C on the terminal spares it.
+# It is given the processes that appeared below the driver while Ray started, not those the
+# caller had started before.
 _REAPER = """
 import os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -190,12 +192,15 @@ class RayCertifier:
         self._control_plane: list[tuple[int, str, str]] = []
         self._started_ray = False
         self._reaper: subprocess.Popen[str] | None = None
+        self._preexisting: set[tuple[int, str]] = set()
         self._actors: list[Any] = []
         self._actor_class: Any = None
 
     def __enter__(self) -> RayCertifier:
         if self.address is not None:
             _check_reachable(self.address, self.connect_timeout)
+        # Processes below the driver before Ray starts are the caller's: the reaper spares them.
+        self._preexisting = set(_descendants(os.getpid())) if os.path.isdir("/proc") else set()
         if not ray.is_initialized():
             if self.address is not None:
                 ray.init(address=self.address, log_to_driver=False)
@@ -226,7 +231,7 @@ class RayCertifier:
             start_new_session=True,
         )
         assert self._reaper.stdin is not None
-        processes = _descendants(os.getpid())
+        processes = [p for p in _descendants(os.getpid()) if p not in self._preexisting]
         for pid, start in processes:
             if pid != self._reaper.pid:
                 self._reaper.stdin.write(f"{pid} {start}\n")
@@ -291,9 +296,13 @@ class RayCertifier:
             problem: str | None = None
             try:
                 config, records = ray.get(ref)
-            except (RayActorError, RayTaskError) as error:
-                if isinstance(error, RayActorError):
+            except RayError as error:
+                # A task that raised leaves its actor usable; any other Ray failure (the actor
+                # died, its result was lost with a node or an owner, a worker crashed) may not:
+                # it is replaced. Either way the shard counts as one failed attempt.
+                if not isinstance(error, RayTaskError):
                     self._actors.remove(actor)
+                    ray.kill(actor, no_restart=True)
                     actor = self._new_actor()
                     self._actors.append(actor)
                 problem = _summary(error)

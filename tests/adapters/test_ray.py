@@ -232,6 +232,58 @@ def test_a_killed_ray_driver_resumes_and_leaves_no_ray_process(tmp_path):
     assert _without_seconds(resumed) == _without_seconds(expected)
 
 
+_DRIVER_WITH_A_CHILD = """
+import subprocess, sys, time
+child = subprocess.Popen(["sleep", "600"])
+print(child.pid, flush=True)
+from rs_plugin.adapters.ray import RayCertifier
+from rs_plugin.cli.models import load_model_for
+from rs_plugin.runs import CertifyJob
+job = CertifyJob(model="demo", data="digits", smoothing="gaussian", sigma=0.25, n0=50, n=100,
+                 alpha=0.001, batch_size=100, seed=0, limit=None, device="cpu",
+                 model_loader=load_model_for)
+with RayCertifier(job, workers=1):
+    print("ready", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_killed_driver_takes_its_ray_processes_but_not_its_callers_children():
+    """The reaper kills what Ray started below the driver, not a process the library's caller
+    had started before (it used to kill every process below the driver)."""
+    from rs_plugin.adapters.ray import _descendants
+
+    driver = subprocess.Popen(
+        [sys.executable, "-c", _DRIVER_WITH_A_CHILD], stdout=subprocess.PIPE, text=True
+    )
+    assert driver.stdout is not None
+    child = int(driver.stdout.readline())
+    ray_processes: list[tuple[int, str]] = []
+    try:
+        assert driver.stdout.readline().strip() == "ready"
+        ray_processes = [p for p in _descendants(driver.pid) if p[0] != child]
+        assert ray_processes
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while _alive(ray_processes) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _alive(ray_processes) == [], "Ray processes outlived their killed driver"
+        assert os.path.exists(f"/proc/{child}") and _state(child) != "Z", "the caller's child died"
+    finally:
+        driver.kill()
+        for pid in [child, *_alive(ray_processes)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().rpartition(")")[2].split()[0]
+
+
 def _serve_once(reply: bytes) -> tuple[socket.socket, int]:
     """A listening socket that answers each connection with ``reply`` (b"": says nothing)."""
     import threading
