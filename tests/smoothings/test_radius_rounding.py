@@ -168,3 +168,23 @@ def test_uniform_linf_keeps_its_digits_where_the_cube_root_is_close_to_one():
     with mpmath.workdps(40):
         exact = _direct("uniform", "linf", P_LOWER[0], 3072)
         assert math.isclose(got, exact, rel_tol=1e-14)
+
+
+def test_exp_inf_l2_keeps_its_digits_in_the_last_cell_at_imagenet_size():
+    """Near p = 1/2 the ExpInf ℓ2 radius is one small asinh difference; computed directly it was
+    8e-10 of itself above the exact one at d = 150 528 (p − 1/2 = 1e-9)."""
+    dim = 3 * 224 * 224
+    values = [0.5 + 1e-9, 0.5 + 1e-7, 0.5 + 3e-6]  # 2d(p − 1/2) < 1: the last cell only
+    smoothing = load_smoothing("exp_inf", sigma=SIGMA)
+    p = torch.tensor(values, dtype=torch.float64)
+    votes = torch.tensor([[1, 0]] * len(values))
+    record = pack_certificates(
+        smoothing, range(len(values)), torch.zeros(len(values), dtype=torch.int64), p, votes,
+        votes, 1, 1, 0.001, dim=dim,
+    )  # fmt: skip
+    direct = smoothing.certified_radii(p, dim)["l2"]
+    with mpmath.workdps(40):
+        for i, value in enumerate(values):
+            exact = _exact_radii("exp_inf", ("l1", "l2", "linf"), value, dim)["l2"]
+            assert float(record.radii["l2"][i]) <= exact, value
+            assert abs(float(direct[i]) - exact) <= 1e-14 * exact, value
