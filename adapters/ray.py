@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from rs_plugin._validation import MissingExtraError, RSValueError
+from rs_plugin._validation import MissingExtraError, RSValueError, check_positive
 from rs_plugin.adapters.ray_health import Watchdog, check_ray_protocol, control_plane
 from rs_plugin.certification.batching import nominal_batch_size
 from rs_plugin.runs import CertifyJob, iter_records
@@ -185,7 +185,7 @@ class RayCertifier:
         self.max_retries = max_retries
         self.shard_size = shard_size if shard_size is not None else _shard_size(job)
         self.connect_timeout = connect_timeout
-        self.stall_timeout = stall_timeout
+        self.stall_timeout = check_positive("stall_timeout", stall_timeout)
         self.hint = (
             hint or "Every record delivered so far is kept; rerun with --resume for the rest."
         )
@@ -382,15 +382,22 @@ def certify_on_ray(
     progress: bool = False,
     hint: str | None = None,
     expected_config: Mapping[str, Any] | None = None,
+    stall_timeout: float = 600.0,
 ) -> None:
     """Certify ``indices`` of ``job`` on Ray, streaming records to ``on_record``; ``hint`` is
     what a stalled run tells the user to do, ``expected_config`` the driver's configuration the
-    workers must have loaded (see :class:`RayCertifier`)."""
+    workers must have loaded, ``stall_timeout`` the seconds without a finished shard before the
+    run is declared stalled (see :class:`RayCertifier`)."""
     from rs_plugin.auditing.progress import Progress
 
     with (
         RayCertifier(
-            job, workers=workers, address=address, hint=hint, expected_config=expected_config
+            job,
+            workers=workers,
+            address=address,
+            hint=hint,
+            expected_config=expected_config,
+            stall_timeout=stall_timeout,
         ) as certifier,
         Progress("certify", len(indices), "input", enabled=progress) as bar,
     ):

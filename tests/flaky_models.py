@@ -60,3 +60,23 @@ def unseeded() -> nn.Module:
     """A linear model initialised from the process's own RNG state: every process that builds
     it gets other weights (a factory a driver and its Ray workers disagree on)."""
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
+
+
+class Slow(nn.Module):
+    """The demo model, 3 s slower on every sampling batch (a shard outlasting a short stall
+    limit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = load_demo_model()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 4:
+            import time
+
+            time.sleep(3.0)
+        return self.model(x)
+
+
+def slow() -> nn.Module:
+    return Slow().eval()

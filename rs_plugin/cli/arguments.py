@@ -245,6 +245,15 @@ def add_certify_parser(commands: Any) -> None:
         default=None,
         help="address of an existing Ray cluster (default: start one locally)",
     )
+    p.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --engine ray: seconds without a finished shard before the run is declared "
+        "stalled and stopped, its records kept (default 600; raise it when one input takes "
+        "longer)",
+    )
 
 
 def add_audit_parser(commands: Any) -> None:

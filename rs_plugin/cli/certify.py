@@ -10,7 +10,7 @@ from functools import partial
 from typing import Any
 
 from rs_plugin._registry import discover
-from rs_plugin._validation import RSValueError, check_int, import_extra
+from rs_plugin._validation import RSValueError, check_int, check_positive, import_extra
 from rs_plugin.auditing.plausibility import (
     check_record,
     impossibility,
@@ -75,9 +75,14 @@ def certify_command(args: argparse.Namespace) -> int:
         channels_last=args.channels_last,
         compile=args.compile,
     )
-    if args.engine == "local" and (args.workers is not None or args.ray_address is not None):
-        raise RSValueError("--engine", "ray when --workers or --ray-address is given", "local")
+    ray_only = (args.workers, args.ray_address, args.stall_timeout)
+    if args.engine == "local" and any(value is not None for value in ray_only):
+        raise RSValueError(
+            "--engine", "ray when --workers, --ray-address or --stall-timeout is given", "local"
+        )
     workers = None if args.workers is None else check_int("--workers", args.workers, 1)
+    if args.stall_timeout is not None:
+        check_positive("--stall-timeout", args.stall_timeout)
     if job.stateful and args.engine == "ray":
         raise RSValueError(
             "--certifier",
@@ -163,6 +168,7 @@ def _certify(
                         workers=workers,
                         expected_config=config,
                         address=args.ray_address,
+                        stall_timeout=args.stall_timeout or 600.0,
                         progress=True,
                         hint=f"The records so far are in {args.out}; run the same command with "
                         "--resume to certify the rest.",

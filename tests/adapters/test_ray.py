@@ -355,6 +355,30 @@ def test_a_killed_control_plane_ends_the_run_with_what_is_missing(tmp_path):
     assert f"{300 - len(lines)} of 300 inputs have no record yet" in err or "inputs have no" in err
 
 
+def test_stall_timeout_sets_how_long_a_shard_may_take(tmp_path, capsys):
+    """--stall-timeout 2 ends a run whose shards take 3 s with exit 3, saying so; 0 and the
+    local engine are refused before any work."""
+    out = tmp_path / "r.jsonl"
+    args = ["certify", "--limit", "2", "-n", "200", "--n0", "10", "--out", str(out)]
+    assert main([*args, "--engine", "ray", "--stall-timeout", "0"]) == 2
+    assert "--stall-timeout: expected a finite number > 0" in capsys.readouterr().err
+    assert main([*args, "--stall-timeout", "5"]) == 2
+    assert "--engine: expected ray when" in capsys.readouterr().err
+    assert not out.exists()
+    slow = ["--model", "flaky_models:slow", "--engine", "ray", "--workers", "1"]
+    driver = subprocess.run(
+        [sys.executable, "-m", "rs_plugin.cli", *args, *slow, "--stall-timeout", "2"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": TESTS},
+        timeout=240,
+    )
+    assert driver.returncode == 3, driver.stderr
+    assert "no shard finished for" in driver.stderr and "(limit 2 s)" in driver.stderr
+    assert "Traceback" not in driver.stderr
+
+
 def _comm(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
