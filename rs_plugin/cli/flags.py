@@ -46,6 +46,7 @@ FLAGS = {
     "significance": "--significance",
     "smoothing": "--smoothing",
     "smoothing_params": "--smoothing-param",
+    "stall_timeout": "--stall-timeout",
     "tolerance": "--tolerance",
     "weights": "--weights",
     "workers": "--workers",
