@@ -376,12 +376,15 @@ def _replace(
     from_memory: float,
     scale: float,
 ) -> Certificates:
-    """The record of one input after the memory: its class, region and how it was obtained."""
+    """The record of one input after the memory: its class, region and how it was obtained
+    (its ℓp radii rounded down, as :func:`~rs_plugin.certification.radii.pack_certificates`
+    rounds every record's)."""
+    radii = {norm: round_down(summary[norm].to(torch.float64)) for norm in ("l1", "l2", "linf")}
     return replace(
         part,
         prediction=torch.tensor([prediction], dtype=torch.int64),
-        radius=summary["l2"],
-        radii={norm: summary[norm] for norm in ("l1", "l2", "linf")},
+        radius=radii["l2"],
+        radii=radii,
         extra={
             "sigma_min": sigma.min().reshape(1),
             "sigma_max": sigma.max().reshape(1),
