@@ -50,11 +50,12 @@ from rs_plugin.smoothings.base import Smoothing
 if TYPE_CHECKING:
     from rs_plugin.smoothings.geometric import _Interpolating
 
-__all__ = ["Cohen", "GridCertifier", "cohen_certifier", "covered_range"]
+__all__ = ["Cohen", "GridCertifier", "cohen_certifier", "covered_range", "rounding_allowance"]
 
 SLACK = 0.02  # Lipschitz slack per fine cell, as a fraction of additive_sigma
 MAX_FINE = 2048  # fine points per grid interval at most (a larger slack is still sound)
 ROUNDING_ULPS = 16  # rounding allowance per pixel, in eps of the model dtype times the scale
+POSITION_PIXELS = 32  # the allowance grows by a share per this many pixels of the image's side
 _INPUTS_PER_CALL = 8
 
 
@@ -80,26 +81,26 @@ def covered_range(
     usable = torch.where(
         classes == target, l2_radii.double(), torch.full_like(l2_radii.double(), -1.0)
     )
-    # The check runs in float64; the images the model (and anyone else) computes in x's dtype
-    # differ from it by a few eps of the image's scale per pixel.
-    scale = 1.0 + float(x.abs().max())
-    rounding = ROUNDING_ULPS * torch.finfo(x.dtype).eps * scale * math.sqrt(x.numel())
-    step = float(grid[1] - grid[0])
+    rounding = rounding_allowance(x)
+    step = float((grid[1:] - grid[:-1]).max())
     fine = max(
         1, min(MAX_FINE, math.ceil(lipschitz * step / (2.0 * SLACK * smoothing.additive_sigma)))
     )
-    slack = lipschitz * step / fine / 2.0 + rounding
     x64 = x.double()[None]
     z = smoothing.apply(x64.expand(k, *x.shape), grid[:, None])
     covered = torch.zeros(k - 1, fine, dtype=torch.bool)
     bounds = torch.full((k - 1, fine), math.inf, dtype=torch.float64)
     offsets = torch.linspace(0.0, 1.0, fine + 1, dtype=torch.float64)
+    # the fine points checked, cell ends shared exactly with the next interval
+    phis = grid[:-1, None] + (grid[1:] - grid[:-1])[:, None] * offsets
+    phis[:, 0], phis[:, -1] = grid[:-1], grid[1:]
     with torch.no_grad():
         for i in range(k - 1):
             if usable[i] <= 0 and usable[i + 1] <= 0:
                 continue
-            phis = grid[i] + (grid[i + 1] - grid[i]) * offsets
-            images = smoothing.apply(x64.expand(fine + 1, *x.shape), phis[:, None]).flatten(1)
+            images = smoothing.apply(x64.expand(fine + 1, *x.shape), phis[i, :, None]).flatten(1)
+            # Lipschitz slack from the widest cell actually checked
+            slack = lipschitz * float((phis[i, 1:] - phis[i, :-1]).max()) / 2.0 + rounding
             for end in (i, i + 1):
                 if usable[end] <= 0:
                     continue
@@ -113,12 +114,32 @@ def covered_range(
     right = flat[half:]
     left = flat[:half].flip(0)
     reach = min(_run_length(right), _run_length(left))
-    radius = reach * step / fine
+    # R from the parameters actually checked (the grid's centre is exactly 0): the ends of the
+    # covered runs, the nearer one, rounded down
+    ends = phis[:, 1:].flatten()  # the right end of each fine cell, in order
+    right_end = float(ends[half + reach - 1]) if reach else 0.0
+    left_end = -float(phis[:, :-1].flatten()[half - reach]) if reach else 0.0
+    radius = float(round_down(torch.tensor(min(right_end, left_end), dtype=torch.float64)))
     used = torch.cat(
         [bounds.flatten()[half : half + reach], bounds.flatten()[:half].flip(0)[:reach]]
     )
     bound = float(used.max()) if reach else math.nan
     return radius, bound, lipschitz
+
+
+def rounding_allowance(x: torch.Tensor) -> float:
+    """A bound on ‖T(x, φ) computed in x's dtype − T(x, φ) computed in float64‖₂ (one image).
+
+    The check runs in float64; the images the model (and anyone else) computes in x's dtype
+    differ from it by a few eps of the image's scale per pixel, and by the sampling positions'
+    own rounding (eps times the image's side, in pixels) times the interpolant's slope: on
+    random textures the latter reached 1.5 times the per-pixel term alone at 448 px, hence the
+    side's share.
+    """
+    scale = 1.0 + float(x.abs().max())
+    side = max(x.shape[-2:]) if x.ndim >= 2 else 1
+    per_pixel = ROUNDING_ULPS * torch.finfo(x.dtype).eps * scale
+    return per_pixel * math.sqrt(x.numel()) * (1.0 + side / POSITION_PIXELS)
 
 
 def _run_length(flags: torch.Tensor) -> int:

@@ -128,9 +128,10 @@ class _Interpolating(_Resampled):
     def grid(self) -> torch.Tensor:
         """The K parameter values certified (odd K, symmetric, 0 included), float64."""
         half = math.ceil(self.input_range / self.grid_step - 1e-9)
-        return torch.linspace(
-            -self.input_range, self.input_range, 2 * half + 1, dtype=torch.float64
-        )
+        # i · (range/half): exactly 0 in the middle and exactly symmetric (linspace is neither:
+        # its middle point can be −5.6e-16); the ends kept inside the range
+        points = torch.arange(-half, half + 1, dtype=torch.float64) * (self.input_range / half)
+        return points.clamp(-self.input_range, self.input_range)
 
     def largest_radius(self, p_lower: float, dim: int) -> float:
         if self.on_grid:  # a grid certificate covers at most the grid's range
