@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 
 from rs_plugin._validation import RSValueError
-from rs_plugin.smoothings.base import AdditiveNoise
+from rs_plugin.smoothings.base import AdditiveNoise, sampled_scale
 
 __all__ = ["AnisotropicGaussian", "ellipsoid_summary"]
 
@@ -89,7 +89,7 @@ class AnisotropicGaussian(AdditiveNoise):
     def _summary(self, p_lower: torch.Tensor, dim: int) -> dict[str, torch.Tensor]:
         p = p_lower.to(torch.float64)
         whitened = torch.where(p > 0.5, torch.special.ndtri(p), torch.zeros_like(p))
-        sigma = self._vector(dim).to(p.device)
+        sigma = sampled_scale(self._vector(dim).to(device=p.device, dtype=torch.float64))
         return ellipsoid_summary(whitened, sigma.expand(p.shape[0], dim))
 
     def radius(self, p_lower: torch.Tensor, dim: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import torch
 
 from rs_plugin._validation import check_positive
-from rs_plugin.smoothings.base import AdditiveNoise
+from rs_plugin.smoothings.base import AdditiveNoise, sampled_scale
 
 __all__ = ["Gaussian"]
 
@@ -39,7 +39,7 @@ class Gaussian(AdditiveNoise):
 
     def radius(self, p_lower: torch.Tensor, dim: int) -> torch.Tensor:
         p = p_lower.to(torch.float64)
-        r = self.sigma * torch.special.ndtri(p)
+        r = sampled_scale(self.sigma) * torch.special.ndtri(p)
         return torch.where(p > 0.5, r, torch.zeros_like(r))
 
     @property

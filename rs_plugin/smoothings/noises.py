@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import torch
 
 from rs_plugin._validation import check_positive
-from rs_plugin.smoothings.base import AdditiveNoise
+from rs_plugin.smoothings.base import AdditiveNoise, sampled_scale
 from rs_plugin.smoothings.differential import exp_inf_radii, laplace_radii
 
 __all__ = ["ExpInf", "Laplace", "Uniform"]
@@ -86,14 +86,15 @@ class Laplace(AdditiveNoise):
 
     def radius(self, p_lower: torch.Tensor, dim: int) -> torch.Tensor:
         p = p_lower.to(torch.float64)
-        return _above_half(p, -self.scale * torch.log(2.0 * (1.0 - p)))
+        return _above_half(p, -sampled_scale(self.scale) * torch.log(2.0 * (1.0 - p)))
 
     def certified_radii(self, p_lower: torch.Tensor, dim: int) -> dict[str, torch.Tensor]:
         p = p_lower.to(torch.float64)
         other = laplace_radii(p.cpu().numpy(), dim)
         radii = {"l1": self.radius(p_lower, dim)}
         for norm in ("l2", "linf"):
-            radii[norm] = _above_half(p, self.scale * torch.from_numpy(other[norm]).to(p.device))
+            scale = sampled_scale(self.scale)
+            radii[norm] = _above_half(p, scale * torch.from_numpy(other[norm]).to(p.device))
         return radii
 
     @property
@@ -135,7 +136,7 @@ class Uniform(AdditiveNoise):
 
     def radius(self, p_lower: torch.Tensor, dim: int) -> torch.Tensor:
         p = p_lower.to(torch.float64)
-        return _above_half(p, 2.0 * self.half_width * (p - 0.5))
+        return _above_half(p, 2.0 * sampled_scale(self.half_width) * (p - 0.5))
 
     def certified_radii(self, p_lower: torch.Tensor, dim: int) -> dict[str, torch.Tensor]:
         p = p_lower.to(torch.float64)
@@ -143,7 +144,7 @@ class Uniform(AdditiveNoise):
         # and the direct form loses the digits of 1 − (a number within 1/d of 1), 12 % of the
         # radius at d = 3072 near p = 1/2 (above the true radius as often as below it).
         shrink = torch.log1p((0.5 - p).clamp(min=-0.5, max=0.0)) / dim
-        linf = _above_half(p, 2.0 * self.half_width * -torch.expm1(shrink))
+        linf = _above_half(p, 2.0 * sampled_scale(self.half_width) * -torch.expm1(shrink))
         return {"l1": self.radius(p_lower, dim), "linf": linf}
 
     @property

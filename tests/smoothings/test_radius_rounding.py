@@ -92,16 +92,22 @@ def _laplace(norm: str, p: mpmath.mpf, dim: int) -> mpmath.mpf:
     return mpmath.quad(lambda s: 1 / rate(s), sorted(cuts))
 
 
+def _sampled(scale: float) -> mpmath.mpf:
+    """The scale float32 noise is drawn with, or the float64 one if smaller (see
+    rs_plugin.smoothings.base.sampled_scale): the radii below are exact for it."""
+    return mpmath.mpf(min(scale, float(torch.tensor(scale, dtype=torch.float32))))
+
+
 def _direct(name: str, norm: str, p: float, dim: int) -> mpmath.mpf:
     """The family's directly certified radius in input units, exactly, at p > 1/2."""
     sigma, q = mpmath.mpf(SIGMA), mpmath.mpf(p)
     if name == "uniform":
-        half_width = sigma * mpmath.sqrt(3)
+        half_width = _sampled(SIGMA * math.sqrt(3.0))
         if norm == "l1":
             return 2 * half_width * (q - mpmath.mpf(1) / 2)
         return 2 * half_width * (1 - (mpmath.mpf(3) / 2 - q) ** (mpmath.mpf(1) / dim))
     if name == "laplace":
-        return sigma / mpmath.sqrt(2) * _laplace(norm, q, dim)
+        return _sampled(SIGMA / math.sqrt(2.0)) * _laplace(norm, q, dim)
     scale = sigma * mpmath.sqrt(mpmath.mpf(3) / ((dim + 1) * (dim + 2)))
     return scale * _exp_inf(norm, q, dim)
 
@@ -188,3 +194,37 @@ def test_exp_inf_l2_keeps_its_digits_in_the_last_cell_at_imagenet_size():
             exact = _exact_radii("exp_inf", ("l1", "l2", "linf"), value, dim)["l2"]
             assert float(record.radii["l2"][i]) <= exact, value
             assert abs(float(direct[i]) - exact) <= 1e-14 * exact, value
+
+
+@pytest.mark.parametrize("sigma", [0.12, 0.25, 0.3, 1.0 / 3.0])
+def test_radii_use_at_most_the_float32_scale_the_samplers_apply(sigma):
+    """Float32 noise is scaled by the scale rounded to float32 (0.12 → 0.11999999731779…): the
+    law sampled has that scale, so a radius may not use the larger float64 value."""
+
+    def float32(value: float) -> float:
+        return float(torch.tensor(value, dtype=torch.float32))
+
+    p = torch.tensor([0.6, 0.9, 0.999], dtype=torch.float64)
+    whitened = torch.special.ndtri(p)
+    checks = {
+        "gaussian": (load_smoothing("gaussian", sigma=sigma).radius(p, 4), whitened, sigma),
+        "laplace": (
+            load_smoothing("laplace", sigma=sigma).radius(p, 4),
+            -torch.log(2 * (1 - p)),
+            sigma / math.sqrt(2),
+        ),
+        "uniform": (
+            load_smoothing("uniform", sigma=sigma).radius(p, 4),
+            2 * (p - 0.5),
+            sigma * 3**0.5,
+        ),
+        "anisotropic": (
+            load_smoothing("anisotropic_gaussian", sigma=sigma).radius(p, 4),
+            whitened,
+            sigma,
+        ),
+    }
+    for name, (radius, unit, scale) in checks.items():
+        bound = min(scale, float32(scale)) * unit
+        assert bool((radius <= bound).all()), (name, radius, bound)
+        assert bool((radius >= bound * (1 - 1e-12)).all()), name
