@@ -641,11 +641,7 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
         if not isinstance(generator, DataGenerator):
             raise RSValueError("generator", "an art.data_generators.DataGenerator", generator)
         nb_epochs = check_int("nb_epochs", nb_epochs, 1)
-        self._check_trainable()
-        assert self._optimizer is not None
-        objective = self.training_objective()
-        if self._generators is None:
-            self._generators = TrainingGenerators.from_seed(self.seed, self._device)
+        objective, optimizer, generators = self._start_training()
         batches = max(1, int(generator.size) // int(generator.batch_size))
         for epoch in trange(nb_epochs, disable=not verbose, desc="Epochs"):  # ART's bar
             for _ in range(batches):
@@ -655,9 +651,9 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
                     objective,
                     x_t,
                     y_t,
-                    optimizer=self._optimizer,
+                    optimizer=optimizer,
                     batch_size=len(x_t),
-                    generators=self._generators,
+                    generators=generators,
                     training_mode=training_mode,
                     verbose=False,
                     first_epoch=epoch,
@@ -691,26 +687,33 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
         the shuffling come from generators seeded by ``seed``; successive calls continue the
         same streams. ``scheduler.step()`` runs after every epoch.
         """
-        self._check_trainable()
-        assert self._optimizer is not None
-        objective = self.training_objective()
+        objective, optimizer, generators = self._start_training()
         x_t, y_t = self._training_tensors(x, y)
-        if self._generators is None:
-            self._generators = TrainingGenerators.from_seed(self.seed, self._device)
         train(
             self._smoothed.model,
             objective,
             x_t,
             y_t,
-            optimizer=self._optimizer,
+            optimizer=optimizer,
             epochs=nb_epochs,
             batch_size=batch_size,
-            generators=self._generators,
+            generators=generators,
             scheduler=scheduler,
             drop_last=drop_last,
             training_mode=training_mode,
             verbose=verbose,
         )
+
+    def _start_training(
+        self,
+    ) -> tuple[Objective, torch.optim.Optimizer, TrainingGenerators]:
+        """Checks that ``fit`` may run, creates the generators on the first call (later calls
+        continue them): the objective, the optimiser and the generators."""
+        self._check_trainable()
+        assert self._optimizer is not None
+        if self._generators is None:
+            self._generators = TrainingGenerators.from_seed(self.seed, self._device)
+        return self.training_objective(), self._optimizer, self._generators
 
     def _check_trainable(self) -> None:
         if self._denoiser is not None:

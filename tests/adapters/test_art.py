@@ -117,20 +117,24 @@ def test_certify_is_the_core_engine_and_reproducible():
     assert isinstance(est.smoothing, Gaussian) and est.smoothing.sigma == SIGMA
 
 
+class _Recorder(torch.nn.Module):
+    """A linear model that records the (noisy) inputs it is trained on."""
+
+    def __init__(self, seen: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(64, 10)
+        self.seen = seen
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.seen.append(x.detach().clone())
+        return self.linear(x.flatten(1))
+
+
 def test_fit_draws_fresh_noise_for_every_batch():
     seen: list[torch.Tensor] = []
 
-    class Recorder(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.linear = torch.nn.Linear(64, 10)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if self.training:
-                seen.append(x.detach().clone())
-            return self.linear(x.flatten(1))
-
-    est = _art_style(Recorder())
+    est = _art_style(_Recorder(seen))
     zeros = np.zeros((200, 1, 8, 8), dtype=np.float32)
     est.fit(zeros, np.arange(200) % 10, nb_epochs=2, batch_size=100)
     assert len(seen) == 4
@@ -480,16 +484,6 @@ def test_fit_generator_draws_fresh_noise_for_every_batch_and_counts_epochs():
     seen: list[torch.Tensor] = []
     epochs: list[int] = []
 
-    class Recorder(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.linear = torch.nn.Linear(64, 10)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if self.training:
-                seen.append(x.detach().clone())
-            return self.linear(x.flatten(1))
-
     class Counting(NoiseAugmentation):
         def loss(self, model, x, y, *, generator, epoch):
             epochs.append(epoch)
@@ -499,7 +493,7 @@ def test_fit_generator_draws_fresh_noise_for_every_batch_and_counts_epochs():
         def training_objective(self):
             return Counting(self.smoothing, criterion=self._loss)
 
-    model = Recorder()
+    model = _Recorder(seen)
     est = _art_style(model, cls=Estimator)
     zeros = torch.zeros((200, 1, 8, 8))
     labels = torch.nn.functional.one_hot(torch.arange(200) % 10, 10).float()
