@@ -159,6 +159,10 @@ def impossibility(
     drawn = [int(record[k]) for k in ("n", "samples") if record.get(k) is not None]
     if budget is not None and any(size > budget for size in drawn):
         return f"{max(drawn)} samples drawn with a budget of n_max = {int(budget)}"
+    n = record.get("n")
+    if budget is None and n is not None and drawn and max(drawn) > n:
+        # a run of fixed n (no budget n_max) draws n estimation samples, never more
+        return f"{max(drawn)} samples recorded by a run of n = {int(n)}"
     count = record.get("count")
     if count is not None and drawn and count > max(drawn):
         return f"count {int(count)} of the top class among {max(drawn)} samples"
@@ -175,6 +179,35 @@ def impossibility(
             f"radius {radius:g} exceeds {limit:.6g}, the largest {smoothing.norm} radius "
             f"{size} samples can certify at alpha {record['alpha']:g} under {smoothing!r}"
         )
+    return _beyond_p_lower(record, smoothing, radius, dim)
+
+
+def _beyond_p_lower(
+    record: Mapping[str, Any], smoothing: Any, radius: float, dim: int
+) -> str | None:
+    """Why the record's radii exceed what its own ``p_lower`` certifies under ``smoothing``, or
+    None (also when it states no p_lower, or its smoothing certifies on a grid, not from
+    p_lower)."""
+    p_lower = record.get("p_lower")
+    if p_lower is None or getattr(smoothing, "on_grid", False):
+        return None
+    import torch
+
+    from rs_plugin.smoothings.norms import complete_radii
+
+    p = torch.tensor([float(p_lower)], dtype=torch.float64)
+    possible = complete_radii(smoothing.certified_radii(p, dim), dim)
+    claimed = [(smoothing.norm, radius)]
+    radii = record.get("radii")
+    if isinstance(radii, dict):
+        claimed += [(k, float(v)) for k, v in radii.items() if v is not None and k in possible]
+    for norm, value in claimed:
+        limit = float(possible[norm][0]) if norm in possible else math.inf
+        if value > limit * (1 + _CAP_SLACK) + 1e-300:
+            return (
+                f"{norm} radius {value:g} above {limit:.6g}, what its own p_lower "
+                f"{float(p_lower):.6g} certifies under {smoothing!r}"
+            )
     return None
 
 

@@ -245,9 +245,26 @@ def audit_command(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace, threads: Threads) -> int:
     import_extra("matplotlib", "plots", "the audit report's plots")  # before any work starts
     check_report_folder(args.out, (*FILES, "certificates.jsonl"))
+    if args.certificates is not None:
+        written = [Path(args.out) / name for name in (*FILES, "certificates.jsonl")]
+        source = Path(args.certificates)
+        if any(path.exists() and path.samefile(source) for path in written):
+            raise RSValueError(
+                "--out",
+                "a folder whose report files are not the --certificates file (the report "
+                "would overwrite it)",
+                f"{args.out}, holding {args.certificates}",
+            )
     records = None if args.certificates is None else _read_records(args.certificates)
     if records is not None and args.limit is not None:
         records = [r for r in records if int(r.get("index", 0)) < args.limit]
+        if not records:
+            raise RSValueError(
+                "--limit",
+                "a limit that keeps at least one record of --certificates (records with index "
+                "below it)",
+                args.limit,
+            )
     job = _job(args, records)
     try:
         budgets = [float(b) for b in args.budgets.split(",") if b.strip()]

@@ -196,6 +196,13 @@ class CertifyJob:
         factory = load_plugin("rs_plugin.smoothings", self.smoothing, "smoothing")
         keyword = scale_keyword(factory)
         if keyword == "sigma":
+            if "sigma" in params:  # one way to set it, or the other would be dropped silently
+                raise RSValueError(
+                    "smoothing_params",
+                    f"no sigma (set the noise's standard deviation with sigma, --sigma, for "
+                    f"smoothing {self.smoothing!r})",
+                    f"sigma={params['sigma']!r}",
+                )
             params["sigma"] = DEFAULT_SIGMA if self.sigma is None else self.sigma
         elif self.sigma is not None:
             default = getattr(factory, "default_scale", None)

@@ -158,6 +158,11 @@ def certified(tmp_path) -> Path:
         ({"abstain": True}, "abstain True with prediction"),
         ({"label": 99}, "label 99, where the data's label is"),
         ({"samples": 10**20}, "samples: an integer in [0, 2147483648]"),
+        # a run of fixed n records no more samples than n (a larger one would lift the cap)
+        ({"samples": 2**31}, "2147483648 samples recorded by a run of n = 100"),
+        # radii beyond what the record's own p_lower certifies
+        ({"radius": 0.37, "p_lower": 0.7}, "l2 radius 0.37 above 0.131"),
+        ({"radii": {"linf": 5.0}}, "linf radius 5 above"),
     ],
 )
 def test_resume_refuses_a_stored_record_that_cannot_hold(certified, capsys, change, says):
@@ -315,6 +320,27 @@ def test_an_out_that_is_not_a_regular_file_is_refused_up_front(tmp_path, capsys)
     assert "FIFO" in err
     err = _refused(capsys, ["certify", "--limit", "1", *FAST, "--out", "/dev/null"], "--out")
     assert "character device" in err
+
+
+def test_audit_refuses_an_out_whose_report_would_overwrite_the_certificates(
+    tmp_path, capsys, certified
+):
+    folder = tmp_path / "same"
+    folder.mkdir()
+    inside = folder / "report.json"
+    inside.write_bytes(certified.read_bytes())
+    argv = ["audit", "--certificates", str(inside), *AUDIT_FAST, "--out", str(folder)]
+    err = _refused(capsys, argv, "--out")
+    assert "would overwrite it" in err
+    assert inside.read_bytes() == certified.read_bytes()
+    argv = ["audit", "--certificates", str(certified), *AUDIT_FAST, "--limit", "0"]
+    _refused(capsys, [*argv, "--out", str(tmp_path / "o")], "--limit")
+
+
+def test_sigma_is_set_one_way_not_also_as_a_smoothing_param(capsys):
+    argv = ["certify", "--limit", "2", *FAST, "--smoothing-param", "sigma=0.5"]
+    err = _refused(capsys, argv, "--smoothing-param")
+    assert "--sigma" in err and not Path("results.jsonl").exists()
 
 
 def test_audit_out_is_checked_before_the_first_attack(tmp_path, capsys, certified):
