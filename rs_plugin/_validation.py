@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_SAMPLES",
     "MAX_SEED",
+    "MAX_THREADS",
     "MissingExtraError",
     "RSValueError",
     "RSWarning",
@@ -130,6 +131,7 @@ MAX_SEED = 2**64 - 1
 # onto the 32 bits a CPU generator is seeded with (rs_plugin.certification.engine), and few
 # enough that the confidence sequences' (trials, successes) keys fit an int64.
 MAX_SAMPLES = 2**31
+MAX_THREADS = 4096  # torch takes a C int for its thread count; no machine here has more cores
 
 # A margin far above the largest standard sample of the noise families here (Gaussian samples
 # from 53-bit uniforms stay below 9, Laplace's -log(u) below 37): σ times it must be finite in

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from rs_plugin._validation import RSValueError, check_int, check_positive
+from rs_plugin._validation import MAX_THREADS, RSValueError, check_int, check_positive
 from rs_plugin.bench.memory import memory_sizes, peak_mb
 from rs_plugin.bench.model_bench import ART_BATCH, bench_model
 from rs_plugin.bench.models import BENCH_MODELS
@@ -135,8 +135,8 @@ def run_bench(
     memory_n = check_int("--memory-n", memory_n, 1)
     check_positive("--sigma", sigma)
     counts = list(threads) if threads is not None else [torch.get_num_threads()]
-    if not counts or any(int(c) < 1 for c in counts):
-        raise RSValueError("--threads", "one or more thread counts >= 1", threads)
+    if not counts or any(not 1 <= int(c) <= MAX_THREADS for c in counts):
+        raise RSValueError("--threads", f"one or more thread counts in [1, {MAX_THREADS}]", threads)
     torch_device = torch.device(device)
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise RSValueError("--device", "cpu, or cuda on a machine with a CUDA device", device)

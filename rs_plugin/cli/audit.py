@@ -247,8 +247,8 @@ def _audit(args: argparse.Namespace, threads: Threads) -> int:
     check_report_folder(args.out, (*FILES, "certificates.jsonl"))
     if args.certificates is not None:
         written = [Path(args.out) / name for name in (*FILES, "certificates.jsonl")]
-        source = Path(args.certificates)
-        if any(path.exists() and path.samefile(source) for path in written):
+        given = Path(args.certificates)
+        if any(path.exists() and path.samefile(given) for path in written):
             raise RSValueError(
                 "--out",
                 "a folder whose report files are not the --certificates file (the report "

@@ -109,11 +109,17 @@ def _parse_line(raw: bytes, number: int, path: Path, parameter: str) -> dict[str
             "a JSON Lines file of records (one JSON object per line)",
             f"{path} line {number}: {error.msg} at column {error.colno}: {_excerpt(text)}",
         ) from error
-    index = record.get("index") if isinstance(record, dict) else None
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+    except (RecursionError, ValueError) as error:  # nesting too deep, an integer too long
         raise RSValueError(
             parameter,
-            "records: JSON objects with an integer 'index' >= 0",
+            "a JSON Lines file of records (flat objects of numbers, text and short lists)",
+            f"{path} line {number}: {type(error).__name__}: {str(error)[:120]}",
+        ) from error
+    index = record.get("index") if isinstance(record, dict) else None
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 2**63:
+        raise RSValueError(
+            parameter,
+            "records: JSON objects with an integer 'index' in [0, 2**63)",
             f"{path} line {number}: {_excerpt(text)}",
         )
     return record

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import NamedTuple
 
-from rs_plugin._validation import RSValueError
+from rs_plugin._validation import MAX_THREADS, RSValueError
 from rs_plugin.certification.threads import available_cores, busy_cores, threads_for_load
 
 __all__ = ["Threads", "announce_threads", "parse_threads"]
@@ -29,8 +29,8 @@ def parse_threads(value: str) -> Threads:
         count = int(value)
     except ValueError:
         count = 0
-    if count < 1:
-        raise RSValueError("--threads", "auto or an integer >= 1", value)
+    if not 1 <= count <= MAX_THREADS:
+        raise RSValueError("--threads", f"auto or an integer in [1, {MAX_THREADS}]", value)
     return Threads(count, f"--threads {count}")
 
 

@@ -549,3 +549,26 @@ def test_radii_and_budgets_near_the_float_maximum_are_one_error(tmp_path, capsys
     err = _refused(capsys, ["audit", "--certificates", str(path), *flags, "--out", "o"], "budgets")
     assert "<= 1e+06" in err
     assert not Path("o").exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ('{"index": 0, "x": ' + "[" * 100_000 + "]" * 100_000 + "}", "RecursionError"),
+        ('{"index": ' + "9" * 5000 + "}", "ValueError"),
+        ('{"index": ' + str(10**30) + ', "prediction": 1}', "'index' in [0, 2**63)"),
+    ],
+)
+def test_a_record_file_python_cannot_hold_is_one_error(tmp_path, capsys, line, says):
+    """Nesting too deep for the parser, an integer too long to convert, an index beyond 64 bits:
+    one line naming the flag and the line (they were tracebacks), the file untouched."""
+    path = tmp_path / "odd.jsonl"
+    path.write_text(line + "\n")
+    before = path.read_bytes()
+    err = _refused(
+        capsys, ["certify", "--limit", "2", *FAST, "--out", str(path), "--resume"], "--out"
+    )
+    assert says in err and "line 1" in err
+    argv = ["audit", "--certificates", str(path), *AUDIT_FAST, "--out", str(tmp_path / "o")]
+    assert says in _refused(capsys, argv, "--certificates")
+    assert path.read_bytes() == before
