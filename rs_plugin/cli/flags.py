@@ -30,6 +30,7 @@ FLAGS = {
     "data": "--data",
     "device": "--device",
     "engine": "--engine",
+    "grid": "--grid",
     "limit": "--limit",
     "model": "--model",
     "n": "-n",

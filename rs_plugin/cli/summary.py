@@ -50,7 +50,7 @@ def summarize(
         extra["decided_certified"] = fraction(
             sum(counted(r) and float(r.get("decision") or 0.0) == 1.0 for r in rows)
         )
-    if rows and "samples" in rows[0]:
+    if rows and all("samples" in r for r in rows):  # a sequential run records it on each
         extra["average_samples"] = sum(float(r["samples"]) for r in rows) / total
     certified = {
         f"{radius:g}": fraction(sum(counted(r) and float(r["radius"]) >= radius for r in rows))

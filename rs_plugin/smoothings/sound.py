@@ -59,6 +59,8 @@ from rs_plugin.smoothings.noises import Laplace, Uniform
 __all__ = ["SoundGaussian", "SoundLaplace", "SoundNoise", "SoundUniform", "parse_grid"]
 
 DEFAULT_GRID = "1/255"
+MIN_STEPS_PER_SIGMA = Fraction(1, 2**20)  # coarser grids leave the noise almost always 0
+MAX_STEPS_PER_SIGMA = 4096  # finer grids make the rounded noise's table too long to build
 # An input is on the grid when it lies within this many steps of a multiple of the step: far
 # above float32's rounding of k/255 (about 1.5e-5 steps), far below any real off-grid value.
 GRID_TOLERANCE = 1e-3
@@ -98,6 +100,14 @@ class SoundNoise(Smoothing):
     ) -> None:
         self.sigma = check_positive("sigma", sigma)
         self.grid = parse_grid(grid)
+        steps = Fraction(self.sigma) / self.grid
+        if not MIN_STEPS_PER_SIGMA <= steps <= MAX_STEPS_PER_SIGMA:
+            raise RSValueError(
+                "grid",
+                f"a step with sigma/grid in [{MIN_STEPS_PER_SIGMA}, {MAX_STEPS_PER_SIGMA}] "
+                "(the noise's table grows with sigma/grid: 6 s at 4 096 per sigma)",
+                f"{grid} with sigma {self.sigma:g}",
+            )
         flag = {"true": True, "false": False}.get(str(round_inputs).lower())
         if flag is None or not isinstance(round_inputs, (bool, str)):
             raise RSValueError("round_inputs", "True or False", round_inputs)

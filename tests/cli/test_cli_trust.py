@@ -572,3 +572,11 @@ def test_a_record_file_python_cannot_hold_is_one_error(tmp_path, capsys, line, s
     argv = ["audit", "--certificates", str(path), *AUDIT_FAST, "--out", str(tmp_path / "o")]
     assert says in _refused(capsys, argv, "--certificates")
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("grid", ["1e400", "1e-400", "1/99999999999999999999999999"])
+def test_a_sound_grid_too_fine_or_too_coarse_is_refused_at_once(capsys, grid):
+    """These overflowed, or built a noise table for minutes, before."""
+    argv = ["certify", "--sound", "--grid", grid, "--limit", "2", *FAST]
+    assert "sigma/grid in [" in _refused(capsys, argv, "--grid")
+    assert not Path("results.jsonl").exists()
