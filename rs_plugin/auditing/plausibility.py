@@ -126,6 +126,12 @@ def record_smoothing(record: Mapping[str, Any], where: str) -> dict[str, Any] | 
     states none (a converted file: the flags say it)."""
     stored = record.get("smoothing")
     if stored is None:
+        if "sigma" in record:  # a σ that names no smoothing would be audited at the flags'
+            raise RSValueError(
+                "certificates",
+                "a sigma beside the smoothing it belongs to (a 'smoothing' field)",
+                f"{where}: sigma {record['sigma']!r} without a smoothing",
+            )
         return None
     if isinstance(stored, str):
         stored = {"name": stored, **({"sigma": record["sigma"]} if "sigma" in record else {})}

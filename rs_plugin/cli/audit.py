@@ -62,6 +62,7 @@ _RUN_FIELDS = (
     "model_sha256",
     "data_sha256",
     "smoothing",
+    "sigma",
     "certifier",
     "decision_radius",
     "tolerance",

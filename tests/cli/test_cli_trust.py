@@ -580,3 +580,16 @@ def test_a_sound_grid_too_fine_or_too_coarse_is_refused_at_once(capsys, grid):
     argv = ["certify", "--sound", "--grid", grid, "--limit", "2", *FAST]
     assert "sigma/grid in [" in _refused(capsys, argv, "--grid")
     assert not Path("results.jsonl").exists()
+
+
+def test_audit_refuses_a_file_whose_sigma_varies_or_names_no_smoothing(tmp_path, capsys, certified):
+    """A σ of 5.0 on some lines was audited at the first line's 0.25, and a top-level σ without
+    a smoothing at the flags' default, each without a word."""
+    lines = [json.loads(line) for line in certified.read_text().splitlines()]
+    assert lines[0].get("smoothing") is not None
+    mixed = [dict(lines[0], sigma=0.25), *(dict(r, sigma=5.0) for r in lines[1:])]
+    bare = [{k: v for k, v in r.items() if k != "smoothing"} | {"sigma": 0.5} for r in lines]
+    for records, says in ((mixed, "differ in sigma"), (bare, "sigma 0.5 without a smoothing")):
+        path = _write(tmp_path / f"f{next(_FRESH)}.jsonl", records)
+        argv = ["audit", "--certificates", str(path), *AUDIT_FAST, "--out", str(tmp_path / "o")]
+        assert says in _refused(capsys, argv, "--certificates")
