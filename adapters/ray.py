@@ -35,7 +35,12 @@ from typing import Any
 import torch
 
 from rs_plugin._validation import MissingExtraError, RSValueError, check_positive
-from rs_plugin.adapters.ray_health import Watchdog, check_ray_protocol, control_plane
+from rs_plugin.adapters.ray_health import (
+    STALL_TIMEOUT,
+    Watchdog,
+    check_ray_protocol,
+    control_plane,
+)
 from rs_plugin.certification.batching import nominal_batch_size
 from rs_plugin.runs import CertifyJob, iter_records
 
@@ -174,7 +179,7 @@ class RayCertifier:
         max_retries: int = 3,
         shard_size: int | None = None,
         connect_timeout: float = 10.0,
-        stall_timeout: float = 600.0,
+        stall_timeout: float = STALL_TIMEOUT,
         hint: str | None = None,
         expected_config: Mapping[str, Any] | None = None,
     ) -> None:
@@ -382,7 +387,7 @@ def certify_on_ray(
     progress: bool = False,
     hint: str | None = None,
     expected_config: Mapping[str, Any] | None = None,
-    stall_timeout: float = 600.0,
+    stall_timeout: float = STALL_TIMEOUT,
 ) -> None:
     """Certify ``indices`` of ``job`` on Ray, streaming records to ``on_record``; ``hint`` is
     what a stalled run tells the user to do, ``expected_config`` the driver's configuration the

@@ -27,9 +27,16 @@ from collections.abc import Callable
 
 from rs_plugin._validation import RSValueError
 
-__all__ = ["STALLED_EXIT", "Watchdog", "check_ray_protocol", "dead_processes"]
+__all__ = [
+    "STALLED_EXIT",
+    "STALL_TIMEOUT",
+    "Watchdog",
+    "check_ray_protocol",
+    "dead_processes",
+]
 
 STALLED_EXIT = 3
+STALL_TIMEOUT = 600.0  # seconds without a finished shard, by default, before a run is stalled
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 _SETTINGS = 0x04
 

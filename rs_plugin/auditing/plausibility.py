@@ -25,8 +25,11 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import torch
+
 from rs_plugin._validation import MAX_SAMPLES, RSValueError
 from rs_plugin.certification.radii import sampling_cap
+from rs_plugin.smoothings.norms import complete_radii
 
 __all__ = [
     "CANNOT_HOLD",
@@ -197,10 +200,6 @@ def _beyond_p_lower(
     p_lower = record.get("p_lower")
     if p_lower is None or getattr(smoothing, "on_grid", False):
         return None
-    import torch
-
-    from rs_plugin.smoothings.norms import complete_radii
-
     p = torch.tensor([float(p_lower)], dtype=torch.float64)
     possible = complete_radii(smoothing.certified_radii(p, dim), dim)
     claimed = [(smoothing.norm, radius)]
@@ -209,7 +208,7 @@ def _beyond_p_lower(
         claimed += [(k, float(v)) for k, v in radii.items() if v is not None and k in possible]
     for norm, value in claimed:
         limit = float(possible[norm][0]) if norm in possible else math.inf
-        if value > limit * (1 + _CAP_SLACK) + 1e-300:
+        if value > limit * (1 + _CAP_SLACK):
             return (
                 f"{norm} radius {value:g} above {limit:.6g}, what its own p_lower "
                 f"{float(p_lower):.6g} certifies under {smoothing!r}"

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from rs_plugin._validation import RSValueError
+from rs_plugin.smoothings.norms import norm_rounding_error
 
 __all__ = ["RegionStore"]
 
@@ -30,12 +31,6 @@ _SLACK = 1e-5
 
 
 _EPS = torch.finfo(torch.float64).eps
-
-
-def _norm_error(dim: int) -> float:
-    """A bound on the relative rounding error of a float64 ℓ2 norm of ``dim`` computed
-    coordinates (the coordinates' own rounding, the sum of squares, the root)."""
-    return (dim + 8) * _EPS
 
 
 class RegionStore:
@@ -170,9 +165,9 @@ class RegionStore:
         centers, sigmas, whitened, classes = self._arrays()
         offset = point[None, :] - centers
         # the whitened distance rounded up (it sums d squares: relative error below
-        # _norm_error), so that R − distance, a small difference near the boundary, is never
+        # norm_rounding_error), so that R − distance, a small difference near the boundary, is never
         # above the exact one (computed directly it was up to 16 % too large there)
-        error = _norm_error(offset.shape[1])
+        error = norm_rounding_error(offset.shape[1])
         distance = torch.linalg.vector_norm(offset / sigmas, dim=1) * (1.0 + error)
         inside_by = whitened - distance
         inside = (inside_by > 0) | (offset.abs().amax(dim=1) == 0)
@@ -202,11 +197,11 @@ class RegionStore:
         u = offset / distance.clamp(min=1e-300)[:, None]
         reach_other = radii[others] * torch.linalg.vector_norm(sigmas[others] * u, dim=1)
         reach_own = torch.linalg.vector_norm(sigma[None, :] * u, dim=1)
-        # Each norm is within a relative _norm_error of its exact value (u's own length
+        # Each norm is within a relative norm_rounding_error of its exact value (u's own length
         # included): the gap distance − reach_other, small when the regions nearly touch, is
         # taken with the distance rounded down and the reaches up (directly, it was up to 6 %
         # too large, and the new region overlapped the other class's).
-        error = 2 * _norm_error(offset.shape[1])
+        error = 2 * norm_rounding_error(offset.shape[1])
         gap = distance * (1.0 - error) - reach_other * (1.0 + error)
         allowed = (gap / (reach_own * (1.0 + error)) * (1.0 - 4 * _EPS)).clamp(min=0.0)
         return min(whitened, float(allowed.min()))

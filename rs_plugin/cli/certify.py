@@ -153,6 +153,7 @@ def _certify(
         with kept_on_failure(args.out, lambda: len(store.records), todo, store.done):
             if args.engine == "ray":
                 from rs_plugin.adapters.ray import InputsFailed, certify_on_ray
+                from rs_plugin.adapters.ray_health import STALL_TIMEOUT
 
                 try:
                     certify_on_ray(
@@ -168,7 +169,9 @@ def _certify(
                         workers=workers,
                         expected_config=config,
                         address=args.ray_address,
-                        stall_timeout=args.stall_timeout or 600.0,
+                        stall_timeout=(
+                            STALL_TIMEOUT if args.stall_timeout is None else args.stall_timeout
+                        ),
                         progress=True,
                         hint=f"The records so far are in {args.out}; run the same command with "
                         "--resume to certify the rest.",

@@ -17,10 +17,9 @@ import torch
 
 from rs_plugin._validation import RSValueError
 from rs_plugin.smoothings.base import AdditiveNoise, sampled_scale
+from rs_plugin.smoothings.norms import norm_rounding_error
 
 __all__ = ["AnisotropicGaussian", "ellipsoid_summary"]
-
-_EPS = torch.finfo(torch.float64).eps
 
 
 def ellipsoid_summary(whitened: torch.Tensor, sigma: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -35,10 +34,9 @@ def ellipsoid_summary(whitened: torch.Tensor, sigma: torch.Tensor) -> dict[str, 
     r = whitened.to(torch.float64).clamp(min=0.0)
     s = sigma.to(torch.float64)
     dim = s.shape[1]
-    # ‖1/σ‖₂ over d coordinates carries a relative rounding error below (d + 8)·ε (the sum of
-    # d squares, the reciprocals, the root): rounded up by that much, the cube stays inside
-    # (computed directly it was 1.3e-12 too large at d = 786 432, above the records' margin)
-    norm_up = torch.linalg.vector_norm(1.0 / s, dim=1) * (1.0 + (dim + 8) * _EPS)
+    # ‖1/σ‖₂ rounded up by its rounding-error bound, so that the cube stays inside (computed
+    # directly it was 1.3e-12 too large at d = 786 432, above the records' margin)
+    norm_up = torch.linalg.vector_norm(1.0 / s, dim=1) * (1.0 + norm_rounding_error(dim))
     unit_ball = 0.5 * dim * math.log(math.pi) - math.lgamma(0.5 * dim + 1.0)
     log_volume = dim * torch.log(r) + torch.log(s).sum(dim=1) + unit_ball
     return {

@@ -20,7 +20,14 @@ import torch
 
 from rs_plugin._validation import RSValueError
 
-__all__ = ["LP_NORMS", "complete_radii", "convert_radius", "dual_norm", "lp_norm"]
+__all__ = [
+    "LP_NORMS",
+    "complete_radii",
+    "convert_radius",
+    "dual_norm",
+    "lp_norm",
+    "norm_rounding_error",
+]
 
 LP_NORMS = ("l1", "l2", "linf")
 _EXPONENT = {"l1": 1.0, "l2": 0.5, "linf": 0.0}  # 1/p
@@ -35,6 +42,12 @@ def dual_norm(norm: str) -> str:
     """The dual of an ℓp norm (1/p + 1/q = 1): l1 ↔ linf, l2 ↔ l2."""
     _check_norm("norm", norm)
     return {"l1": "linf", "l2": "l2", "linf": "l1"}[norm]
+
+
+def norm_rounding_error(dim: int) -> float:
+    """A bound on the relative rounding error of a float64 ℓ2 norm of ``dim`` computed
+    coordinates (the coordinates' own rounding, the sum of d squares, the root): (d + 8)·ε."""
+    return (dim + 8) * torch.finfo(torch.float64).eps
 
 
 def lp_norm(v: torch.Tensor, norm: str) -> torch.Tensor:
