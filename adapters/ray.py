@@ -34,7 +34,13 @@ from typing import Any
 
 import torch
 
-from rs_plugin._validation import MissingExtraError, RSValueError, check_positive
+from rs_plugin._validation import (
+    MAX_WORKERS,
+    MissingExtraError,
+    RSValueError,
+    check_int,
+    check_positive,
+)
 from rs_plugin.adapters.ray_health import (
     STALL_TIMEOUT,
     Watchdog,
@@ -131,7 +137,7 @@ class _Worker:
     def __init__(self, job: CertifyJob, threads: int) -> None:
         torch.set_num_threads(threads)
         self.job = job
-        self.smoothed, self.x, self.y, data_sha256 = job.load()
+        self.smoothed, self.x, self.y, data_sha256, _ = job.load()
         # What this worker loaded (model identity, data hash, noise definition, smoothing),
         # sent with every shard: the driver writes no record of another configuration.
         self.config = job.config(self.smoothed, data_sha256)
@@ -185,7 +191,7 @@ class RayCertifier:
     ) -> None:
         self.job = job
         self.expected_config = None if expected_config is None else dict(expected_config)
-        self.workers = workers
+        self.workers = None if workers is None else check_int("workers", workers, 1, MAX_WORKERS)
         self.address = address
         self.max_retries = max_retries
         self.shard_size = shard_size if shard_size is not None else _shard_size(job)

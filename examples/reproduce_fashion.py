@@ -29,7 +29,8 @@ Everything is resumable: training writes ``checkpoint.pt`` after every epoch (mo
 scheduler, both generators, epoch; atomically) and resumes from it when rerun with the same
 arguments (a checkpoint of other arguments is refused); certification resumes its files,
 ``--slice`` images per run (a kill loses at most one slice's work).
-Writes ``table.md`` and ``table.json`` into ``--workdir``.
+Writes ``table.md`` and ``table.json`` into ``--workdir``. ``--weights`` certifies given LeNet
+weights instead of training (the shipped models, say; ``--stage certify``).
 
     python examples/reproduce_fashion.py --method gaussian --sigma 0.25 --workdir out/g025
 """
@@ -41,12 +42,18 @@ import csv
 import hashlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+try:  # locks the CPU-time file where the platform has fcntl (phases may run in parallel)
+    import fcntl
+except ImportError:  # pragma: no cover - not on Linux or macOS
+    fcntl = None  # type: ignore[assignment]
 
 from rs_plugin import Gaussian, RSValueError
 from rs_plugin.data import FASHION_MNIST_DIR, build_lenet, load_idx
@@ -224,8 +231,36 @@ def train_stage(args: argparse.Namespace) -> Path:
     return scripted
 
 
+def adopt_weights(weights: Path, workdir: Path) -> None:
+    """Make ``weights`` (a LeNet state dict) the work folder's model.pt and model.ts, each
+    written whole or not at all; a folder holding other weights is refused (its records are
+    those of another model)."""
+    accepted = "a state dict of the papers' LeNet (rs_plugin.data.build_lenet)"
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model = build_lenet(0)
+        model.load_state_dict(state)
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as error:
+        raise RSValueError("--weights", accepted, f"{weights}: {error}") from error
+    model.eval()
+    current = workdir / "model.pt"
+    if current.exists():
+        held = torch.load(current, map_location="cpu", weights_only=True)
+        if held.keys() != state.keys() or any(not torch.equal(held[k], state[k]) for k in state):
+            raise RSValueError(
+                "--weights", f"the weights of the model in {workdir} (or a new --workdir)", weights
+            )
+    else:
+        torch.save(model.state_dict(), workdir / "model.pt.tmp")
+        (workdir / "model.pt.tmp").replace(current)
+    if not (workdir / "model.ts").exists():
+        torch.jit.script(model).save(str(workdir / "model.ts.tmp"))
+        (workdir / "model.ts.tmp").replace(workdir / "model.ts")
+
+
 def _write_json(path: Path, value: Any) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
+    # a temporary name of this process: runs of several phases of one row may write at once
+    temporary = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
     temporary.write_text(json.dumps(value, indent=1, default=float) + "\n", encoding="utf-8")
     temporary.replace(path)
 
@@ -254,9 +289,13 @@ def _certify(args: argparse.Namespace, model: Path, out: Path, extra: list[str])
     cpu = time.process_time()
     code = main(argv)
     spent = time.process_time() - cpu
-    times = json.loads(times_path.read_text()) if times_path.exists() else {}
-    times[out.name] = times.get(out.name, 0.0) + spent
-    _write_json(times_path, times)
+    # Phases of one row may run in parallel processes (--phases): one adds its time at a time.
+    with open(args.workdir / "cpu_seconds.lock", "a") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        times = json.loads(times_path.read_text()) if times_path.exists() else {}
+        times[out.name] = times.get(out.name, 0.0) + spent
+        _write_json(times_path, times)
     if code:
         raise SystemExit(code)
 
@@ -279,14 +318,17 @@ def _certify_in_slices(
 
 
 def certify_stage(args: argparse.Namespace, model: Path) -> None:
-    """The three certification phases, each resumed where it stopped."""
+    """The certification phases ``--phases`` names (all by default), each resumed where it
+    stopped; several processes may run different phases of one row at once."""
     folder = args.workdir / "certify"
     folder.mkdir(parents=True, exist_ok=True)
     for radius in RADII[args.sigma]:
-        out = folder / f"anytime_r{radius:g}.jsonl"
-        extra = ["--certifier", "anytime", "--radius", str(radius)]
-        _certify_in_slices(args, model, out, extra, args.test_size)
-    _certify_in_slices(args, model, folder / "cohen.jsonl", [], args.acr_size)
+        if f"{radius:g}" in args.phases:
+            out = folder / f"anytime_r{radius:g}.jsonl"
+            extra = ["--certifier", "anytime", "--radius", str(radius)]
+            _certify_in_slices(args, model, out, extra, args.test_size)
+    if "fixed" in args.phases:
+        _certify_in_slices(args, model, folder / "cohen.jsonl", [], args.acr_size)
 
 
 def _mean_interval(values: list[float]) -> tuple[float, float, float]:
@@ -529,6 +571,14 @@ def table(row: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _phase(text: str) -> str:
+    """A --phases entry as certify_stage names it: a radius as ``f"{r:g}"`` (1.0 is 1)."""
+    try:
+        return f"{float(text):g}"
+    except ValueError:
+        return text
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=METHODS, help="the row's method (required)")
@@ -550,6 +600,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--teacher", type=Path, default=None, help="CAT-RS: TorchScript model of the KL target"
     )
     parser.add_argument("--stage", choices=("train", "certify", "all"), default="all")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="certify these trained LeNet weights (a state dict, e.g. the shipped "
+        "rs_plugin/data/fashion_lenet_sigma0.25.pt) instead of training: they become the work "
+        "folder's model.pt and model.ts (only --stage certify)",
+    )
+    parser.add_argument(
+        "--phases",
+        default=None,
+        help="comma-separated certification phases to run: anytime radii of the row's σ "
+        "(0.25,0.5,0.75 or 0.5,1,1.5) and fixed (fixed N for the ACR); default all. Runs of "
+        "different phases of one row may share its --workdir at once",
+    )
     parser.add_argument("--test-size", type=int, default=10_000, help="anytime: first K images")
     parser.add_argument("--acr-size", type=int, default=1_000, help="fixed N: first K images")
     parser.add_argument("--check-size", type=int, default=500, help="anytime vs fixed N check")
@@ -589,6 +654,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.method is None or args.sigma is None:
         parser.error("--method and --sigma: expected both (or --collect); received "
                      f"--method {args.method}, --sigma {args.sigma}")  # fmt: skip
+    if args.weights is not None and args.stage != "certify":
+        parser.error(f"--weights: expected --stage certify; received --stage {args.stage}")
+    phases = [f"{r:g}" for r in RADII[args.sigma]] + ["fixed"]
+    if args.phases is None:
+        args.phases = phases
+    else:
+        asked = [_phase(part.strip()) for part in args.phases.split(",") if part.strip()]
+        if not asked or any(part not in phases for part in asked):
+            parser.error(f"--phases: expected a comma-separated subset of {','.join(phases)}; "
+                         f"received {args.phases}")  # fmt: skip
+        args.phases = asked
     if args.slice < 1:
         parser.error(f"--slice: expected a positive number of images; received {args.slice}")
     if args.noise_draws is None:
@@ -654,6 +730,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log = read_published_log(args.published_log, load_idx(args.data_dir, "test")[1])
     args.workdir.mkdir(parents=True, exist_ok=True)
     scripted = args.workdir / "model.ts"
+    if args.weights is not None:
+        adopt_weights(args.weights, args.workdir)
     if args.stage in ("train", "all"):
         scripted = train_stage(args)
     if args.stage in ("certify", "all"):

@@ -22,6 +22,7 @@ __all__ = [
     "MAX_SAMPLES",
     "MAX_SEED",
     "MAX_THREADS",
+    "MAX_WORKERS",
     "MissingExtraError",
     "RSValueError",
     "RSWarning",
@@ -132,6 +133,9 @@ MAX_SEED = 2**64 - 1
 # enough that the confidence sequences' (trials, successes) keys fit an int64.
 MAX_SAMPLES = 2**31
 MAX_THREADS = 4096  # torch takes a C int for its thread count; no machine here has more cores
+# Ray actors of one run: each loads the model and the data. Ray refuses a local cluster of more
+# than 1e14 CPUs after starting its processes; far fewer actors already exhaust any one machine.
+MAX_WORKERS = 4096
 
 # A margin far above the largest standard sample of the noise families here (Gaussian samples
 # from 53-bit uniforms stay below 9, Laplace's -log(u) below 37): σ times it must be finite in

@@ -156,3 +156,35 @@ def test_a_run_killed_mid_training_resumes_to_the_uninterrupted_checkpoint(tmp_p
     assert torch.equal(first["noise_rng"], second["noise_rng"])
     assert torch.equal(first["shuffle_rng"], second["shuffle_rng"])
     assert first["scheduler"] == second["scheduler"]
+
+
+def test_given_weights_are_certified_without_training_and_other_weights_refused(tmp_path):
+    shipped = Path(__file__).resolve().parent.parent / "rs_plugin" / "data"
+    base = ["--method", "consistency", "--sigma", "0.25", "--stage", "certify", *TINY[4:]]
+    args = [*base, "--workdir", str(tmp_path)]
+    # Phases of one row run separately (or at once, in parallel processes)
+    first = _run(*args, "--weights", str(shipped / "fashion_lenet_sigma0.25.pt"), "--phases", "0.5")
+    assert first.returncode == 0, first.stderr
+    assert [p.name for p in (tmp_path / "certify").iterdir()] == ["anytime_r0.5.jsonl"]
+    run = _run(*args, "--phases", "fixed, 0.25,0.75")
+    assert run.returncode == 0, run.stderr
+    assert "epoch" not in run.stdout and not (tmp_path / "checkpoint.pt").exists()
+    times = json.loads((tmp_path / "cpu_seconds.json").read_text())
+    assert sorted(times) == [
+        "anytime_r0.25.jsonl", "anytime_r0.5.jsonl", "anytime_r0.75.jsonl", "cohen.jsonl"
+    ]  # fmt: skip
+    wrong = _run(*args, "--phases", "1.5")
+    assert (
+        wrong.returncode == 2 and "--phases: expected a comma-separated subset of" in wrong.stderr
+    )
+    held = torch.load(tmp_path / "model.pt", weights_only=True)
+    state = torch.load(shipped / "fashion_lenet_sigma0.25.pt", weights_only=True)
+    assert all(torch.equal(held[k], state[k]) for k in state)
+    row = json.loads((tmp_path / "table.json").read_text())
+    assert all(entry["images"] == 6 for entry in row["certified"].values())
+    other = _run(*args, "--weights", str(shipped / "fashion_lenet_sigma0.5.pt"))
+    assert other.returncode != 0
+    assert "--weights: expected the weights of the model in" in other.stderr
+    weights = str(shipped / "fashion_lenet_sigma0.25.pt")
+    training = _run(*args, "--stage", "all", "--weights", weights)
+    assert training.returncode == 2 and "--weights: expected --stage certify" in training.stderr

@@ -16,7 +16,8 @@ builds on one, the record is checked against what any certifier could have issue
   (:func:`~rs_plugin.certification.radii.sampling_cap`). No model can earn more with n samples at
   level α, so a larger radius cannot hold for any model: the audit reports it as a violation
   of its own kind (``verdict["impossible"]`` in report.json, a section of report.md), and
-  ``--resume`` refuses the file.
+  ``--resume`` refuses the file; a record that names the votes its ``p_lower`` is computed
+  from (``bound_count`` of ``bound_samples``) claims no more than their Clopper–Pearson bound.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from rs_plugin._validation import MAX_SAMPLES, RSValueError
 from rs_plugin.certification.radii import sampling_cap
+from rs_plugin.certification.stats import clopper_pearson_lower
 from rs_plugin.smoothings.norms import complete_radii
 
 __all__ = [
@@ -98,7 +101,8 @@ def check_record(record: Mapping[str, Any], where: str, parameter: str = "certif
     # A sequential certifier that stops before its estimation samples records the samples it
     # used, n = samples = 0 (the cap below then allows no radius). No certifier draws more than
     # MAX_SAMPLES per stream: a larger n would only raise the cap (to infinity in float64).
-    for key, least in (("n", 0), ("n0", 1), ("samples", 0), ("n_max", 1), ("count", 0)):
+    whole = (("n", 0), ("n0", 1), ("samples", 0), ("n_max", 1), ("count", 0))
+    for key, least in (*whole, ("bound_samples", 0), ("bound_count", 0)):
         value = record.get(key)
         if value is not None and not (_is_whole(value) and least <= value <= MAX_SAMPLES):
             raise RSValueError(
@@ -175,8 +179,9 @@ def impossibility(
     count = record.get("count")
     if count is not None and drawn and count > max(drawn):
         return f"count {int(count)} of the top class among {max(drawn)} samples"
-    if not cap:
-        return None
+    reason = _beyond_bound_votes(record, drawn)
+    if reason is not None or not cap:
+        return reason
     # A sequential certifier may record the samples it drew; the cap of the larger is sound.
     if drawn:
         size = max(drawn)
@@ -189,6 +194,30 @@ def impossibility(
             f"{size} samples can certify at alpha {record['alpha']:g} under {smoothing!r}"
         )
     return _beyond_p_lower(record, smoothing, radius, dim)
+
+
+def _beyond_bound_votes(record: Mapping[str, Any], drawn: list[int]) -> str | None:
+    """Why a record whose ``p_lower`` says it is Clopper–Pearson on ``bound_count`` top-class
+    votes of ``bound_samples`` (the anytime certifier's radius mode) contradicts them, or None
+    (also when it states neither)."""
+    trials, votes = record.get("bound_samples"), record.get("bound_count")
+    if trials is None and votes is None:
+        return None
+    if trials is None or votes is None or votes > trials or (drawn and trials > max(drawn)):
+        return (
+            f"bound_count {votes!r} of bound_samples {trials!r}, with {max(drawn, default=None)}"
+            " samples drawn (both, the count at most the samples, at most those drawn)"
+        )
+    p_lower = record.get("p_lower")
+    if p_lower is None:
+        return None
+    bound = float(clopper_pearson_lower(np.array([votes]), int(trials), float(record["alpha"]))[0])
+    if float(p_lower) > bound * (1 + _CAP_SLACK):
+        return (
+            f"p_lower {float(p_lower):.6g} above {bound:.6g}, the Clopper–Pearson bound of "
+            f"{int(votes)} votes of {int(trials)} at alpha {float(record['alpha']):g}"
+        )
+    return None
 
 
 def _beyond_p_lower(
@@ -238,13 +267,16 @@ def impossible_certificates(
 def inconsistency(record: Mapping[str, Any], labels: Sequence[int] | None) -> str | None:
     """Why a (checked) record's derived fields disagree with its prediction, its radius or the
     data's labels, or None. The summary of a resumed run counts ``correct``, ``abstain`` and
-    ``decision`` as stored, so they must be what the run would have written."""
+    ``decision`` as stored, so they must be what the run would have written. ``labels`` are the
+    whole dataset's: a record of an input it does not have is refused."""
     prediction = int(record["prediction"])
     abstain = record.get("abstain")
     if abstain is not None and (not isinstance(abstain, bool) or abstain != (prediction < 0)):
         return f"abstain {abstain!r} with prediction {prediction}"
     index = record.get("index")
-    if labels is not None and isinstance(index, int) and 0 <= index < len(labels):
+    if labels is not None and isinstance(index, int) and index >= len(labels):
+        return f"index {index}, beyond the data's {len(labels)} inputs"
+    if labels is not None and isinstance(index, int) and 0 <= index:
         label = int(labels[index])
         if label >= 0:  # a negative label: an unlabeled input, no correctness
             if "label" in record and record["label"] != label:
@@ -281,8 +313,9 @@ def record_validator(
     labels: Sequence[int] | None = None,
 ) -> Callable[[int, Mapping[str, Any]], None]:
     """The check ``--resume`` runs on every stored record (its line number and fields);
-    ``labels`` (the data's, by index; negative for an unlabeled input) are checked against the
-    records' ``label`` and ``correct``."""
+    ``labels`` (the whole dataset's, by index; negative for an unlabeled input) are checked
+    against the records' ``label`` and ``correct``, and a record of an input beyond them is
+    refused."""
 
     def validate(number: int, record: Mapping[str, Any]) -> None:
         where = f"{path} line {number}"

@@ -24,6 +24,7 @@ samples):
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,13 @@ import torch
 from scipy import stats
 from torch import nn
 
-from rs_plugin._validation import check_int, check_positive, import_extra
+from rs_plugin._validation import (
+    MAX_SAMPLES,
+    RSValueError,
+    check_int,
+    check_positive,
+    import_extra,
+)
 from rs_plugin.bench.votes import SEED, Votes, record_votes, replay
 from rs_plugin.certification.engine import NOISE_BLOCK
 from rs_plugin.certification.sequential import AnytimeCertifier, SequentialCertifier
@@ -230,6 +237,40 @@ def plot_frontier(result: dict[str, Any], path: str | Path) -> None:
     plt.close(figure)
 
 
+def check_sequential_settings(
+    *,
+    inputs: int,
+    fashion_inputs: int,
+    n: int,
+    sigma: float,
+    radii: tuple[float, ...],
+    tolerance_sigmas: float,
+    plot: str | Path | None,
+) -> None:
+    """Refuse settings :func:`run_sequential_bench` cannot run, before any benchmark does: the
+    bench command checks them before its main measurement, which takes minutes."""
+    check_int("--sequential-inputs", inputs, 1)
+    check_int("--fashion-inputs", fashion_inputs, 0)
+    check_int("--sequential-n", n, 1, MAX_SAMPLES)
+    check_positive("--sigma", sigma)
+    check_positive("--tolerance-sigmas", tolerance_sigmas)
+    if not radii:
+        raise RSValueError("--sequential-radii", "one or more radii > 0", list(radii))
+    for r in radii:
+        check_positive("--sequential-radii", r)
+    if plot is None:
+        return
+    target = Path(plot)
+    parent = target.absolute().parent
+    if target.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise RSValueError(
+            "--sequential-plot",
+            "a PNG file path in an existing folder this process may write",
+            f"{plot}" + (", a folder" if target.is_dir() else ""),
+        )
+    import_extra("matplotlib", "plots", "the bench's frontier plot")
+
+
 def run_sequential_bench(
     *,
     inputs: int = 100,
@@ -247,12 +288,15 @@ def run_sequential_bench(
     the targets (decision mode at r = 0.5 and radius mode, on each dataset)."""
     from rs_plugin.data import load_dataset, load_demo_model
 
-    check_int("--sequential-inputs", inputs, 1)
-    check_int("--fashion-inputs", fashion_inputs, 0)
-    check_positive("--sigma", sigma)
-    check_positive("--tolerance-sigmas", tolerance_sigmas)
-    for r in radii:
-        check_positive("--sequential-radii", r)
+    check_sequential_settings(
+        inputs=inputs,
+        fashion_inputs=fashion_inputs,
+        n=n,
+        sigma=sigma,
+        radii=radii,
+        tolerance_sigmas=tolerance_sigmas,
+        plot=plot,
+    )
     settings: dict[str, Any] = {
         "sigma": sigma,
         "n0": n0,

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from rs_plugin._validation import MAX_SAMPLES, check_int
 from rs_plugin.bench.models import BENCH_MODELS, bench_inputs
 from rs_plugin.bench.timing import interleaved
 from rs_plugin.certification.classifier import SmoothedClassifier
@@ -94,6 +95,13 @@ def _accuracy(
     return result
 
 
+def check_sound_settings(*, n: int, inputs: int, repeats: int) -> None:
+    """Refuse settings :func:`run_sound_bench` cannot run, before any benchmark does."""
+    check_int("--sound-n", n, 1, MAX_SAMPLES)
+    check_int("--sound-inputs", inputs, 1)
+    check_int("--repeats", repeats, 1)
+
+
 def run_sound_bench(
     *,
     models: list[str],
@@ -104,6 +112,7 @@ def run_sound_bench(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Both measurements; ``inputs`` test images per shipped model for the accuracy table."""
+    check_sound_settings(n=n, inputs=inputs, repeats=repeats)
     from rs_plugin.data import load_dataset, load_demo_model, load_digits, load_fashion_model
 
     where = torch.device(device)

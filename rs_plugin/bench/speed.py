@@ -224,6 +224,23 @@ def bench_command(args: argparse.Namespace) -> int:
         threads = [int(t) for t in _names(args.threads, "--threads")]
     except ValueError as error:
         raise RSValueError("--threads", "comma-separated integers >= 1", args.threads) from error
+    # The optional parts' settings are checked before the main measurement (minutes) runs.
+    if args.sequential:
+        from rs_plugin.bench.sequential import check_sequential_settings
+
+        check_sequential_settings(
+            inputs=args.sequential_inputs,
+            fashion_inputs=args.fashion_inputs,
+            n=args.sequential_n,
+            sigma=args.sigma,
+            radii=tuple(args.sequential_radii),
+            tolerance_sigmas=args.tolerance_sigmas,
+            plot=args.sequential_plot,
+        )
+    if args.sound:
+        from rs_plugin.bench.sound import check_sound_settings
+
+        check_sound_settings(n=args.sound_n, inputs=args.sound_inputs, repeats=args.repeats)
     result = run_bench(
         models=_names(args.models, "--models"),
         inputs=args.inputs,

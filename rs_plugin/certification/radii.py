@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from rs_plugin.certification.certificates import Certificates
-from rs_plugin.certification.stats import round_down
+from rs_plugin.certification.stats import ROUNDING_MARGIN, round_down
 from rs_plugin.smoothings.base import Smoothing
 from rs_plugin.smoothings.norms import complete_radii
 
@@ -45,7 +45,8 @@ def pack_certificates(
     the smoothing's (:meth:`~rs_plugin.Smoothing.certified_radii`, completed to every ℓp
     norm) rounded down by :data:`~rs_plugin.certification.stats.ROUNDING_MARGIN` (they are
     computed in float64 with errors of a few ulps either way), and ``extra``
-    adds per-input values (shape (N,)) to the smoothing's own extras.
+    adds per-input values (shape (N,)) to the smoothing's own extras (whose floating values are
+    lowered by the same margin of their size).
     """
     abstain = smoothing.target_lower_bound(p_lower, dim) <= 0.5
     direct = smoothing.certified_radii(p_lower, dim)
@@ -67,9 +68,18 @@ def pack_certificates(
         alpha=alpha,
         radii=radii,
         certified_norms=tuple(direct),
-        extra={**smoothing.certificate_extras(p_lower, dim), **(extra or {})},
+        extra={**_lowered(smoothing.certificate_extras(p_lower, dim)), **(extra or {})},
         semantics=smoothing.semantics_label,
     )
+
+
+def _lowered(extras: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A smoothing's extras (radii of parts of a certificate, a proxy radius, a log-volume)
+    computed in float64, each moved down by ROUNDING_MARGIN of its size, as the radii are."""
+    return {
+        key: value - value.abs() * ROUNDING_MARGIN if value.is_floating_point() else value
+        for key, value in extras.items()
+    }
 
 
 def sampling_cap(smoothing: Smoothing, alpha: float, n: int, dim: int) -> float:

@@ -212,6 +212,8 @@ class SequentialCertifier(Certifier):
                     stop.lower,
                     stop.samples,
                     stop.certified,
+                    stop.bound_samples,
+                    stop.bound_count,
                     n0,
                     n,
                     alpha,
@@ -254,6 +256,8 @@ class SequentialCertifier(Certifier):
         lower: np.ndarray,
         samples: int,
         decision: np.ndarray,
+        bound_samples: int | None,
+        bound_count: np.ndarray | None,
         n0: int,
         n: int,
         alpha: float,
@@ -263,6 +267,10 @@ class SequentialCertifier(Certifier):
         extra = {"samples": torch.full((len(rows),), samples, dtype=torch.int64)}
         if self.radius is not None:
             extra["decision"] = torch.from_numpy(decision.astype(np.int64))
+        if bound_samples is not None and bound_count is not None:
+            # p_lower is Clopper–Pearson on these votes alone (after the pilot).
+            extra["bound_samples"] = torch.full((len(rows),), bound_samples, dtype=torch.int64)
+            extra["bound_count"] = torch.from_numpy(np.asarray(bound_count, dtype=np.int64))
         return pack_certificates(
             self.smoothing,
             [keys[r] for r in rows],
@@ -303,7 +311,8 @@ class AnytimeCertifier(SequentialCertifier):
       against twice the samples; ``docs/benchmarks.md``): near p_A = 1 the radius keeps growing
       with n, and a bound valid at every check pays for that validity at each of them.
       Records count every vote (``count``, ``counts_estimation``, ``samples`` include the
-      pilot's); ``p_lower`` uses the votes after the pilot.
+      pilot's); ``p_lower`` uses the votes after the pilot: ``bound_count`` top-class votes of
+      ``bound_samples``, from which Clopper–Pearson at ``alpha`` gives it back.
 
     Args:
         model: base classifier returning logits.

@@ -233,12 +233,16 @@ class RadiusRule:
 
 
 class Stop(NamedTuple):
-    """Inputs that stopped at one check: their rows, lower bounds, samples and decisions."""
+    """Inputs that stopped at one check: their rows, lower bounds, samples and decisions; where
+    the bound is computed from a part of the samples only (:func:`run_pilot`), that part's
+    size and each row's top-class votes in it."""
 
     rows: np.ndarray
     lower: np.ndarray
     samples: int
     certified: np.ndarray
+    bound_samples: int | None = None
+    bound_count: np.ndarray | None = None
 
 
 Draw = Callable[[np.ndarray, int, int], np.ndarray]
@@ -353,5 +357,6 @@ def run_pilot(
         stop = plan[active] == size
         stopped = active[stop]
         lower = clopper_pearson_lower(fresh[stopped], done, alpha)
-        yield Stop(stopped, lower, pilot + done, np.zeros(len(stopped), dtype=bool))
+        no_decision = np.zeros(len(stopped), dtype=bool)
+        yield Stop(stopped, lower, pilot + done, no_decision, done, fresh[stopped])
         active = active[~stop]

@@ -274,7 +274,7 @@ def _audit(args: argparse.Namespace, threads: Threads) -> int:
     attacks = (
         None if args.attacks is None else [a.strip() for a in args.attacks.split(",") if a.strip()]
     )
-    certifier, x, y, data_sha256 = job.load()
+    certifier, x, y, data_sha256, all_labels = job.load()
     if not is_labeled(y):
         raise RSValueError(
             "--data",
@@ -302,7 +302,9 @@ def _audit(args: argparse.Namespace, threads: Threads) -> int:
     out = Path(args.out)
     if records is None:
         announce_threads("audit", threads)
-        records = _certify(job, certifier, x, y, data_sha256, out / "certificates.jsonl")
+        records = _certify(
+            job, certifier, x, y, data_sha256, all_labels, out / "certificates.jsonl"
+        )
         source = str(out / "certificates.jsonl")
     else:
         source = args.certificates
@@ -393,9 +395,11 @@ def _certify(
     x: torch.Tensor,
     y: torch.Tensor,
     data_sha256: str,
+    all_labels: list[int],
     path: Path,
 ) -> list[dict[str, Any]]:
-    """Certify into ``path`` (resuming a file of the same configuration, never overwriting)."""
+    """Certify into ``path`` (resuming a file of the same configuration, never overwriting);
+    its stored records are checked against ``all_labels``, the whole dataset's."""
     config = job.config(certifier, data_sha256)
     mismatch = (
         "--out",
@@ -408,7 +412,7 @@ def _certify(
         dim=int(x[0].numel()),
         cap=True,
         path=path,
-        labels=y.tolist(),
+        labels=all_labels,
     )
     with ResultStore(
         path,

@@ -10,7 +10,13 @@ from functools import partial
 from typing import Any
 
 from rs_plugin._registry import discover
-from rs_plugin._validation import RSValueError, check_int, check_positive, import_extra
+from rs_plugin._validation import (
+    MAX_WORKERS,
+    RSValueError,
+    check_int,
+    check_positive,
+    import_extra,
+)
 from rs_plugin.auditing.plausibility import (
     check_record,
     impossibility,
@@ -22,6 +28,7 @@ from rs_plugin.certification.threads import torch_threads
 from rs_plugin.cli.failures import kept_on_failure
 from rs_plugin.cli.flags import parse_smoothing_params
 from rs_plugin.cli.models import load_denoiser_for, load_model_for
+from rs_plugin.cli.outputs import check_out_file
 from rs_plugin.cli.store import ResultStore
 from rs_plugin.cli.summary import format_summary, summarize
 from rs_plugin.cli.threads import Threads, announce_threads, parse_threads
@@ -80,7 +87,7 @@ def certify_command(args: argparse.Namespace) -> int:
         raise RSValueError(
             "--engine", "ray when --workers, --ray-address or --stall-timeout is given", "local"
         )
-    workers = None if args.workers is None else check_int("--workers", args.workers, 1)
+    workers = None if args.workers is None else check_int("--workers", args.workers, 1, MAX_WORKERS)
     if args.stall_timeout is not None:
         check_positive("--stall-timeout", args.stall_timeout)
     if job.stateful and args.engine == "ray":
@@ -92,6 +99,7 @@ def certify_command(args: argparse.Namespace) -> int:
         )
     if args.engine == "ray":  # before the output file is created
         import_extra("ray", "ray", "--engine ray")
+    check_out_file(args.out)
     threads = parse_threads(args.threads)
     with torch_threads(threads.number):
         return _certify(args, job, workers, threads)
@@ -128,7 +136,7 @@ def _checked(
 def _certify(
     args: argparse.Namespace, job: CertifyJob, workers: int | None, threads: Threads
 ) -> int:
-    smoothed, x, y, data_sha256 = job.load()
+    smoothed, x, y, data_sha256, all_labels = job.load()
     smoothing = smoothed.smoothing
     # The sampling cap bounding every radius this certifier records (None: no bound).
     capping = smoothed.cap_smoothing()
@@ -144,7 +152,7 @@ def _certify(
         config,
         resume=args.resume,
         provenance=job.provenance(),
-        validate=record_validator(**possible, path=args.out, labels=y.tolist()),
+        validate=record_validator(**possible, path=args.out, labels=all_labels),
     ) as store:
         done = store.done()
         restore_memory(smoothed, x, store.records.values())
@@ -162,7 +170,7 @@ def _certify(
                         _checked(
                             store.append,
                             possible,
-                            y.tolist(),
+                            all_labels,
                             parameter="--engine",
                             source="a Ray worker",
                         ),
@@ -184,7 +192,7 @@ def _certify(
                 append = _checked(
                     store.append,
                     possible,
-                    y.tolist(),
+                    all_labels,
                     parameter="--certifier",
                     source=f"certifier {job.certifier}",
                 )

@@ -2,16 +2,18 @@
 
 Two things can fail after the first record is written: the machine (a full disk, a file-size
 limit, an I/O error: an :class:`OSError` from writing the results) and the model (its forward
-pass raising on a noisy batch). Neither may end in a traceback, and neither loses a record: each
-record is appended whole before the next input starts (a record cut short by the failure is
-recognised and dropped by ``--resume``), so the message says how many are kept, where, and that
-the same command with ``--resume`` finishes the run.
+pass raising on a noisy batch); the message tells those apart from running out of memory and
+from any other error of the certification itself. None may end in a traceback, and none loses
+a record: each record is appended whole before the next input starts (a record cut short by
+the failure is recognised and dropped by ``--resume``), so the message says how many are kept,
+where, and that the same command with ``--resume`` finishes the run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import os
 from collections.abc import Callable, Iterator, Sequence
 
 from rs_plugin._validation import RSValueError
@@ -64,8 +66,45 @@ def kept_on_failure(
         pending = [i for i in todo if i not in finished]
         where = f" while certifying input {pending[0]}" if pending else ""
         first = str(error).strip().splitlines()
+        what = f"{type(error).__name__}: {first[0] if first else ''}{where}"
+        kept = f"{stored()} records are kept in {out}"
+        if _out_of_memory(error):
+            raise RunFailed(
+                f"certifying ran out of memory ({what}); {kept}; lower --batch-size and {rerun}"
+            ) from error
+        if _raised_by_model(error):
+            raise RunFailed(
+                f"the model raised {what} (its noisy batch may hold samples of the inputs after "
+                f"it); {kept}; fix the model and {rerun}"
+            ) from error
         raise RunFailed(
-            f"the model raised {type(error).__name__}: {first[0] if first else ''}{where} (its "
-            f"noisy batch may hold samples of the inputs after it); {stored()} records are kept "
-            f"in {out}; fix the model and {rerun}"
+            f"certifying failed with {what}; {kept}; fix the cause (a setting too large for "
+            f"this machine, say) and {rerun}"
         ) from error
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """A failed allocation: Python's MemoryError, or torch's on the CPU or a GPU."""
+    text = str(error).lower()
+    return isinstance(error, MemoryError) or (
+        isinstance(error, RuntimeError)
+        and ("out of memory" in text or "can't allocate memory" in text)
+    )
+
+
+def _raised_by_model(error: BaseException) -> bool:
+    """True when the error came out of the call of the user's model: the innermost frame of
+    this package in its traceback is that call (VoteRunner.__call__), not the sampling or the
+    bounds around it."""
+    innermost = None
+    trace = error.__traceback__
+    while trace is not None:
+        code = trace.tb_frame.f_code
+        if f"{os.sep}rs_plugin{os.sep}" in code.co_filename:
+            innermost = code
+        trace = trace.tb_next
+    return (
+        innermost is not None
+        and innermost.co_filename.endswith(f"certification{os.sep}model_runner.py")
+        and innermost.co_name == "__call__"
+    )

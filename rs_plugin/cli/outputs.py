@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rs_plugin._validation import RSValueError
 
-__all__ = ["check_report_folder", "refuse_irregular"]
+__all__ = ["check_out_file", "check_report_folder", "refuse_irregular"]
 
 
 def _kind(mode: int) -> str:
@@ -37,10 +37,54 @@ def refuse_irregular(fd: int, path: str | Path, parameter: str) -> None:
         raise RSValueError(parameter, "a regular file", f"{path}, which is {_kind(mode)}")
 
 
+def _existing_ancestor(path: Path) -> Path:
+    absolute = path.absolute()
+    # os.path.exists, not Path.exists: a name too long for the file system is "not there"
+    return next(p for p in (absolute, *absolute.parents) if os.path.exists(p))
+
+
+def _check_names(path: Path, parameter: str) -> None:
+    """Refuse a path the file system cannot hold: a name longer than it allows (NAME_MAX,
+    commonly 255 bytes) or a whole path longer than PATH_MAX."""
+    base = _existing_ancestor(path)
+    try:
+        name_max = os.pathconf(base, "PC_NAME_MAX")
+        path_max = os.pathconf(base, "PC_PATH_MAX")
+    except (OSError, ValueError):  # not reported by this file system: the usual limits
+        name_max, path_max = 255, 4096
+    for part in path.absolute().parts:
+        if len(os.fsencode(part)) > name_max:
+            raise RSValueError(
+                parameter,
+                f"a path whose every name has at most {name_max} bytes (this file system's limit)",
+                f"a name of {len(os.fsencode(part))} bytes: {part[:40]}...",
+            )
+    if len(os.fsencode(str(path.absolute()))) >= path_max:
+        raise RSValueError(
+            parameter, f"a path shorter than {path_max} bytes", f"{str(path)[:40]}..."
+        )
+
+
+def check_out_file(path: str | Path) -> None:
+    """``certify --out`` must be a file path the file system can hold, not a folder, in a folder
+    this process may create and write; checked before the model and data are loaded (the file
+    itself is opened, locked and checked by the store)."""
+    target = Path(path)
+    _check_names(target, "--out")
+    if target.is_dir():
+        raise RSValueError("--out", "a file path, not a folder", str(target))
+    base = _existing_ancestor(target.parent)
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        raise RSValueError(
+            "--out", "a file in a folder this process may create and write", str(target)
+        )
+
+
 def check_report_folder(path: str | Path, files: tuple[str, ...]) -> None:
     """``path`` must be a folder or absent, and each of ``files`` in it absent or a regular
     file this process may write; checked before an audit attacks anything."""
     folder = Path(path)
+    _check_names(folder / max(files, key=len), "--out")
     if folder.exists() and not folder.is_dir():
         raise RSValueError(
             "--out", "a folder for the report (new or existing)", f"{folder}, which is a file"

@@ -114,9 +114,10 @@ def is_labeled(y: torch.Tensor) -> bool:
 
 
 def _check_images(x: np.ndarray, path: Path, accepted: str) -> torch.Tensor:
-    """Numeric images (N, C, H, W), or (N, H, W) as one channel, finite, in [0, 1]."""
-    if not np.issubdtype(x.dtype, np.number):
-        raise RSValueError("data", accepted, f"x of dtype {x.dtype} in {path}")
+    """Real images (N, C, H, W), or (N, H, W) as one channel, finite, in [0, 1]."""
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        # complex values would lose their imaginary part on the way to float32
+        raise RSValueError("data", f"{accepted} of real values", f"x of dtype {x.dtype} in {path}")
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4:

@@ -97,13 +97,16 @@ def load_certifier(name: str) -> type[Certifier]:
 
 class Loaded(NamedTuple):
     """What :meth:`CertifyJob.load` returns: the certifier, the inputs and labels (``limit``
-    applied; :data:`rs_plugin.data.UNLABELED` for inputs without one) and the fingerprint of
-    the whole dataset (before ``limit``)."""
+    applied; :data:`rs_plugin.data.UNLABELED` for inputs without one), the fingerprint of
+    the whole dataset (before ``limit``) and its labels, by which a stored record of any input
+    of the dataset is checked (a resumed file may hold more inputs than this run's ``limit``,
+    never inputs the dataset does not have)."""
 
     certifier: Certifier
     x: torch.Tensor
     y: torch.Tensor
     data_sha256: str
+    all_labels: list[int]
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,7 @@ class CertifyJob:
         model = model.to(self.device)
         x, y = load_dataset(self.data, "test")
         data_sha256 = data_fingerprint(x, y)
+        all_labels = y.tolist()
         if self.limit is not None:
             x, y = x[: self.limit], y[: self.limit]
         # Certifiers feed inputs in the model's floating dtype; so does the probe.
@@ -250,6 +254,14 @@ class CertifyJob:
         num_classes = self._probe(model, x[:2].to(dtype))
         if self.sigma is not None:
             check_noise_scale("sigma", self.sigma, dtype)
+        check_inputs = getattr(smoothing, "check_inputs", None)
+        if check_inputs is not None:  # a sound smoothing's grid: every input, before any record
+            try:
+                check_inputs(x.to(dtype))
+            except RSValueError as error:
+                raise RSValueError(
+                    "data", f"{error.accepted} (smoothing {smoothing!r})", error.received
+                ) from error
         if is_labeled(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             raise RSValueError(
                 "data",
@@ -266,7 +278,7 @@ class CertifyJob:
                 f"{self.denoiser} with {self.certifier}",
             )
         certifier = factory.build(model, smoothing, num_classes, **self.certifier_options())
-        return Loaded(certifier, x, y, data_sha256)
+        return Loaded(certifier, x, y, data_sha256, all_labels)
 
     def _probe(self, model: nn.Module, x: torch.Tensor) -> int:
         """The model's number of classes, from one forward pass on two inputs (one when the

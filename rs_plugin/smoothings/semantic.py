@@ -60,6 +60,12 @@ __all__ = [
 
 NOISES = ("gaussian", "uniform")
 SEMANTICS = ("parametric", "input")
+# Radii in σ units (a composition, a shadow with several parameters) assume each parameter is
+# drawn with its nominal scale; it is drawn in float32 (σ_j, and √3 for uniform noise, rounded
+# to float32 and multiplied there: two roundings of at most 2^-24 each), so the scale sampled
+# may be up to ≈ 2^-23 of itself smaller, and a radius in σ units that much too large. They are
+# shrunk by this factor, which covers both roundings (σ = 0.12 samples with 0.11999999731779).
+FLOAT32_SCALE_SHRINK = 1.0 - 2.0**-22
 
 
 def check_choice(name: str, value: Any, accepted: tuple[str, ...]) -> str:
@@ -384,7 +390,7 @@ class Compose(SemanticSmoothing):
     def _parameter_radii(self, p_lower: torch.Tensor) -> dict[str, torch.Tensor]:
         k = self.num_parameters
         unit = complete_radii(_parameter_noise(self.noise, 1.0).certified_radii(p_lower, k), k)
-        return {f"composed:{norm}": r for norm, r in unit.items()}
+        return {f"composed:{norm}": r * FLOAT32_SCALE_SHRINK for norm, r in unit.items()}
 
     @property
     def parameter_names(self) -> tuple[str, ...]:

@@ -37,6 +37,7 @@ import torch
 from rs_plugin._validation import RSValueError, _is_real, check_positive
 from rs_plugin.smoothings.norms import complete_radii
 from rs_plugin.smoothings.semantic import (
+    FLOAT32_SCALE_SHRINK,
     NOISES,
     SEMANTICS,
     SemanticSmoothing,
@@ -232,11 +233,13 @@ class Shadow(SemanticSmoothing):
 
     def _parameter_radii(self, p_lower: torch.Tensor) -> dict[str, torch.Tensor]:
         k = self.num_parameters
+        # Sampled as float32 σ_j (times float32 √3 for uniform noise): see FLOAT32_SCALE_SHRINK.
         if k == 1:
             noise = _parameter_noise(self.noise, self.sigmas[0])
-            return {self.norm: complete_radii(noise.certified_radii(p_lower, 1), 1)["l2"]}
+            radius = complete_radii(noise.certified_radii(p_lower, 1), 1)["l2"]
+            return {self.norm: radius * FLOAT32_SCALE_SHRINK}
         unit = complete_radii(_parameter_noise(self.noise, 1.0).certified_radii(p_lower, k), k)
-        return {f"shadow:{norm}": r for norm, r in unit.items()}
+        return {f"shadow:{norm}": r * FLOAT32_SCALE_SHRINK for norm, r in unit.items()}
 
     def certificate_extras(self, p_lower: torch.Tensor, dim: int) -> dict[str, torch.Tensor]:
         if self.num_parameters == 1:

@@ -413,3 +413,17 @@ def test_workers_of_another_configuration_and_repeated_indices_are_refused(local
         with pytest.raises(RSValueError, match="^indices: expected distinct"):
             certifier.run([0, 0, 1], records.append)
     assert records == []
+
+
+def test_a_worker_count_beyond_any_machine_is_refused_before_ray_starts(tmp_path, capsys):
+    # 10^20 actors: Ray itself refused it only after starting its processes, and the message
+    # blamed the model.
+    out = tmp_path / "never.jsonl"
+    for value in ("0", "4097", "100000000000000000000"):
+        args = ["certify", "--engine", "ray", "--workers", value, "--out", str(out)]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "--workers: expected an integer in [1, 4096]" in err and "Traceback" not in err
+    assert not out.exists() and not ray.is_initialized()
+    with pytest.raises(RSValueError, match="^workers: expected an integer in"):
+        RayCertifier(_job(), workers=10**20)

@@ -175,8 +175,14 @@ def test_derived_fields_must_be_what_the_run_would_have_written(change, says):
     assert says in str(inconsistency({**HONEST, **change}, labels))
 
 
-def test_an_unlabelled_input_or_one_beyond_the_data_has_no_correctness_to_check():
+def test_an_unlabelled_input_has_no_correctness_to_check():
     forged = {**HONEST, "correct": False}
     assert inconsistency(forged, [0, -1]) is None
-    assert inconsistency(forged, [0]) is None
     assert inconsistency(forged, None) is None
+
+
+def test_a_record_of_an_input_the_data_does_not_have_is_refused():
+    assert HONEST["index"] == 1
+    assert inconsistency(HONEST, [0, 3]) is None
+    assert "index 1, beyond the data's 1 inputs" in str(inconsistency(HONEST, [0]))
+    assert "beyond the data's 0 inputs" in str(inconsistency(HONEST, []))

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from rs_plugin import RSValueError
+from rs_plugin.bench import speed
 from rs_plugin.bench.model_bench import bench_model
 from rs_plugin.bench.models import BENCH_MODELS, bench_inputs
 from rs_plugin.bench.speed import run_bench
@@ -273,6 +274,32 @@ def test_bench_command_reports_bad_settings(capsys):
     assert "error: --threads:" in capsys.readouterr().err
     assert main(["bench", "--batch-sizes", "16,big"]) == 2
     assert "error: --batch-sizes:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "parameter"),
+    [
+        (["--sequential", "--sequential-radii", "0.5", "-1"], "--sequential-radii"),
+        (["--sequential", "--sequential-n", "0"], "--sequential-n"),
+        (["--sequential", "--sequential-inputs", "0"], "--sequential-inputs"),
+        (["--sequential", "--tolerance-sigmas", "0"], "--tolerance-sigmas"),
+        (["--sequential", "--sequential-plot", "{missing}/frontier.png"], "--sequential-plot"),
+        (["--sequential", "--sequential-plot", "{folder}"], "--sequential-plot"),
+        (["--sound", "--sound-n", "0"], "--sound-n"),
+        (["--sound", "--sound-inputs", "-3"], "--sound-inputs"),
+    ],
+)
+def test_bench_refuses_the_optional_parts_settings_before_measuring(
+    capsys, tmp_path, monkeypatch, argv, parameter
+):
+    # The main measurement takes minutes: a bad setting of a later part is refused before it.
+    measured = []
+    monkeypatch.setattr(speed, "run_bench", lambda **kwargs: measured.append(kwargs))
+    argv = [a.format(missing=tmp_path / "absent", folder=tmp_path) for a in argv]
+    assert main(["bench", *argv]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {parameter}: expected" in err and "Traceback" not in err, err
+    assert measured == []
 
 
 @pytest.mark.slow

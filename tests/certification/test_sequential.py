@@ -332,3 +332,24 @@ def test_the_vote_options_reach_the_model_of_a_sequential_certifier(name):
         seen[on] = set(spy.seen[1:])  # after the probe, every vote's forward
     assert seen[False] == {(False, False)}
     assert seen[True] == {(True, True)}
+
+
+def test_anytime_radius_mode_records_the_votes_its_bound_is_computed_from():
+    # p_lower is Clopper–Pearson on the votes after the pilot: the record says which, so that
+    # anyone can compute it back (count and samples include the pilot's votes).
+    model, x = _linear(seed=12, inputs=40)
+    alpha = 0.01
+    certs = AnytimeCertifier(model, Gaussian(0.5), 2, tolerance=0.05).certify(
+        x, n0=50, n=8192, alpha=alpha, seed=5
+    )
+    trials, votes = certs.extra["bound_samples"], certs.extra["bound_count"]
+    assert torch.all(trials + 1024 == certs.extra["samples"])  # the pilot's 1024 are not in it
+    assert torch.all((votes >= 0) & (votes <= trials))
+    expected = clopper_pearson_lower(votes.numpy(), trials.numpy(), alpha)
+    assert np.array_equal(certs.p_lower.numpy(), expected)
+    records = certs.to_records()
+    assert {"bound_samples", "bound_count"} <= records[0].keys()
+    decided = AnytimeCertifier(model, Gaussian(0.5), 2, radius=0.25).certify(
+        x[:4], n0=50, n=8192, alpha=alpha, seed=5
+    )
+    assert "bound_samples" not in decided.extra  # decision mode's bound uses every vote

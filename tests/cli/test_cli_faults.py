@@ -112,6 +112,7 @@ def _npz(path: Path, n: int = 4, value: float = 0.5) -> Path:
         ("pickled", "Object arrays cannot be loaded"),
         ("empty", "at least one input"),
         ("strings", "numeric array"),
+        ("complex", "of real values"),  # its imaginary part would be dropped
     ],
 )
 def test_a_bad_npz_is_one_error(tmp_path, capsys, content, says):
@@ -122,6 +123,8 @@ def test_a_bad_npz_is_one_error(tmp_path, capsys, content, says):
         np.savez(path, x=np.zeros((0, 1, 8, 8), np.float32), y=np.zeros(0, np.int64))
     elif content == "strings":
         np.savez(path, x=np.array(["a"]), y=np.array([0]))
+    elif content == "complex":
+        np.savez(path, x=np.full((2, 1, 8, 8), 0.5 + 0.5j), y=np.array([0, 1]))
     else:
         path.write_bytes(content)
     out = tmp_path / "r.jsonl"
@@ -190,6 +193,31 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(tmp_pa
 
 def test_out_a_folder_is_refused(tmp_path, capsys):
     _refused(capsys, ["certify", "--limit", "1", *FAST, "--out", str(tmp_path)], "--out")
+
+
+@pytest.mark.parametrize("where", ["file", "folder"])
+def test_an_out_name_longer_than_the_file_system_allows_is_refused_before_loading(
+    tmp_path, capsys, where
+):
+    # Refused with the file system's own limit (NAME_MAX) before the model and data load; an
+    # audit's folder likewise, before the first attack.
+    long = "r" * 300
+    if where == "file":
+        out = tmp_path / f"{long}.jsonl"
+        argv = ["certify", "--limit", "1", *FAST, "--out", str(out)]
+    else:
+        out = tmp_path / long
+        argv = ["audit", "--limit", "1", *FAST, "--out", str(out)]
+    err = _refused(capsys, argv, "--out")
+    assert "every name has at most" in err and "a name of" in err, err
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_out_inside_a_file_is_refused_before_loading(tmp_path, capsys):
+    (tmp_path / "plain").write_text("a file, not a folder")
+    out = tmp_path / "plain" / "r.jsonl"
+    err = _refused(capsys, ["certify", "--limit", "1", *FAST, "--out", str(out)], "--out")
+    assert "a folder this process may create and write" in err
 
 
 # --- models --------------------------------------------------------------------------------

@@ -194,6 +194,64 @@ def test_resume_refuses_a_stored_correctness_the_data_contradicts(certified, cap
 @pytest.mark.parametrize(
     ("change", "says"),
     [
+        ({"p_lower": 0.999999}, "above"),  # more than its own votes give
+        ({"bound_count": 10**6}, "bound_count 1000000 of bound_samples"),
+        ({"bound_samples": None}, "bound_count"),
+        ({"bound_samples": 5000}, "samples drawn (both"),
+    ],
+)
+def test_resume_refuses_an_anytime_record_whose_bound_its_votes_contradict(
+    tmp_path, capsys, change, says
+):
+    out = tmp_path / "anytime.jsonl"
+    argv = ["certify", "--certifier", "anytime", "--tolerance", "0.05", "-n", "2048"]
+    argv += ["--n0", "10", "--out", str(out)]
+    assert main([*argv, "--limit", "2"]) == 0
+    lines = out.read_text().splitlines()
+    first = json.loads(lines[0])
+    assert first["bound_samples"] + 512 == first["samples"]  # a quarter of n is the pilot
+    lines[0] = json.dumps({k: v for k, v in {**first, **change}.items() if v is not None})
+    out.write_text("\n".join(lines) + "\n")
+    before = out.read_bytes()
+    err = _refused(capsys, [*argv, "--limit", "3", "--resume"], "--resume")
+    assert says in err and "line 1" in err, err
+    assert out.read_bytes() == before
+
+
+def test_resume_refuses_a_record_of_an_input_the_data_does_not_have(certified, capsys):
+    # The digits test split has 360 inputs; a record of input 5 000 would be counted by the
+    # summary although no input of the data is behind it.
+    lines = certified.read_text().splitlines()
+    forged = {**json.loads(lines[0]), "index": 5000}
+    certified.write_text("\n".join([*lines, json.dumps(forged)]) + "\n")
+    before = certified.read_bytes()
+    err = _refused(
+        capsys, ["certify", "--limit", "3", *FAST, "--out", str(certified), "--resume"], "--resume"
+    )
+    assert "index 5000, beyond the data's 360 inputs" in err and "line 3" in err, err
+    assert certified.read_bytes() == before
+
+
+def test_resume_with_a_smaller_limit_keeps_the_records_beyond_it(certified, capsys):
+    # Inputs of the data beyond this run's --limit are checked against the data's labels, not
+    # refused: an earlier run certified them.
+    before = certified.read_bytes()
+    assert main(["certify", "--limit", "1", *FAST, "--out", str(certified), "--resume"]) == 0
+    assert certified.read_bytes() == before
+    lines = certified.read_text().splitlines()
+    second = json.loads(lines[1])
+    assert second["index"] == 1
+    lines[1] = json.dumps({**second, "correct": not second["correct"]})
+    certified.write_text("\n".join(lines) + "\n")
+    err = _refused(
+        capsys, ["certify", "--limit", "1", *FAST, "--out", str(certified), "--resume"], "--resume"
+    )
+    assert "correct" in err and "line 2" in err, err
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
         ({"memory": {"whitened_radius": 1e6, "sigma": 0.25}}, "whitened radius <= 1.50048"),
         ({"memory": {"whitened_radius": 0.5, "sigma": 1e6}}, "σ in [0.125, 0.5]"),
         # the record's own radius: at most Φ⁻¹(α^{1/n}) times the largest σ the search reaches

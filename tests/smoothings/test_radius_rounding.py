@@ -228,3 +228,38 @@ def test_radii_use_at_most_the_float32_scale_the_samplers_apply(sigma):
         bound = min(scale, float32(scale)) * unit
         assert bool((radius <= bound).all()), (name, radius, bound)
         assert bool((radius >= bound * (1 - 1e-12)).all()), name
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "uniform"])
+def test_semantic_radii_in_sigma_units_allow_for_the_float32_scales_sampled(noise):
+    # σ = 0.12 is drawn as float32 0.11999999731779 (and √3 times it, rounded again, for uniform
+    # noise): the radii in σ units, and each component's σ_j·ρ, are computed for the scales
+    # actually drawn and no larger.
+    from rs_plugin.smoothings.semantic import Brightness, Compose, Contrast
+    from rs_plugin.smoothings.shadow import Shadow
+
+    sigmas = (0.12, 0.07)
+    compose = Compose(Brightness(sigmas[0], noise=noise), Contrast(sigmas[1], noise=noise))
+    shadow = Shadow(sigmas[0], sigma_angle=sigmas[1], noise=noise)
+    for smoothing, keys in ((compose, ("brightness", "contrast")), (shadow, None)):
+        p = torch.tensor(P_LOWER, dtype=torch.float64)
+        certs = pack_certificates(
+            smoothing, range(len(P_LOWER)), torch.zeros(len(P_LOWER), dtype=torch.int64), p,
+            torch.zeros(len(P_LOWER), 2, dtype=torch.int64),
+            torch.zeros(len(P_LOWER), 2, dtype=torch.int64), 1, 10, 0.001, dim=784,
+        )  # fmt: skip
+        names = keys or tuple(k for k in certs.extra if not k.endswith(":box"))
+        for i, value in enumerate(P_LOWER):
+            pm = mpmath.mpf(value)
+            if noise == "gaussian":
+                unit = mpmath.sqrt(2) * mpmath.erfinv(2 * pm - 1)  # Φ⁻¹(p)
+                scales = [mpmath.mpf(float(torch.tensor(s, dtype=torch.float32))) for s in sigmas]
+            else:  # ℓ1 radius of uniform noise in σ units (above ℓ2's): 2√3 (p − ½), λ = σ√3
+                unit = 2 * mpmath.sqrt(3) * (pm - mpmath.mpf(1) / 2)
+                fp32 = [torch.tensor(s, dtype=torch.float32) for s in sigmas]
+                halves = [float(s * math.sqrt(3.0)) for s in fp32]
+                scales = [mpmath.mpf(h) / mpmath.sqrt(3) for h in halves]
+            ratio = min(s / mpmath.mpf(n) for s, n in zip(scales, sigmas, strict=True))
+            assert mpmath.mpf(float(certs.radius[i])) <= unit * min(ratio, 1), (smoothing, value)
+            for name, scale in zip(names, scales, strict=True):
+                assert mpmath.mpf(float(certs.extra[name][i])) <= scale * unit, (name, value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from fractions import Fraction
+from pathlib import Path
 
 import mpmath
 import numpy as np
@@ -285,7 +286,13 @@ def test_cli_sound_refusals(tmp_path, capsys):
     assert "--sound: expected a --smoothing with a sound mode" in capsys.readouterr().err
     assert main(["certify", "--grid", "1/16", "--out", out]) == 2
     assert main(["certify", "--sound", "--limit", "2", "-n", "100", "--out", out]) == 2
-    assert "grid of step 1/255" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # The data is checked against the grid when it loads: no --out file is left behind.
+    assert "error: --data: expected inputs on the grid of step 1/255" in err, err
+    assert not Path(out).exists()
+    assert main(["certify", "--sound", "--grid", "1/3", "--limit", "2", "--out", out]) == 2
+    assert "--data: expected inputs on the grid of step 1/3" in capsys.readouterr().err
+    assert not Path(out).exists()
 
 
 def test_anytime_certifier_runs_the_sound_mode_soundly():
