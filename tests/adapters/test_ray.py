@@ -52,7 +52,7 @@ def _without_seconds(records):
 
 
 def _in_process(job: CertifyJob, indices):
-    smoothed, x, y, _ = _job(n=job.n).load()
+    smoothed, x, y, _, _ = _job(n=job.n).load()
     return _without_seconds(iter_records(job, smoothed, x, y, indices))
 
 
@@ -404,7 +404,7 @@ def test_workers_of_another_configuration_and_repeated_indices_are_refused(local
     indices are refused before any work, as the local engine refuses repeated keys."""
     monkeypatch.syspath_prepend(TESTS)
     job = _job(model="flaky_models:unseeded", n=200)
-    smoothed, _, _, data_sha256 = job.load()  # the driver's own copy: other weights
+    smoothed, _, _, data_sha256, _ = job.load()  # the driver's own copy: other weights
     driver = job.config(smoothed, data_sha256)
     records: list[dict] = []
     with RayCertifier(job, workers=1, shard_size=2, expected_config=driver) as certifier:
