@@ -250,12 +250,15 @@ def adopt_weights(weights: Path, workdir: Path) -> None:
             raise RSValueError(
                 "--weights", f"the weights of the model in {workdir} (or a new --workdir)", weights
             )
-    else:
-        torch.save(model.state_dict(), workdir / "model.pt.tmp")
-        (workdir / "model.pt.tmp").replace(current)
+    # Temporary names of this process: runs of several phases may adopt the weights at once
+    # (each writes the same files, and each replacement is atomic).
+    temporary = f".{os.getpid()}.tmp"
+    if not current.exists():
+        torch.save(model.state_dict(), workdir / f"model.pt{temporary}")
+        (workdir / f"model.pt{temporary}").replace(current)
     if not (workdir / "model.ts").exists():
-        torch.jit.script(model).save(str(workdir / "model.ts.tmp"))
-        (workdir / "model.ts.tmp").replace(workdir / "model.ts")
+        torch.jit.script(model).save(str(workdir / f"model.ts{temporary}"))
+        (workdir / f"model.ts{temporary}").replace(workdir / "model.ts")
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -599,7 +602,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--teacher", type=Path, default=None, help="CAT-RS: TorchScript model of the KL target"
     )
-    parser.add_argument("--stage", choices=("train", "certify", "all"), default="all")
+    parser.add_argument(
+        "--stage",
+        choices=("train", "certify", "all", "table"),
+        default="all",
+        help="train, certify, both (default), or only write the table of what --workdir holds",
+    )
     parser.add_argument(
         "--weights",
         type=Path,
@@ -740,7 +748,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         certify_stage(args, scripted)
     row = summarise(args, log)
     _write_json(args.workdir / "table.json", row)
-    (args.workdir / "table.md").write_text(table(row) + "\n", encoding="utf-8")
+    temporary = args.workdir / f"table.md.{os.getpid()}.tmp"
+    temporary.write_text(table(row) + "\n", encoding="utf-8")
+    temporary.replace(args.workdir / "table.md")
     print(table(row))
     return row
 

@@ -182,6 +182,13 @@ def test_given_weights_are_certified_without_training_and_other_weights_refused(
     assert all(torch.equal(held[k], state[k]) for k in state)
     row = json.loads((tmp_path / "table.json").read_text())
     assert all(entry["images"] == 6 for entry in row["certified"].values())
+    (tmp_path / "table.json").unlink()
+    records = {p.name: p.read_bytes() for p in (tmp_path / "certify").iterdir()}
+    table = _run("--method", "consistency", "--sigma", "0.25", "--stage", "table",
+                 "--workdir", str(tmp_path))  # fmt: skip
+    assert table.returncode == 0, table.stderr  # the table of what the folder holds, no work
+    assert json.loads((tmp_path / "table.json").read_text())["certified"] == row["certified"]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "certify").iterdir()} == records
     other = _run(*args, "--weights", str(shipped / "fashion_lenet_sigma0.5.pt"))
     assert other.returncode != 0
     assert "--weights: expected the weights of the model in" in other.stderr

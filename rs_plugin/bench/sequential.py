@@ -237,6 +237,9 @@ def plot_frontier(result: dict[str, Any], path: str | Path) -> None:
     plt.close(figure)
 
 
+_FASHION_TEST_IMAGES = ("t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz")
+
+
 def check_sequential_settings(
     *,
     inputs: int,
@@ -258,6 +261,16 @@ def check_sequential_settings(
         raise RSValueError("--sequential-radii", "one or more radii > 0", list(radii))
     for r in radii:
         check_positive("--sequential-radii", r)
+    if fashion_inputs:
+        from rs_plugin.data import FASHION_MNIST_DIR
+
+        if not any((FASHION_MNIST_DIR / n).is_file() for n in _FASHION_TEST_IMAGES):
+            raise RSValueError(
+                "--fashion-inputs",
+                "0, or Debian's dataset-fashion-mnist installed (apt-get install "
+                f"dataset-fashion-mnist: {FASHION_MNIST_DIR})",
+                f"{fashion_inputs}, without the dataset",
+            )
     if plot is None:
         return
     target = Path(plot)

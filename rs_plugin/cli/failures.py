@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 
 from rs_plugin._validation import RSValueError
@@ -93,18 +93,24 @@ def _out_of_memory(error: BaseException) -> bool:
 
 
 def _raised_by_model(error: BaseException) -> bool:
-    """True when the error came out of the call of the user's model: the innermost frame of
-    this package in its traceback is that call (VoteRunner.__call__), not the sampling or the
-    bounds around it."""
-    innermost = None
+    """True when the error came out of a model's call: its traceback passes through
+    ``nn.Module.__call__`` (the user's network, a denoiser in front of it, a TorchScript
+    module; in the votes, the σ search or the probe) or the vote runner's call of a model that
+    is a plain function. Sampling, bounds and records call no module."""
+    # Imported here: the command line answers --help without importing torch.
+    from torch import nn
+
+    from rs_plugin.certification.model_runner import VoteRunner
+
+    calls = {
+        (inspect.getsourcefile(nn.Module), "_call_impl"),
+        (inspect.getsourcefile(nn.Module), "_wrapped_call_impl"),
+        (inspect.getsourcefile(VoteRunner), "__call__"),
+    }
     trace = error.__traceback__
     while trace is not None:
         code = trace.tb_frame.f_code
-        if f"{os.sep}rs_plugin{os.sep}" in code.co_filename:
-            innermost = code
+        if (code.co_filename, code.co_name) in calls:
+            return True
         trace = trace.tb_next
-    return (
-        innermost is not None
-        and innermost.co_filename.endswith(f"certification{os.sep}model_runner.py")
-        and innermost.co_name == "__call__"
-    )
+    return False

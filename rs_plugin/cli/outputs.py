@@ -66,13 +66,15 @@ def _check_names(path: Path, parameter: str) -> None:
 
 
 def check_out_file(path: str | Path) -> None:
-    """``certify --out`` must be a file path the file system can hold, not a folder, in a folder
-    this process may create and write; checked before the model and data are loaded (the file
-    itself is opened, locked and checked by the store)."""
+    """``certify --out`` must be a file path the file system can hold, not a folder, and a new
+    file must be in a folder this process may create and write; checked before the model and
+    data are loaded (an existing file is opened, locked and checked by the store)."""
     target = Path(path)
     _check_names(target, "--out")
     if target.is_dir():
         raise RSValueError("--out", "a file path, not a folder", str(target))
+    if os.path.lexists(target):  # an existing file (or device, FIFO): the store checks it
+        return
     base = _existing_ancestor(target.parent)
     if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
         raise RSValueError(

@@ -302,6 +302,20 @@ def test_bench_refuses_the_optional_parts_settings_before_measuring(
     assert measured == []
 
 
+def test_bench_sequential_without_fashion_mnist_is_refused_before_measuring(
+    capsys, tmp_path, monkeypatch
+):
+    import rs_plugin.data
+
+    measured = []
+    monkeypatch.setattr(speed, "run_bench", lambda **kwargs: measured.append(kwargs))
+    monkeypatch.setattr(rs_plugin.data, "FASHION_MNIST_DIR", tmp_path / "absent")
+    assert main(["bench", "--sequential"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --fashion-inputs: expected 0, or Debian's dataset-fashion-mnist" in err, err
+    assert measured == []
+
+
 @pytest.mark.slow
 def test_bench_sequential_reports_both_certifiers_against_fixed_n(capsys, tmp_path):
     """Reductions are quotients of the reported evaluations, replays of the certifiers' rules

@@ -32,6 +32,16 @@ def test_an_error_out_of_the_models_call_is_the_models():
     assert "certifying input 1" in message and "3 records are kept in r.jsonl" in message
 
 
+def test_a_module_called_outside_the_vote_runner_is_the_model_too():
+    # A denoiser in front of the classifier, the σ search of DDRS, a TorchScript module: the
+    # error comes out of a module's call wherever it is made.
+    wrapped = nn.Sequential(nn.Identity(), _Raises())
+    assert _failure(lambda: wrapped(torch.zeros(2, 4))).startswith("the model raised ValueError")
+    scripted = torch.jit.script(nn.Sequential(nn.Linear(4, 2)))
+    message = _failure(lambda: scripted(torch.zeros(2, 3)))
+    assert message.startswith("the model raised RuntimeError"), message
+
+
 def test_an_error_of_the_certification_itself_is_not_blamed_on_the_model():
     def sampling() -> None:
         torch.zeros(2, 3) @ torch.zeros(4, 5)  # not the model: a shape error outside its call
