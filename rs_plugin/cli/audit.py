@@ -305,6 +305,9 @@ def _audit(args: argparse.Namespace, threads: Threads) -> int:
         records = _certify(
             job, certifier, x, y, data_sha256, all_labels, out / "certificates.jsonl"
         )
+        # The folder's file may hold inputs of an earlier run with a larger --limit: kept in
+        # it, not audited now.
+        records = [r for r in records if int(r["index"]) < len(y)]
         source = str(out / "certificates.jsonl")
     else:
         source = args.certificates

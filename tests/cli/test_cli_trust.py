@@ -651,3 +651,13 @@ def test_audit_refuses_a_file_whose_sigma_varies_or_names_no_smoothing(tmp_path,
         path = _write(tmp_path / f"f{next(_FRESH)}.jsonl", records)
         argv = ["audit", "--certificates", str(path), *AUDIT_FAST, "--out", str(tmp_path / "o")]
         assert says in _refused(capsys, argv, "--certificates")
+
+
+def test_an_audit_rerun_with_a_smaller_limit_audits_those_inputs_and_keeps_the_rest(tmp_path):
+    args = ["audit", *AUDIT_FAST, "-n", "100", "--out", str(tmp_path / "a")]
+    assert main([*args, "--limit", "3"]) in (0, 1)  # the verdict's exit status
+    stored = (tmp_path / "a" / "certificates.jsonl").read_bytes()
+    assert main([*args, "--limit", "2"]) in (0, 1)
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert sorted(row["index"] for row in report["inputs"]) == [0, 1]
+    assert (tmp_path / "a" / "certificates.jsonl").read_bytes() == stored
