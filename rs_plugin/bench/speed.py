@@ -225,18 +225,19 @@ def bench_command(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise RSValueError("--threads", "comma-separated integers >= 1", args.threads) from error
     # The optional parts' settings are checked before the main measurement (minutes) runs.
+    sequential: dict[str, Any] = {
+        "inputs": args.sequential_inputs,
+        "fashion_inputs": args.fashion_inputs,
+        "n": args.sequential_n,
+        "sigma": args.sigma,
+        "radii": tuple(args.sequential_radii),
+        "tolerance_sigmas": args.tolerance_sigmas,
+        "plot": args.sequential_plot,
+    }
     if args.sequential:
         from rs_plugin.bench.sequential import check_sequential_settings
 
-        check_sequential_settings(
-            inputs=args.sequential_inputs,
-            fashion_inputs=args.fashion_inputs,
-            n=args.sequential_n,
-            sigma=args.sigma,
-            radii=tuple(args.sequential_radii),
-            tolerance_sigmas=args.tolerance_sigmas,
-            plot=args.sequential_plot,
-        )
+        check_sequential_settings(**sequential)
     if args.sound:
         from rs_plugin.bench.sound import check_sound_settings
 
@@ -261,19 +262,8 @@ def bench_command(args: argparse.Namespace) -> int:
     if args.sequential:
         from rs_plugin.bench.sequential import run_sequential_bench
 
-        result.update(
-            run_sequential_bench(
-                inputs=args.sequential_inputs,
-                fashion_inputs=args.fashion_inputs,
-                n0=args.n0,
-                n=args.sequential_n,
-                sigma=args.sigma,
-                radii=tuple(args.sequential_radii),
-                tolerance_sigmas=args.tolerance_sigmas,
-                batch_size=1000,  # model evaluations do not depend on it
-                plot=args.sequential_plot,
-            )
-        )
+        # batch size 1000: the model evaluations counted do not depend on it
+        result.update(run_sequential_bench(**sequential, n0=args.n0, batch_size=1000))
     if args.radii:
         from rs_plugin.bench.radii import run_radii_bench
 
