@@ -334,6 +334,17 @@ def certify_stage(args: argparse.Namespace, model: Path) -> None:
         _certify_in_slices(args, model, folder / "cohen.jsonl", [], args.acr_size)
 
 
+def _prefix(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of test images 0 … m − 1, the longest run of images all certified, in index
+    order. A pass stopped midway holds part of its last slice, and the first to finish there
+    are the images given up early: counting them would bias a partial table."""
+    by_index = {int(r["index"]): r for r in records}
+    m = 0
+    while m in by_index:
+        m += 1
+    return [by_index[i] for i in range(m)]
+
+
 def _mean_interval(values: list[float]) -> tuple[float, float, float]:
     """Mean and its 95 % normal-approximation interval."""
     count = len(values)
@@ -445,7 +456,7 @@ def summarise(
     """The row: our figures, the published ones (on our images too, given the published
     per-image ``log``), the check and the CPU times."""
     folder = args.workdir / "certify"
-    cohen = sorted(_read_jsonl(folder / "cohen.jsonl"), key=lambda r: r["index"])
+    cohen = _prefix(_read_jsonl(folder / "cohen.jsonl"))
     row: dict[str, Any] = {
         "method": args.method,
         "sigma": args.sigma,
@@ -470,7 +481,7 @@ def summarise(
     anytime_hits: dict[str, dict[int, bool]] = {}
     by_index = {r["index"]: r for r in cohen}
     for radius in RADII[args.sigma]:
-        records = _read_jsonl(folder / f"anytime_r{radius:g}.jsonl")
+        records = _prefix(_read_jsonl(folder / f"anytime_r{radius:g}.jsonl"))
         if not records:
             continue
         hits = [bool(r["correct"]) and float(r.get("decision") or 0.0) == 1.0 for r in records]

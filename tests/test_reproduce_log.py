@@ -110,3 +110,11 @@ def test_any_text_is_read_or_refused_with_one_clear_error(tmp_path_factory, line
     else:
         for index, (radius, correct) in log.items():
             assert 0 <= index < len(LABELS) and radius >= 0.0 and isinstance(correct, bool)
+
+
+def test_a_partial_pass_is_summarised_on_its_complete_prefix_of_images():
+    # A pass stopped in its third slice: images 0–99 done, of 100–149 only the two given up
+    # early. The table counts images 0–99 only (the two would bias it towards "not certified").
+    records = [{"index": i} for i in (*range(99, -1, -1), 137, 104)]
+    assert [r["index"] for r in reproduce._prefix(records)] == list(range(100))
+    assert reproduce._prefix([{"index": 1}]) == []
