@@ -49,7 +49,7 @@ from rs_plugin.certification.sigma_search import (
     optimise_anisotropic_sigma,
     optimise_isotropic_sigma,
 )
-from rs_plugin.certification.stats import round_down
+from rs_plugin.certification.stats import round_down, round_lower
 from rs_plugin.smoothings.anisotropic import AnisotropicGaussian, ellipsoid_summary
 from rs_plugin.smoothings.base import Smoothing
 from rs_plugin.smoothings.gaussian import Gaussian
@@ -377,8 +377,8 @@ def _replace(
     scale: float,
 ) -> Certificates:
     """The record of one input after the memory: its class, region and how it was obtained
-    (its ℓp radii rounded down, as :func:`~rs_plugin.certification.radii.pack_certificates`
-    rounds every record's)."""
+    (its ℓp radii rounded down and its proxy radius and log-volume lowered, as
+    :func:`~rs_plugin.certification.radii.pack_certificates` does for every record)."""
     radii = {norm: round_down(summary[norm].to(torch.float64)) for norm in ("l1", "l2", "linf")}
     return replace(
         part,
@@ -388,8 +388,8 @@ def _replace(
         extra={
             "sigma_min": sigma.min().reshape(1),
             "sigma_max": sigma.max().reshape(1),
-            "proxy_radius": summary["proxy_radius"],
-            "log_volume": summary["log_volume"],
+            "proxy_radius": round_lower(summary["proxy_radius"].to(torch.float64)),
+            "log_volume": round_lower(summary["log_volume"].to(torch.float64)),
             "from_memory": torch.tensor([from_memory], dtype=torch.int64),
             "shrink_factor": torch.tensor([scale], dtype=torch.float64),
         },

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from rs_plugin.certification.certificates import Certificates
-from rs_plugin.certification.stats import ROUNDING_MARGIN, round_down
+from rs_plugin.certification.stats import round_down, round_lower
 from rs_plugin.smoothings.base import Smoothing
 from rs_plugin.smoothings.norms import complete_radii
 
@@ -77,7 +77,7 @@ def _lowered(extras: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A smoothing's extras (radii of parts of a certificate, a proxy radius, a log-volume)
     computed in float64, each moved down by ROUNDING_MARGIN of its size, as the radii are."""
     return {
-        key: value - value.abs() * ROUNDING_MARGIN if value.is_floating_point() else value
+        key: round_lower(value) if value.is_floating_point() else value
         for key, value in extras.items()
     }
 

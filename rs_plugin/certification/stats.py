@@ -19,6 +19,7 @@ __all__ = [
     "clopper_pearson_lower",
     "clopper_pearson_upper",
     "round_down",
+    "round_lower",
 ]
 
 # Relative margin by which bounds and radii computed in float64 are moved to the safe side.
@@ -37,6 +38,12 @@ def round_down(value: _Values) -> _Values:
     :data:`ROUNDING_MARGIN`, relatively: a bound or a radius computed in float64 from a formula
     with errors of a few ulps, made no larger than the exact one."""
     return value * (1.0 - ROUNDING_MARGIN)
+
+
+def round_lower(value: _Values) -> _Values:
+    """``value`` (float64, of either sign: a log-volume, say) moved down by
+    :data:`ROUNDING_MARGIN` of its size; :func:`round_down` for values ≥ 0."""
+    return value - abs(value) * ROUNDING_MARGIN
 
 
 def clopper_pearson_lower(

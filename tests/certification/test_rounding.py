@@ -19,6 +19,8 @@ from rs_plugin.certification.stats import (
     ROUNDING_MARGIN,
     clopper_pearson_lower,
     clopper_pearson_upper,
+    round_down,
+    round_lower,
 )
 
 CASES = [
@@ -161,3 +163,14 @@ def test_clopper_pearson_lower_bounds_stay_below_the_exact_quantile_at_large_n(n
             lower = float(clopper_pearson_lower(np.array([k]), n, alpha)[0])
             with mpmath.workdps(40):
                 assert _exact_log_beta_cdf(k, n, lower) <= mpmath.log(alpha), (n, k, alpha)
+
+
+def test_round_lower_moves_values_of_either_sign_down():
+    values = torch.tensor([-1e6, -2.5, -1e-300, 0.0, 1e-300, 3.0, 1e6], dtype=torch.float64)
+    lowered = round_lower(values)
+    assert torch.all(lowered <= values) and torch.all(lowered[values != 0] < values[values != 0])
+    positive = values >= 0
+    assert torch.equal(lowered[positive], round_down(values[positive]))
+    assert float(round_lower(torch.tensor(-2.5, dtype=torch.float64))) == -2.5 * (
+        1 + ROUNDING_MARGIN
+    )
