@@ -50,7 +50,7 @@ def _check_names(path: Path, parameter: str) -> None:
     try:
         name_max = os.pathconf(base, "PC_NAME_MAX")
         path_max = os.pathconf(base, "PC_PATH_MAX")
-    except (OSError, ValueError):  # not reported by this file system: the usual limits
+    except (OSError, ValueError, AttributeError):  # not reported, or no pathconf (Windows)
         name_max, path_max = 255, 4096
     for part in path.absolute().parts:
         if len(os.fsencode(part)) > name_max:
