@@ -203,22 +203,7 @@ class SequentialCertifier(Certifier):
         for stop in self.stops(draw, x_t.shape[0], n=n, alpha=alpha, dim=dim):
             yield (
                 stop.rows,
-                self._pack(
-                    stop.rows,
-                    key_list,
-                    top,
-                    selection,
-                    estimation,
-                    stop.lower,
-                    stop.samples,
-                    stop.certified,
-                    stop.bound_samples,
-                    stop.bound_count,
-                    n0,
-                    n,
-                    alpha,
-                    dim,
-                ),
+                self._pack(stop, key_list, top, selection, estimation, n0, n, alpha, dim),
             )
 
     def _counts(
@@ -248,34 +233,31 @@ class SequentialCertifier(Certifier):
 
     def _pack(
         self,
-        rows: np.ndarray,
+        stop: Stop,
         keys: list[int],
         top: torch.Tensor,
         selection: torch.Tensor,
         estimation: torch.Tensor,
-        lower: np.ndarray,
-        samples: int,
-        decision: np.ndarray,
-        bound_samples: int | None,
-        bound_count: np.ndarray | None,
         n0: int,
         n: int,
         alpha: float,
         dim: int,
     ) -> Certificates:
+        rows = stop.rows
         index = torch.from_numpy(rows)
-        extra = {"samples": torch.full((len(rows),), samples, dtype=torch.int64)}
+        extra = {"samples": torch.full((len(rows),), stop.samples, dtype=torch.int64)}
         if self.radius is not None:
-            extra["decision"] = torch.from_numpy(decision.astype(np.int64))
-        if bound_samples is not None and bound_count is not None:
+            extra["decision"] = torch.from_numpy(stop.certified.astype(np.int64))
+        if stop.bound_samples is not None and stop.bound_count is not None:
             # p_lower is Clopper–Pearson on these votes alone (after the pilot).
-            extra["bound_samples"] = torch.full((len(rows),), bound_samples, dtype=torch.int64)
-            extra["bound_count"] = torch.from_numpy(np.asarray(bound_count, dtype=np.int64))
+            trials = torch.full((len(rows),), stop.bound_samples, dtype=torch.int64)
+            extra["bound_samples"] = trials
+            extra["bound_count"] = torch.from_numpy(np.asarray(stop.bound_count, dtype=np.int64))
         return pack_certificates(
             self.smoothing,
             [keys[r] for r in rows],
             top[index],
-            torch.from_numpy(np.asarray(lower, dtype=np.float64)),
+            torch.from_numpy(np.asarray(stop.lower, dtype=np.float64)),
             selection[index],
             estimation[index],
             n0,
