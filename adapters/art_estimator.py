@@ -67,6 +67,7 @@ from rs_plugin._validation import (
 )
 from rs_plugin.certification.classifier import SmoothedClassifier, SmoothedLogProbabilities
 from rs_plugin.certification.grid import GridCertifier
+from rs_plugin.certification.model_runner import model_dtype
 from rs_plugin.certification.probe import probe_model
 from rs_plugin.denoising.composition import DenoisedClassifier, denoised_for
 from rs_plugin.smoothings.base import Smoothing
@@ -322,9 +323,7 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
         base = self._smoothed.model
         was_training = base.training
         base.eval()
-        dtype = next(
-            (p.dtype for p in base.parameters() if torch.is_floating_point(p)), torch.float32
-        )
+        dtype = model_dtype(base) or torch.float32
         probe = torch.zeros((1, *self.input_shape), dtype=dtype, device=self._device)
         try:
             out = probe_model(base, probe, inputs_name="input_shape", require_finite=False)

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from rs_plugin.auditing.diagnostics import Diagnostic
+from rs_plugin.certification.model_runner import model_dtype, sampling_dtype
 from rs_plugin.smoothings.base import Smoothing
 
 __all__ = ["FLAG_FRACTION", "FloatingPointProbe", "probe_floating_point"]
@@ -94,11 +95,17 @@ def probe_floating_point(
     continuous family's it rounds (``smoothing.continuous``): the float mode's."""
     noise = getattr(smoothing, "continuous", smoothing)
     device = next((p.device for p in model.parameters()), x.device)
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    narrow = model_dtype(model)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     changed = {"ulp_up": 0, "ulp_down": 0, "low_bits": 0}
     total = 0
+
+    def vote(batch: torch.Tensor) -> torch.Tensor:  # on a copy, in the model's dtype
+        return model(batch.to(narrow or batch.dtype, copy=True)).argmax(dim=1)
+
+    # Drawn in the sampling dtype and cast for the model, as the certifiers' vote runner does.
+    dtype = sampling_dtype(model, x.dtype)
     repeated = x.to(device=device, dtype=dtype).repeat_interleave(samples_per_input, dim=0)
     with torch.inference_mode():
         for start in range(0, repeated.shape[0], batch_size):
@@ -110,9 +117,9 @@ def probe_floating_point(
                 "ulp_down": torch.nextafter(z, torch.full_like(z, float("-inf"))),
                 "low_bits": _clear_low_bits(z),
             }
-            base = model(z.clone()).argmax(dim=1)
+            base = vote(z)
             for name, variant in variants.items():
-                changed[name] += int((model(variant.clone()).argmax(dim=1) != base).sum())
+                changed[name] += int((vote(variant) != base).sum())
             total += z.shape[0]
     fractions = {name: count / max(total, 1) for name, count in changed.items()}
     return FloatingPointProbe(samples=total, fractions=fractions)

@@ -31,7 +31,7 @@ from rs_plugin.certification.engine import (
     STREAM_SELECTION,
     stream_counts,
 )
-from rs_plugin.certification.model_runner import VoteRunner
+from rs_plugin.certification.model_runner import VoteRunner, model_dtype, sampling_dtype
 from rs_plugin.certification.probe import model_state, probe_model
 from rs_plugin.certification.radii import pack_certificates
 from rs_plugin.certification.stats import binomial_p_value, clopper_pearson_lower
@@ -129,10 +129,8 @@ class SmoothedClassifier(nn.Module, Certifier):
         return self._device if self._device is not None else torch.device("cpu")
 
     def _dtype(self) -> torch.dtype:
-        for tensor in self.model.parameters():
-            if torch.is_floating_point(tensor):
-                return tensor.dtype
-        return torch.float32
+        """The model's floating dtype (float32 for a model without floating parameters)."""
+        return model_dtype(self.model) or torch.float32
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Soft smoothed classifier: mean over perturbations of softmax(f), shape (B, C).
@@ -271,7 +269,7 @@ class SmoothedClassifier(nn.Module, Certifier):
 
         Seeds and keys are hashed as 64-bit words, so both must lie in [0, 2⁶⁴ − 1] (larger
         ones would alias smaller ones), and keys must differ (equal keys give different inputs
-        the same noise). The smoothing's σ must leave noise finite in the model's dtype.
+        the same noise). The smoothing's σ must leave noise finite in the dtype it is drawn in.
         """
         check_batch_size(batch_size)
         check_int("seed", seed, 0, MAX_SEED)
@@ -281,9 +279,10 @@ class SmoothedClassifier(nn.Module, Certifier):
             raise RSValueError("x", "a torch.Tensor or numpy array of shape (N, ...)", x)
         check_finite_inputs("x", x, self.clip_values)
         key_list = list(range(x.shape[0])) if keys is None else _check_keys(keys, x.shape[0])
+        work = sampling_dtype(self.model, x.dtype)
         scale = self.smoothing.noise_scale
         if scale is not None:
-            check_noise_scale("sigma", scale, self._dtype())
+            check_noise_scale("sigma", scale, work)
         if self.model.training:
             warnings.warn(
                 "model was in training mode; put it in eval mode for sampling (dropout and "
@@ -293,7 +292,9 @@ class SmoothedClassifier(nn.Module, Certifier):
                 stacklevel=3,
             )
             self.model.eval()
-        x_t = x.to(device=self.device, dtype=self._dtype())
+        # Held and perturbed in float32 (float64 for float64 models or inputs); the vote runner
+        # casts noisy batches to a narrower model's dtype, so the certified point is x itself.
+        x_t = x.to(device=self.device, dtype=work)
         self._probe(x_t)
         return x_t, key_list
 
@@ -309,7 +310,7 @@ class SmoothedClassifier(nn.Module, Certifier):
         seen = (id(self.model), state, self.num_classes, tuple(x.shape[1:]), x.dtype, x.device)
         if state is not None and seen == self._probed:
             return
-        out = probe_model(self.model, x[:4])
+        out = probe_model(self.model, x[:4].to(model_dtype(self.model) or x.dtype))
         if out.shape[1] != self.num_classes:
             raise RSValueError(
                 "num_classes", f"the model's output width {out.shape[1]}", self.num_classes

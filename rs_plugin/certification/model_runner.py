@@ -7,6 +7,14 @@ These options change only how the votes of CERTIFY and PREDICT are computed. Wit
 model run under autocast in that precision (its votes can differ from float32's on inputs near a
 decision boundary); the certificate is exact for that classifier. ``channels_last`` and
 ``compile`` change kernels, not the function, up to floating-point rounding.
+
+Noise is drawn, and inputs are held, in the sampling dtype (:func:`sampling_dtype`): float32, or
+float64 when the model or the inputs are float64. A model whose parameters are in a narrower
+dtype (``model.half()``, ``model.bfloat16()``) gets each noisy batch cast to that dtype here, so
+the base classifier certified is f∘cast: the certified point is the input itself (not its
+float16 rounding, up to 2⁻¹² of each coordinate away) and the noise has the float32 σ the radii
+assume (float16 rounds σ = 0.06 down to 0.0599976, which made radii up to 4e-5 of themselves too
+large).
 """
 
 from __future__ import annotations
@@ -19,9 +27,24 @@ from torch import nn
 
 from rs_plugin._validation import RSValueError
 
-__all__ = ["PRECISIONS", "VoteRunner"]
+__all__ = ["PRECISIONS", "VoteRunner", "model_dtype", "sampling_dtype"]
 
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's first floating-point parameter (None without one)."""
+    for parameter in model.parameters():
+        if torch.is_floating_point(parameter):
+            return parameter.dtype
+    return None
+
+
+def sampling_dtype(model: nn.Module, inputs: torch.dtype) -> torch.dtype:
+    """The dtype inputs are held and noise is drawn in: float64 when the model's parameters or
+    the inputs are float64, else float32 (never narrower: a float16 model's noise is drawn in
+    float32 and cast by :class:`VoteRunner`)."""
+    return torch.float64 if torch.float64 in (model_dtype(model), inputs) else torch.float32
 
 
 class VoteRunner:
@@ -62,6 +85,9 @@ class VoteRunner:
         return self._compiled
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        dtype_in = model_dtype(self.model)
+        if dtype_in is not None and x.dtype != dtype_in:
+            x = x.to(dtype_in)  # the base classifier is f∘cast (see the module's docstring)
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         dtype = PRECISIONS[self.precision]

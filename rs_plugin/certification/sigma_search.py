@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from rs_plugin.certification.engine import STREAM_ANISOTROPIC, STREAM_SIGMA, block_seed
+from rs_plugin.certification.model_runner import model_dtype
 
 __all__ = ["ADAM_BETAS", "adam_reach", "optimise_anisotropic_sigma", "optimise_isotropic_sigma"]
 
@@ -74,8 +75,9 @@ def _margin(
     ``x`` (B, ...), ``sigma`` broadcastable to (B, 1, ...), ``noise`` (B, m, ...).
     """
     batch, m = noise.shape[:2]
-    noisy = x.unsqueeze(1) + sigma.unsqueeze(1) * noise
-    probs = torch.softmax(model(noisy.flatten(0, 1)), dim=1).view(batch, m, -1).mean(dim=1)
+    noisy = (x.unsqueeze(1) + sigma.unsqueeze(1) * noise).flatten(0, 1)
+    logits = model(noisy.to(model_dtype(model) or noisy.dtype))  # cast as the vote runner does
+    probs = torch.softmax(logits.to(noisy.dtype), dim=1).view(batch, m, -1).mean(dim=1)
     top = probs.topk(2, dim=1).values.clamp(_P_CLAMP, 1.0 - _P_CLAMP)
     return 0.5 * (torch.special.ndtri(top[:, 0]) - torch.special.ndtri(top[:, 1]))
 

@@ -34,7 +34,7 @@ from rs_plugin._validation import (
 from rs_plugin.certification.base import Certifier
 from rs_plugin.certification.batching import check_batch_size
 from rs_plugin.certification.engine import NOISE_VERSION
-from rs_plugin.certification.model_runner import PRECISIONS
+from rs_plugin.certification.model_runner import PRECISIONS, model_dtype, sampling_dtype
 from rs_plugin.certification.probe import probe_model
 from rs_plugin.runs.fingerprints import data_fingerprint, model_fingerprint
 from rs_plugin.smoothings.base import Smoothing
@@ -249,15 +249,16 @@ class CertifyJob:
         all_labels = y.tolist()
         if self.limit is not None:
             x, y = x[: self.limit], y[: self.limit]
-        # Certifiers feed inputs in the model's floating dtype; so does the probe.
-        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
+        # The model sees inputs in its own floating dtype (so does the probe); the certifiers
+        # hold inputs and draw noise in the sampling dtype, where a sound grid must hold them.
+        dtype = model_dtype(model) or x.dtype
         num_classes = self._probe(model, x[:2].to(dtype))
         if self.sigma is not None:
-            check_noise_scale("sigma", self.sigma, dtype)
+            check_noise_scale("sigma", self.sigma, sampling_dtype(model, x.dtype))
         check_inputs = getattr(smoothing, "check_inputs", None)
         if check_inputs is not None:  # a sound smoothing's grid: every input, before any record
             try:
-                check_inputs(x.to(dtype))
+                check_inputs(x.to(sampling_dtype(model, x.dtype)))
             except RSValueError as error:
                 raise RSValueError(
                     "data", f"{error.accepted} (smoothing {smoothing!r})", error.received

@@ -93,3 +93,31 @@ def test_bench_compiled_ratios_are_quotients_of_its_timings(capsys):
     assert compiled["engine_samples_per_second"] == pytest.approx(
         2 * 310 / compiled["engine_seconds"], rel=1e-12
     )
+
+
+class _HalfThreshold(torch.nn.Module):
+    """A float16 model: class 1 iff the first coordinate, as float16, exceeds 1000.25. Float16
+    rounds [512, 1024) to multiples of 0.5, so it sees 1000.0 or 1000.5 near the threshold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.center = torch.nn.Parameter(torch.tensor(1000.0, dtype=torch.float16))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        assert z.dtype == torch.float16  # the vote runner casts each noisy batch
+        margin = (z[:, 0] - self.center) - 0.25
+        return torch.stack([-margin, margin], dim=1)
+
+
+def test_a_float16_model_is_certified_at_the_input_not_at_its_float16_rounding():
+    """f∘cast with noise drawn in float32: at x₀ = 1000.2, P(class 0) = P(x₀ + ε < 1000.25) =
+    Φ(5/6) ≈ 0.80 for σ = 0.06, and at x₁ = 1000.3 P(class 1) = Φ(5/6) too. Rounding inputs to
+    float16 first (1000.0 and 1000.5) gave each 1 − 3e-5 and radii ≈ 0.2: two balls of
+    different classes overlapping (1000.25 is in both), one certificate necessarily false."""
+    smoothed = SmoothedClassifier(_HalfThreshold().eval(), Gaussian(0.06), 2)
+    x = torch.tensor([[1000.2, 0.0], [1000.3, 0.0]])
+    certs = smoothed.certify(x, n0=100, n=20_000, alpha=0.001, seed=0)
+    exact = float(torch.special.ndtr(torch.tensor(5 / 6)))
+    assert certs.prediction.tolist() == [0, 1]
+    assert all(exact - 0.02 < float(p) <= exact for p in certs.p_lower)
+    assert float(certs.radius.sum()) < float(x[1, 0] - x[0, 0])  # the two balls are disjoint
