@@ -278,11 +278,18 @@ def inconsistency(record: Mapping[str, Any], labels: Sequence[int] | None) -> st
         return f"index {index}, beyond the data's {len(labels)} inputs"
     if labels is not None and isinstance(index, int) and 0 <= index:
         label = int(labels[index])
-        if label >= 0:  # a negative label: an unlabeled input, no correctness
-            if "label" in record and record["label"] != label:
+        if label < 0:  # an unlabeled input: no label, no correctness
+            for key in ("label", "correct"):
+                if record.get(key) is not None:
+                    return f"{key} {record[key]!r} for an input the data leaves unlabeled"
+        else:
+            if "label" not in record or "correct" not in record:
+                # the summary would count every unabstained prediction as correct
+                return f"no label and correctness for an input labelled {label}"
+            if record["label"] != label:
                 return f"label {record['label']!r}, where the data's label is {label}"
-            correct = record.get("correct")
-            if correct is not None and correct is not (prediction == label):
+            correct = record["correct"]
+            if correct is not (prediction == label):
                 return (
                     f"correct {correct!r} for prediction {prediction} of an input labelled {label}"
                 )

@@ -162,6 +162,7 @@ HONEST = {
         ({"abstain": 0}, "abstain 0"),
         ({"correct": False}, "correct False for prediction 3 of an input labelled 3"),
         ({"correct": "yes"}, "correct 'yes'"),
+        ({"correct": None}, "correct None"),
         ({"label": 4, "correct": False}, "label 4, where the data's label is 3"),
         ({"prediction": -1, "radius": 0.0, "abstain": True, "correct": False}, "decision 1"),
         ({"radius": 0.2}, "decision 1 (certified at 0.25)"),
@@ -175,10 +176,15 @@ def test_derived_fields_must_be_what_the_run_would_have_written(change, says):
     assert says in str(inconsistency({**HONEST, **change}, labels))
 
 
-def test_an_unlabelled_input_has_no_correctness_to_check():
-    forged = {**HONEST, "correct": False}
-    assert inconsistency(forged, [0, -1]) is None
-    assert inconsistency(forged, None) is None
+def test_an_unlabelled_input_has_no_label_or_correctness_and_a_labelled_one_both():
+    bare = {k: v for k, v in HONEST.items() if k not in ("label", "correct")}
+    assert inconsistency(bare, [0, -1]) is None
+    assert "correct False for an input the data leaves unlabeled" in str(
+        inconsistency({**bare, "correct": False}, [0, -1])
+    )
+    assert "label 3 for an input the data leaves unlabeled" in str(inconsistency(HONEST, [0, -1]))
+    assert "no label and correctness for an input labelled 3" in str(inconsistency(bare, [0, 3]))
+    assert inconsistency(bare, None) is None  # without the data's labels nothing to compare
 
 
 def test_a_record_of_an_input_the_data_does_not_have_is_refused():

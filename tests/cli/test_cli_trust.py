@@ -12,10 +12,12 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from scipy import stats
 
 from rs_plugin.cli import main
+from rs_plugin.data import load_digits
 
 FAST = ["-n", "100", "--n0", "10"]
 AUDIT_FAST = ["--attacks", "deepfool", "--budgets", "0.5", "--predict-n", "100"]
@@ -230,6 +232,34 @@ def test_resume_refuses_a_record_of_an_input_the_data_does_not_have(certified, c
     )
     assert "index 5000, beyond the data's 360 inputs" in err and "line 3" in err, err
     assert certified.read_bytes() == before
+
+
+def test_resume_refuses_a_labelled_record_stripped_of_its_correctness(certified, capsys):
+    # Without `correct` in every record the summary counts each unabstained prediction as
+    # correct: a wrong prediction would enter the certified accuracy.
+    lines = certified.read_text().splitlines()
+    first = json.loads(lines[0])
+    stripped = {k: v for k, v in first.items() if k not in ("label", "correct")}
+    certified.write_text("\n".join([json.dumps(stripped), *lines[1:]]) + "\n")
+    err = _refused(
+        capsys, ["certify", "--limit", "2", *FAST, "--out", str(certified), "--resume"], "--resume"
+    )
+    assert "no label and correctness for an input labelled" in err and "line 1" in err, err
+
+
+def test_resume_refuses_correctness_on_inputs_the_data_leaves_unlabelled(tmp_path, capsys):
+    x = load_digits("test")[0][:2].numpy()
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "u.jsonl"
+    args = ["certify", "--data", str(tmp_path / "x.npy"), "--limit", "2", *FAST]
+    assert main([*args, "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    forged = {**json.loads(lines[0]), "label": 3, "correct": True}
+    out.write_text("\n".join([json.dumps(forged), *lines[1:]]) + "\n")
+    before = out.read_bytes()
+    err = _refused(capsys, [*args, "--out", str(out), "--resume"], "--resume")
+    assert "label 3 for an input the data leaves unlabeled" in err and "line 1" in err, err
+    assert out.read_bytes() == before
 
 
 def test_resume_with_a_smaller_limit_keeps_the_records_beyond_it(certified, capsys):
