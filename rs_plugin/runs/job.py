@@ -109,6 +109,10 @@ class Loaded(NamedTuple):
     all_labels: list[int]
 
 
+# Inputs per call of a sound smoothing's grid check when the data loads.
+_GRID_CHECK_CHUNK = 1024
+
+
 @dataclass(frozen=True)
 class CertifyJob:
     """Everything a process needs to certify inputs of a dataset, as plain values.
@@ -257,8 +261,10 @@ class CertifyJob:
             check_noise_scale("sigma", self.sigma, sampling_dtype(model, x.dtype))
         check_inputs = getattr(smoothing, "check_inputs", None)
         if check_inputs is not None:  # a sound smoothing's grid: every input, before any record
-            try:
-                check_inputs(x.to(sampling_dtype(model, x.dtype)))
+            work = sampling_dtype(model, x.dtype)
+            try:  # in chunks: the check's float64 temporaries are a few times the chunk's size
+                for chunk in x.split(_GRID_CHECK_CHUNK):
+                    check_inputs(chunk.to(work))
             except RSValueError as error:
                 raise RSValueError(
                     "data", f"{error.accepted} (smoothing {smoothing!r})", error.received

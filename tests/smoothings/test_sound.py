@@ -28,6 +28,7 @@ from rs_plugin import (
 )
 from rs_plugin.certification.radii import pack_certificates
 from rs_plugin.cli import main
+from rs_plugin.data import load_digits
 from tests.analytic import LinearModel, assert_art_adapter_matches_core, binomial_upper_tail
 
 FAMILIES = [SoundGaussian, SoundLaplace, SoundUniform]
@@ -293,6 +294,20 @@ def test_cli_sound_refusals(tmp_path, capsys):
     assert main(["certify", "--sound", "--grid", "1/3", "--limit", "2", "--out", out]) == 2
     assert "--data: expected inputs on the grid of step 1/3" in capsys.readouterr().err
     assert not Path(out).exists()
+
+
+def test_cli_sound_grid_is_checked_on_every_input_past_the_first_chunk(tmp_path, capsys):
+    # The check runs in chunks of 1 024 inputs; an input off the grid in the second is found.
+    x, y = load_digits("test")
+    x, y = x.repeat(4, 1, 1, 1)[:1100].clone(), y.repeat(4)[:1100]
+    x[1050, 0, 3, 3] += 1 / 32
+    np.savez(tmp_path / "d.npz", x=x.numpy(), y=y.numpy())
+    out = tmp_path / "x.jsonl"
+    argv = ["certify", "--data", str(tmp_path / "d.npz"), "--sound", "--grid", "1/16"]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--data: expected inputs on the grid of step 1/16" in err and "0.5 steps off" in err
+    assert not out.exists()
 
 
 def test_anytime_certifier_runs_the_sound_mode_soundly():
