@@ -43,7 +43,9 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -142,14 +144,28 @@ def objective_for(
 
 
 def load_teacher(args: argparse.Namespace) -> nn.Module | None:
-    """The ``--teacher`` TorchScript model (CAT-RS's KL target), frozen, or None."""
+    """The ``--teacher`` model (CAT-RS's KL target), frozen, or None: a TorchScript file, or a
+    state dict of the papers' LeNet (a row's model.pt, e.g. the Gaussian row's in
+    docs/reproduction/), loaded as tensors only."""
     if args.teacher is None:
         return None
     if args.method != "catrs":
         raise RSValueError("--teacher", "only with --method catrs", args.method)
+    accepted = "an existing TorchScript file or LeNet state dict (a row's model.ts or model.pt)"
     if not args.teacher.is_file():
-        raise RSValueError("--teacher", "an existing TorchScript file", str(args.teacher))
-    teacher = torch.jit.load(str(args.teacher), map_location="cpu").eval()
+        raise RSValueError("--teacher", accepted, str(args.teacher))
+    try:
+        with zipfile.ZipFile(args.teacher) as archive:
+            scripted = any("/code/" in name for name in archive.namelist())
+        if scripted:
+            teacher = torch.jit.load(str(args.teacher), map_location="cpu")
+        else:
+            teacher = build_lenet(0)
+            state = torch.load(args.teacher, map_location="cpu", weights_only=True)
+            teacher.load_state_dict(state)
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as error:
+        raise RSValueError("--teacher", accepted, f"{args.teacher}: {error}") from error
+    teacher.eval()
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
     if args.channels_last:
@@ -611,7 +627,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--noise-draws", type=int, default=None, help="m (default: the paper's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--teacher", type=Path, default=None, help="CAT-RS: TorchScript model of the KL target"
+        "--teacher",
+        type=Path,
+        default=None,
+        help="CAT-RS: the KL target's model (TorchScript, or a LeNet state dict)",
     )
     parser.add_argument(
         "--stage",
@@ -737,8 +756,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(collect(args.collect))
             return {}
         return run(args)
-    except RSValueError as error:
-        raise SystemExit(f"reproduce_fashion.py: error: {error}") from error
+    except RSValueError as error:  # bad input: one line and exit status 2, as argparse's
+        print(f"reproduce_fashion.py: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

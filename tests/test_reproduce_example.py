@@ -95,13 +95,13 @@ def test_a_row_trains_certifies_and_tables_then_resumes_without_redoing_anything
     assert tables[1].startswith("| σ | method | training CPU-h |")
     assert len(tables[1].splitlines()) == 4  # header, rule, one line per row
     missing = _run("--collect", str(tmp_path / "nothing"))
-    assert missing.returncode != 0 and "--collect: expected work folders" in missing.stderr
+    assert missing.returncode == 2 and "--collect: expected work folders" in missing.stderr
     no_row = _run("--sigma", "0.25", "--workdir", str(tmp_path / "none"))
     assert no_row.returncode != 0 and "--method and --sigma: expected both" in no_row.stderr
     # A log of other labels is refused before any work.
     log.write_text(log.read_text().replace("\n0\t", "\n0\t1", 1))
     refused = _run(*args[:-1], str(tmp_path / "refused"), "--published-log", str(log))
-    assert refused.returncode != 0 and "--published-log: expected" in refused.stderr
+    assert refused.returncode == 2 and "--published-log: expected" in refused.stderr
     assert not (tmp_path / "refused").exists()
     other = _run(*[a if a != "256" else "128" for a in args])
     assert other.returncode != 0
@@ -190,8 +190,33 @@ def test_given_weights_are_certified_without_training_and_other_weights_refused(
     assert json.loads((tmp_path / "table.json").read_text())["certified"] == row["certified"]
     assert {p.name: p.read_bytes() for p in (tmp_path / "certify").iterdir()} == records
     other = _run(*args, "--weights", str(shipped / "fashion_lenet_sigma0.5.pt"))
-    assert other.returncode != 0
+    assert other.returncode == 2
     assert "--weights: expected the weights of the model in" in other.stderr
     weights = str(shipped / "fashion_lenet_sigma0.25.pt")
     training = _run(*args, "--stage", "all", "--weights", weights)
     assert training.returncode == 2 and "--weights: expected --stage certify" in training.stderr
+
+
+def test_a_catrs_teacher_is_a_torchscript_file_or_a_lenet_state_dict(tmp_path):
+    # A row's model.pt (tensors only) or its model.ts: the same teacher, the same training.
+    weights = Path(__file__).resolve().parent.parent / "rs_plugin" / "data"
+    weights = weights / "fashion_lenet_sigma0.25.pt"
+    from rs_plugin.data import build_lenet
+
+    lenet = build_lenet(0)
+    lenet.load_state_dict(torch.load(weights, weights_only=True))
+    scripted = tmp_path / "teacher.ts"
+    torch.jit.script(lenet.eval()).save(str(scripted))
+    base = ["--method", "catrs", "--sigma", "0.25", "--stage", "train", "--epochs", "1"]
+    base += ["--train-size", "64", "--noise-draws", "2"]
+    trained = {}
+    for name, teacher in (("pt", weights), ("ts", scripted)):
+        run = _run(*base, "--teacher", str(teacher), "--workdir", str(tmp_path / name))
+        assert run.returncode == 0, run.stderr
+        trained[name] = torch.load(tmp_path / name / "model.pt", weights_only=True)
+    assert all(torch.allclose(trained["pt"][k], trained["ts"][k], atol=1e-6) for k in trained["pt"])
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a model")
+    run = _run(*base, "--teacher", str(junk), "--workdir", str(tmp_path / "junk"))
+    assert run.returncode == 2
+    assert "--teacher: expected an existing TorchScript file or LeNet state dict" in run.stderr
