@@ -30,6 +30,7 @@ from torch import nn
 from rs_plugin._validation import MissingExtraError, check_int, check_positive
 from rs_plugin.adapters.art import PyTorchSmoothedClassifier
 from rs_plugin.auditing.attack import Attack, AttackTarget, Candidates, budget_groups, project
+from rs_plugin.certification.model_runner import model_dtype
 from rs_plugin.smoothings.norms import lp_norm
 
 try:
@@ -69,10 +70,23 @@ def smoothed_estimator(target: AttackTarget, input_shape: tuple[int, ...]) -> An
     )
 
 
+class _CastInputs(nn.Module):
+    """A float16/bfloat16 base model as the vote runner calls it: float32 inputs cast to its
+    dtype, float32 logits (ART feeds and reads float32)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(model_dtype(self.model))).float()
+
+
 def base_estimator(target: AttackTarget, input_shape: tuple[int, ...]) -> Any:
     """ART's ``PyTorchClassifier`` of the base model (logits)."""
+    model = target.model
     return PyTorchClassifier(
-        target.model,
+        model if model_dtype(model) in (torch.float32, torch.float64) else _CastInputs(model),
         nn.CrossEntropyLoss(),
         input_shape,
         target.num_classes,

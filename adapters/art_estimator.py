@@ -323,7 +323,7 @@ class PyTorchSmoothedClassifier(PyTorchClassifier):
         base = self._smoothed.model
         was_training = base.training
         base.eval()
-        dtype = model_dtype(base) or torch.float32
+        dtype = model_dtype(base)
         probe = torch.zeros((1, *self.input_shape), dtype=dtype, device=self._device)
         try:
             out = probe_model(base, probe, inputs_name="input_shape", require_finite=False)

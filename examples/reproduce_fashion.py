@@ -43,6 +43,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import sys
 import time
 import zipfile
@@ -155,15 +156,24 @@ def load_teacher(args: argparse.Namespace) -> nn.Module | None:
     if not args.teacher.is_file():
         raise RSValueError("--teacher", accepted, str(args.teacher))
     try:
-        with zipfile.ZipFile(args.teacher) as archive:
-            scripted = any("/code/" in name for name in archive.namelist())
+        scripted = zipfile.is_zipfile(args.teacher)
+        if scripted:
+            with zipfile.ZipFile(args.teacher) as archive:
+                scripted = any("/code/" in name for name in archive.namelist())
         if scripted:
             teacher = torch.jit.load(str(args.teacher), map_location="cpu")
         else:
             teacher = build_lenet(0)
             state = torch.load(args.teacher, map_location="cpu", weights_only=True)
             teacher.load_state_dict(state)
-    except (OSError, RuntimeError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as error:
+    except (
+        OSError,
+        RuntimeError,
+        KeyError,
+        TypeError,
+        ValueError,
+        pickle.UnpicklingError,
+    ) as error:
         raise RSValueError("--teacher", accepted, f"{args.teacher}: {error}") from error
     teacher.eval()
     for parameter in teacher.parameters():

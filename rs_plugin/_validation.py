@@ -32,6 +32,7 @@ __all__ = [
     "check_open_unit",
     "check_positive",
     "import_extra",
+    "model_dtype",
 ]
 
 
@@ -155,6 +156,23 @@ def check_noise_scale(name: str, scale: float, dtype: torch.dtype) -> float:
             scale,
         )
     return scale
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype the model takes its inputs in: its ``input_dtype`` attribute when it declares
+    one (a composition, e.g. a denoiser before a classifier), else its first floating-point
+    parameter's, else its first floating-point buffer's, else float32."""
+    import itertools
+
+    import torch
+
+    declared = getattr(model, "input_dtype", None)
+    if isinstance(declared, torch.dtype):
+        return declared
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        if torch.is_floating_point(tensor):
+            return tensor.dtype
+    return torch.float32
 
 
 def check_finite_inputs(

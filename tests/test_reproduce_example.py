@@ -217,6 +217,9 @@ def test_a_catrs_teacher_is_a_torchscript_file_or_a_lenet_state_dict(tmp_path):
     assert all(torch.allclose(trained["pt"][k], trained["ts"][k], atol=1e-6) for k in trained["pt"])
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a model")
-    run = _run(*base, "--teacher", str(junk), "--workdir", str(tmp_path / "junk"))
-    assert run.returncode == 2
-    assert "--teacher: expected an existing TorchScript file or LeNet state dict" in run.stderr
+    pickled = tmp_path / "module.pt"
+    torch.save(lenet, pickled)  # a whole module: code to unpickle, refused as tensors only
+    for refused in (junk, pickled):
+        run = _run(*base, "--teacher", str(refused), "--workdir", str(tmp_path / refused.stem))
+        assert run.returncode == 2, run.stderr
+        assert "--teacher: expected an existing TorchScript file or LeNet state dict" in run.stderr

@@ -15,6 +15,7 @@ import torch
 
 from rs_plugin._validation import RSValueError, RSWarning
 from rs_plugin.certification.classifier import SmoothedClassifier
+from rs_plugin.certification.model_runner import model_dtype
 
 __all__ = ["Diagnostic", "diagnose", "warn"]
 
@@ -34,10 +35,16 @@ class Diagnostic:
         return asdict(self)
 
 
+def _as_model_input(smoothed: SmoothedClassifier, x: torch.Tensor) -> torch.Tensor:
+    """A copy of ``x`` in the model's dtype, as the vote runner feeds it (the model never holds
+    the audited inputs)."""
+    return x.to(model_dtype(smoothed.model), copy=True)
+
+
 def _non_determinism(smoothed: SmoothedClassifier, x: torch.Tensor) -> Diagnostic | None:
     with torch.no_grad():
-        first = smoothed.model(x.clone())  # the model never holds the audited inputs
-        second = smoothed.model(x.clone())
+        first = smoothed.model(_as_model_input(smoothed, x))
+        second = smoothed.model(_as_model_input(smoothed, x))
     gap = float((first - second).abs().max())
     if gap > 1e-5 * (1.0 + float(first.abs().max())):
         return Diagnostic(
@@ -52,7 +59,7 @@ def _non_determinism(smoothed: SmoothedClassifier, x: torch.Tensor) -> Diagnosti
 
 def _probabilities(smoothed: SmoothedClassifier, x: torch.Tensor) -> Diagnostic | None:
     with torch.no_grad():
-        out = smoothed.model(x.clone())
+        out = smoothed.model(_as_model_input(smoothed, x))
     sums = out.sum(dim=1)
     if bool((out >= 0).all() and (out <= 1).all() and (sums - 1).abs().max() < 1e-4):
         return Diagnostic(
@@ -105,7 +112,7 @@ def _class_count(
     dlr: bool,
 ) -> Diagnostic | None:
     with torch.no_grad():
-        width = int(smoothed.model(x.clone()).shape[1])
+        width = int(smoothed.model(_as_model_input(smoothed, x)).shape[1])
     seen = max(int(labels.max()), int(predictions.max()))
     if width != smoothed.num_classes or seen >= width:
         return Diagnostic(

@@ -102,7 +102,7 @@ def probe_floating_point(
     total = 0
 
     def vote(batch: torch.Tensor) -> torch.Tensor:  # on a copy, in the model's dtype
-        return model(batch.to(narrow or batch.dtype, copy=True)).argmax(dim=1)
+        return model(batch.to(narrow, copy=True)).argmax(dim=1)
 
     # Drawn in the sampling dtype and cast for the model, as the certifiers' vote runner does.
     dtype = sampling_dtype(model, x.dtype)

@@ -30,6 +30,7 @@ import torch
 
 from rs_plugin._validation import RSValueError, check_int
 from rs_plugin.auditing.attack import Attack, AttackTarget, Candidates
+from rs_plugin.certification.model_runner import model_dtype
 from rs_plugin.smoothings.base import Smoothing
 from rs_plugin.smoothings.norms import LP_NORMS, lp_norm
 from rs_plugin.smoothings.semantic import SemanticSmoothing
@@ -89,7 +90,8 @@ def parametric_soft(
     m = target.smoothed.num_noise_samples
     shifted = ShiftedParameters(smoothing, params.repeat_interleave(m, dim=0))
     images = shifted.perturb(x.repeat_interleave(m, dim=0), generator)
-    probs = torch.softmax(target.model(images), dim=1)
+    logits = target.model(images.to(model_dtype(target.model)))  # cast as the vote runner does
+    probs = torch.softmax(logits.to(images.dtype), dim=1)
     return probs.view(x.shape[0], m, -1).mean(dim=1)
 
 

@@ -129,22 +129,26 @@ class SmoothedClassifier(nn.Module, Certifier):
         return self._device if self._device is not None else torch.device("cpu")
 
     def _dtype(self) -> torch.dtype:
-        """The model's floating dtype (float32 for a model without floating parameters)."""
-        return model_dtype(self.model) or torch.float32
+        """The dtype the model takes its inputs in (:func:`model_dtype`)."""
+        return model_dtype(self.model)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Soft smoothed classifier: mean over perturbations of softmax(f), shape (B, C).
 
-        Differentiable in ``x`` (cast to the model's dtype first). Without ``generator`` the noise
-        is seeded with ``self.seed`` on every call, so the function is deterministic.
+        Differentiable in ``x``. The noise is drawn as the certifiers draw it, in float32 (float64
+        for a float64 model), and each noisy batch cast to the model's dtype: the same f∘cast.
+        Without ``generator`` the noise is seeded with ``self.seed`` on every call, so the
+        function is deterministic.
         """
-        x = x.to(self._dtype())
+        narrow = self._dtype()
+        work = sampling_dtype(self.model, narrow)
+        x = x.to(work)
         if generator is None:
             generator = torch.Generator(device=x.device)
             generator.manual_seed(self.seed)
         m = self.num_noise_samples
         noisy = self.smoothing.perturb(x.repeat_interleave(m, dim=0), generator)
-        probs = torch.softmax(self.model(noisy), dim=1)
+        probs = torch.softmax(self.model(noisy.to(narrow)).to(work), dim=1)
         return probs.view(x.shape[0], m, -1).mean(dim=1)
 
     def iter_certify(
@@ -310,7 +314,7 @@ class SmoothedClassifier(nn.Module, Certifier):
         seen = (id(self.model), state, self.num_classes, tuple(x.shape[1:]), x.dtype, x.device)
         if state is not None and seen == self._probed:
             return
-        out = probe_model(self.model, x[:4].to(model_dtype(self.model) or x.dtype))
+        out = probe_model(self.model, x[:4].to(self._dtype()))
         if out.shape[1] != self.num_classes:
             raise RSValueError(
                 "num_classes", f"the model's output width {out.shape[1]}", self.num_classes

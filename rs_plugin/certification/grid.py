@@ -54,7 +54,7 @@ __all__ = ["Cohen", "GridCertifier", "cohen_certifier", "covered_range", "roundi
 
 SLACK = 0.02  # Lipschitz slack per fine cell, as a fraction of additive_sigma
 MAX_FINE = 2048  # fine points per grid interval at most (a larger slack is still sound)
-ROUNDING_ULPS = 16  # rounding allowance per pixel, in eps of the model dtype times the scale
+ROUNDING_ULPS = 16  # rounding allowance per pixel, in eps of the sampling dtype times the scale
 POSITION_PIXELS = 32  # the allowance grows by a share per this many pixels of the image's side
 _INPUTS_PER_CALL = 8
 
@@ -69,7 +69,8 @@ def covered_range(
 
     ``classes`` (K,) are the grid points' certified classes (−1: abstain) and ``l2_radii`` (K,)
     their additive ℓ2 radii (only those of the centre's class are used). R = 0 when the centre
-    abstains. ``x`` is in the dtype the model sees (it sets the rounding allowance).
+    abstains. ``x`` is in the dtype images are transformed in (the sampling dtype; it sets the
+    rounding allowance).
     """
     grid = smoothing.grid()
     k = grid.shape[0]

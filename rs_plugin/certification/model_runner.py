@@ -25,19 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from rs_plugin._validation import RSValueError
+from rs_plugin._validation import RSValueError, model_dtype
 
 __all__ = ["PRECISIONS", "VoteRunner", "model_dtype", "sampling_dtype"]
 
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def model_dtype(model: nn.Module) -> torch.dtype | None:
-    """The dtype of the model's first floating-point parameter (None without one)."""
-    for parameter in model.parameters():
-        if torch.is_floating_point(parameter):
-            return parameter.dtype
-    return None
 
 
 def sampling_dtype(model: nn.Module, inputs: torch.dtype) -> torch.dtype:
@@ -86,7 +78,7 @@ class VoteRunner:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         dtype_in = model_dtype(self.model)
-        if dtype_in is not None and x.dtype != dtype_in:
+        if x.dtype != dtype_in:
             x = x.to(dtype_in)  # the base classifier is f∘cast (see the module's docstring)
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -76,7 +76,7 @@ def _margin(
     """
     batch, m = noise.shape[:2]
     noisy = (x.unsqueeze(1) + sigma.unsqueeze(1) * noise).flatten(0, 1)
-    logits = model(noisy.to(model_dtype(model) or noisy.dtype))  # cast as the vote runner does
+    logits = model(noisy.to(model_dtype(model)))  # cast as the vote runner does
     probs = torch.softmax(logits.to(noisy.dtype), dim=1).view(batch, m, -1).mean(dim=1)
     top = probs.topk(2, dim=1).values.clamp(_P_CLAMP, 1.0 - _P_CLAMP)
     return 0.5 * (torch.special.ndtri(top[:, 0]) - torch.special.ndtri(top[:, 1]))

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rs_plugin._validation import RSValueError, check_positive
+from rs_plugin._validation import RSValueError, check_positive, model_dtype
 from rs_plugin.smoothings.base import Smoothing
 
 __all__ = ["DenoisedClassifier", "denoised_for"]
@@ -94,8 +94,13 @@ class DenoisedClassifier(nn.Module):
         if scale is None or not math.isclose(scale, self.sigma, rel_tol=_SIGMA_RTOL):
             raise RSValueError("smoothing", f"the denoiser's {mine}", repr(smoothing))
 
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """The denoiser's dtype: the one the composition takes its inputs in."""
+        return model_dtype(self.denoiser)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        denoised = self.denoiser(x, self.sigma)
+        denoised = self.denoiser(x.to(self.input_dtype), self.sigma)
         if not isinstance(denoised, torch.Tensor) or denoised.shape != x.shape:
             shape = tuple(denoised.shape) if isinstance(denoised, torch.Tensor) else denoised
             raise RSValueError(
@@ -105,7 +110,7 @@ class DenoisedClassifier(nn.Module):
             raise RSValueError(
                 "denoiser", "a denoiser returning finite values", "NaN or infinite values"
             )
-        return self.classifier(denoised)
+        return self.classifier(denoised.to(model_dtype(self.classifier)))
 
     def config(self) -> dict[str, Any]:
         """σ and what the denoiser says it was trained for, as plain values."""

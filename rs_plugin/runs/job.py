@@ -109,6 +109,14 @@ class Loaded(NamedTuple):
     all_labels: list[int]
 
 
+def _narrow_model(model: nn.Module) -> dict[str, str]:
+    """``{"model_dtype": ...}`` for a model narrower than float32, else nothing."""
+    dtype = model_dtype(model)
+    if dtype in (torch.float16, torch.bfloat16):
+        return {"model_dtype": str(dtype).removeprefix("torch.")}
+    return {}
+
+
 # Inputs per call of a sound smoothing's grid check when the data loads.
 _GRID_CHECK_CHUNK = 1024
 
@@ -255,7 +263,7 @@ class CertifyJob:
             x, y = x[: self.limit], y[: self.limit]
         # The model sees inputs in its own floating dtype (so does the probe); the certifiers
         # hold inputs and draw noise in the sampling dtype, where a sound grid must hold them.
-        dtype = model_dtype(model) or x.dtype
+        dtype = model_dtype(model)
         num_classes = self._probe(model, x[:2].to(dtype))
         if self.sigma is not None:
             check_noise_scale("sigma", self.sigma, sampling_dtype(model, x.dtype))
@@ -321,6 +329,9 @@ class CertifyJob:
             # Only a reduced precision changes the certified classifier; layout and compilation
             # change kernels only (and files written before these options resume unchanged).
             **({"precision": self.precision} if self.precision != "float32" else {}),
+            # A float16/bfloat16 model's noise is drawn in float32 and cast (files written when
+            # it was drawn in the model's dtype do not resume: their config lacks this field).
+            **_narrow_model(smoothed.model),
             "n0": self.n0,
             # A certifier that stops early records the samples each input used as its `n`.
             **({"n_max": self.n} if load_certifier(self.certifier).samples_vary else {"n": self.n}),

@@ -470,3 +470,22 @@ def test_certificates_at_a_large_alpha_are_flagged_beside_the_verdict():
         report = runner.run(x, labels, forged)
     assert report.verdict["violations"] == 16
     assert [d.check for d in report.diagnostics] == ["weak certificates"]
+
+
+def test_a_float16_model_is_audited_through_the_cast_it_is_certified_with(digits):
+    # The diagnostics and the attacks feed the model as the vote runner does (float32 inputs
+    # and noise, cast to the model's dtype); the model used to get float32 inputs there.
+    model, x, y = digits
+    half = model.half().eval()
+    certificates = CertificateSet(
+        index=torch.arange(4),
+        prediction=y[:4].clone(),
+        radius=torch.full((4,), 0.05, dtype=torch.float64),
+        norm="l2",
+        semantics="input",
+        alpha=0.001,
+    )
+    report = Audit(half, Gaussian(0.25), 10, attacks=["deepfool"], predict_n=200).run(
+        x[:4], y[:4], certificates
+    )
+    assert report.diagnostics == [] and len(report.inputs) == 4

@@ -121,3 +121,24 @@ def test_a_float16_model_is_certified_at_the_input_not_at_its_float16_rounding()
     assert certs.prediction.tolist() == [0, 1]
     assert all(exact - 0.02 < float(p) <= exact for p in certs.p_lower)
     assert float(certs.radius.sum()) < float(x[1, 0] - x[0, 0])  # the two balls are disjoint
+
+
+def test_a_model_without_floating_parameters_gets_its_buffers_dtype():
+    # A module whose weights are float32 buffers, given float64 inputs: noise is drawn in float64
+    # around the input itself and each noisy batch cast to float32 for the model.
+    class Buffered(torch.nn.Module):
+        w: torch.Tensor
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("w", torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            assert z.dtype == torch.float32
+            return z @ self.w
+
+    smoothed = SmoothedClassifier(Buffered().eval(), Gaussian(0.25), 2)
+    x = torch.tensor([[2.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    certs = smoothed.certify(x.numpy(), n0=50, n=2000, seed=0)
+    assert certs.prediction.tolist() == [0, 1] and bool((certs.radius > 0.5).all())
+    assert torch.allclose(smoothed(x), smoothed(x.float()), atol=1e-6)

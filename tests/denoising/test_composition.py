@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from rs_plugin import Gaussian, Laplace, RSValueError, SmoothedClassifier
+from rs_plugin._validation import model_dtype
 from rs_plugin.denoising import (
     ConditionalDenoiser,
     DenoisedClassifier,
@@ -96,6 +97,30 @@ def test_certificates_equal_those_of_the_same_function_as_a_plain_model():
     )
     assert torch.equal(ours.prediction, plain.prediction)
     assert torch.allclose(ours.radius, plain.radius)
+
+
+class _PlainFloat32(_Plain):
+    input_dtype = torch.float32  # a model may declare the dtype it takes its inputs in
+
+
+class _ToHalf(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.half()
+
+
+def test_a_float16_classifier_after_a_float32_denoiser_gets_the_denoisers_output_cast():
+    # The composition takes inputs in the denoiser's dtype (float32 noise, not cast to float16
+    # first) and casts the denoised batch to the classifier's.
+    f, d = _classifier().half(), build_denoiser(0, width=4, depth=1).eval()
+    x = torch.rand(4, 1, 4, 4)
+    composed = DenoisedClassifier(f, d, 0.5)
+    assert model_dtype(composed) == torch.float32
+    with torch.no_grad():
+        assert torch.equal(composed(x), f(d(x, 0.5).half()))
+    certs = SmoothedClassifier(composed, Gaussian(0.5), 3).certify(x, n0=20, n=200, seed=3)
+    plain = _PlainFloat32(nn.Sequential(_ToHalf(), f), d, 0.5).eval()
+    again = SmoothedClassifier(plain, Gaussian(0.5), 3).certify(x, n0=20, n=200, seed=3)
+    assert torch.equal(certs.prediction, again.prediction)
 
 
 def test_sigma_outside_the_trained_range_is_refused_naming_both():

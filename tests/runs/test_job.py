@@ -89,3 +89,20 @@ def test_errors_show_flags_through_one_table():
     both = RSValueError("radius/tolerance", "one", None)
     assert as_flags(both).startswith("--radius/--tolerance:")
     assert as_flags(RSValueError("x", "a tensor", 1)) == str(RSValueError("x", "a tensor", 1))
+
+
+def _half_demo(spec: str, data: str, sigma: float | None) -> Any:
+    from rs_plugin.data import load_demo_model
+
+    return load_demo_model().half()
+
+
+def test_a_narrow_models_config_says_so_and_float32_ones_are_unchanged():
+    # Files written when a float16 model's noise was drawn in float16 lack the field, so they
+    # are not resumed under the float32 noise; float32 models' configs (and files) are as before.
+    plain = CertifyJob(**SETTINGS, certifier="cohen")
+    loaded = plain.load()
+    assert "model_dtype" not in plain.config(loaded.certifier, loaded.data_sha256)
+    half = CertifyJob(**SETTINGS, certifier="cohen", model_loader=_half_demo)
+    loaded = half.load()
+    assert half.config(loaded.certifier, loaded.data_sha256)["model_dtype"] == "float16"
