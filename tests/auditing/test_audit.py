@@ -291,6 +291,18 @@ def test_parametric_rotation_with_a_wrong_radius_is_flagged(digits):
 
 
 @pytest.mark.slow
+def _first_four(y: torch.Tensor, radius: float) -> CertificateSet:
+    """ℓ2 certificates of the first four inputs: their labels at ``radius``."""
+    return CertificateSet(
+        index=torch.arange(4),
+        prediction=y[:4].clone(),
+        radius=torch.full((4,), radius, dtype=torch.float64),
+        norm="l2",
+        semantics="input",
+        alpha=0.001,
+    )
+
+
 def test_diagnostics_warn_with_a_fix(digits):
     model, x, y = digits
 
@@ -298,14 +310,7 @@ def test_diagnostics_warn_with_a_fix(digits):
         def forward(self, inputs):
             return torch.softmax(model(inputs), dim=1)
 
-    certificates = CertificateSet(
-        index=torch.arange(4),
-        prediction=y[:4].clone(),
-        radius=torch.full((4,), 0.1, dtype=torch.float64),
-        norm="l2",
-        semantics="input",
-        alpha=0.001,
-    )
+    certificates = _first_four(y, 0.1)
     runner = Audit(Probabilities().eval(), Gaussian(0.25), 10, attacks=["deepfool"], predict_n=200)
     # PREDICT's own input check warns too.
     with pytest.warns(RSWarning, match="seems to output probabilities"):
@@ -477,14 +482,7 @@ def test_a_float16_model_is_audited_through_the_cast_it_is_certified_with(digits
     # and noise, cast to the model's dtype); the model used to get float32 inputs there.
     model, x, y = digits
     half = model.half().eval()
-    certificates = CertificateSet(
-        index=torch.arange(4),
-        prediction=y[:4].clone(),
-        radius=torch.full((4,), 0.05, dtype=torch.float64),
-        norm="l2",
-        semantics="input",
-        alpha=0.001,
-    )
+    certificates = _first_four(y, 0.05)
     report = Audit(half, Gaussian(0.25), 10, attacks=["deepfool"], predict_n=200).run(
         x[:4], y[:4], certificates
     )
