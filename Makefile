@@ -11,6 +11,9 @@ STAMP   := $(VENV)/.installed
 SUDO    := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 FASHION := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 DEMO_OUT ?= out/demo
+# pytest workers (pytest-xdist; CI has 2 cores): PYTEST_WORKERS=0 runs the suite in one process.
+PYTEST_WORKERS ?= 2
+PYTEST  := $(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist worksteal
 
 .PHONY: install demo test test-fast lint typecheck pytest bench fashion-mnist clean
 
@@ -48,12 +51,12 @@ typecheck: install
 	$(VENV)/bin/mypy rs_plugin adapters tests examples
 
 pytest: install fashion-mnist
-	$(VENV)/bin/pytest -q --durations=25
+	$(PYTEST) --durations=25
 
 test: lint typecheck pytest
 
 test-fast: install fashion-mnist
-	$(VENV)/bin/pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: install
 	$(VENV)/bin/rs-plugin bench

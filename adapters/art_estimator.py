@@ -99,7 +99,12 @@ OUTPUTS = ("hard", "log_probabilities")
 
 
 class _Standardised(nn.Module):
-    """x -> model((x − subtrahend) / divisor): ART's ``preprocessing``, after the noise."""
+    """x -> model(cast((x − subtrahend) / divisor)): ART's ``preprocessing``, after the noise.
+
+    The standardisation runs in float32 (float64 for a float64 model) and its result is cast to
+    the model's dtype, so a float16 or bfloat16 model is certified as f∘cast after ART's
+    preprocessing, as the vote runner certifies a bare one.
+    """
 
     subtrahend: torch.Tensor
     divisor: torch.Tensor
@@ -110,8 +115,14 @@ class _Standardised(nn.Module):
         self.register_buffer("subtrahend", subtrahend)
         self.register_buffer("divisor", divisor)
 
+    @property
+    def input_dtype(self) -> torch.dtype:
+        inner = model_dtype(self.model)
+        return torch.float64 if inner == torch.float64 else torch.float32
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model((x - self.subtrahend) / self.divisor)
+        standardised = (x.to(self.input_dtype) - self.subtrahend) / self.divisor
+        return self.model(standardised.to(model_dtype(self.model)))
 
 
 def _defence_list(defences: Any) -> list[Any]:
@@ -134,6 +145,10 @@ class _Defended(nn.Module):
         super().__init__()
         self.inner = inner
         self.defences = defences
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return model_dtype(self.inner)  # the defences run on what the inner model is given
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for defence in self.defences:

@@ -9,6 +9,11 @@
 Tests marked ``slow`` (``@pytest.mark.slow``: the bench, Ray, kill loops, training and long
 audits) run in ``make test`` and are left out by ``make test-fast`` (``pytest -m "not slow"``).
 
+``make test`` and ``make test-fast`` run the suite in two processes (pytest-xdist,
+``PYTEST_WORKERS``; ``--dist worksteal``): a test may run beside any other, so it writes only
+under its own ``tmp_path``, starts its own Ray and labels a timing by the load it measured
+(``rs_plugin.bench.timing``), never by the load it expects.
+
 Tests marked ``fashion_mnist`` read Debian's ``dataset-fashion-mnist`` (which ``make test``
 installs, with root or sudo): where it is missing they are skipped with a message naming the
 package, except under CI (the ``CI`` environment variable set), where a missing dataset fails

@@ -265,11 +265,11 @@ class CertifyJob:
         # hold inputs and draw noise in the sampling dtype, where a sound grid must hold them.
         dtype = model_dtype(model)
         num_classes = self._probe(model, x[:2].to(dtype))
+        work = sampling_dtype(model, x.dtype)
         if self.sigma is not None:
-            check_noise_scale("sigma", self.sigma, sampling_dtype(model, x.dtype))
+            check_noise_scale("sigma", self.sigma, work)
         check_inputs = getattr(smoothing, "check_inputs", None)
         if check_inputs is not None:  # a sound smoothing's grid: every input, before any record
-            work = sampling_dtype(model, x.dtype)
             try:  # in chunks: the check's float64 temporaries are a few times the chunk's size
                 for chunk in x.split(_GRID_CHECK_CHUNK):
                     check_inputs(chunk.to(work))

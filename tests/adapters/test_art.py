@@ -195,6 +195,27 @@ def test_noise_is_added_before_art_preprocessing():
     np.testing.assert_allclose(r2, 2 * r1, rtol=1e-5)
 
 
+def test_a_float16_model_takes_per_pixel_art_preprocessing_through_a_float32_standardisation():
+    """ART's preprocessing arrays (float32) are applied before the cast to a float16 model's
+    dtype: the float16 model certifies what the float32 one does (it raised on the float32
+    standardised batch), and its gradients are finite."""
+    model = load_demo_model()
+    x, y = (t[:4].numpy() for t in load_digits("test"))
+    per_pixel = {
+        "preprocessing": (np.zeros((1, 8, 8)), np.full((1, 8, 8), 2.0)),
+        "clip_values": (0.0, 2.0),
+        "scale": 2 * SIGMA,
+    }
+    full = _art_style(model, **per_pixel)
+    half = _art_style(copy.deepcopy(model).half(), **per_pixel)
+    p32, r32 = full.certify(2 * x, n=500)
+    p16, r16 = half.certify(2 * x, n=500)
+    np.testing.assert_array_equal(p16, p32)
+    np.testing.assert_allclose(r16, r32, atol=0.02)
+    gradient = half.loss_gradient(2 * x, y)
+    assert gradient.shape == x.shape and np.isfinite(gradient).all()
+
+
 def test_model_is_the_soft_smoothed_classifier_and_outputs_are_log_probabilities():
     est = _art_style(load_demo_model(), outputs="log_probabilities")
     assert isinstance(est.model, SmoothedLogProbabilities)
