@@ -186,6 +186,7 @@ def _same(first: dict, second: dict) -> bool:
     return close and all(first[k] == second[k] for k in ("prediction", "count", "p_lower"))
 
 
+@pytest.mark.slow
 def test_example_certifier_runs_through_certify_ray_resume_and_audit(plugin_path, tmp_path):
     """A third-party certifier goes through every door of the command line, which names no
     certifier of its own choosing."""

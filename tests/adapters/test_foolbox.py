@@ -117,6 +117,7 @@ def test_bad_settings_are_refused():
 CASES = [(name, norm) for name in ATTACKS for norm in load_attack(name).norms]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "norm"), CASES)
 def test_candidates_stay_in_their_own_budget_and_are_real_adversarials(digits, name, norm):
     """σ = 0.01 makes the soft smoothed classifier the base model; budgets differ per input."""

@@ -477,6 +477,7 @@ def test_certificates_at_a_large_alpha_are_flagged_beside_the_verdict():
     assert [d.check for d in report.diagnostics] == ["weak certificates"]
 
 
+@pytest.mark.slow
 def test_a_float16_model_is_audited_through_the_cast_it_is_certified_with(digits):
     # The diagnostics and the attacks feed the model as the vote runner does (float32 inputs
     # and noise, cast to the model's dtype); the model used to get float32 inputs there.

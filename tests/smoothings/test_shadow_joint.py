@@ -118,6 +118,7 @@ def test_the_decoder_reads_the_parameters_back():
         torch.testing.assert_close(decoded, params.double(), atol=2e-3, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("pair", "noise"),
     [("darkness+offset", "gaussian"), ("darkness+offset", "uniform"), ("angle+offset", "gaussian")],

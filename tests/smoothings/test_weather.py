@@ -344,6 +344,7 @@ def digits():
     return load_demo_model(), x[:12], y[:12]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "smoothing",
     [Shadow(0.5, angle=180.0), Shadow(0.0, sigma_offset=1.0, darkness=1.0), Fog(0.5)],
