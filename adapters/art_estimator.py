@@ -101,9 +101,9 @@ OUTPUTS = ("hard", "log_probabilities")
 class _Standardised(nn.Module):
     """x -> model(cast((x − subtrahend) / divisor)): ART's ``preprocessing``, after the noise.
 
-    The standardisation runs in float32 (float64 for a float64 model) and its result is cast to
-    the model's dtype, so a float16 or bfloat16 model is certified as f∘cast after ART's
-    preprocessing, as the vote runner certifies a bare one.
+    It declares ``input_dtype`` float32 (float64 for a float64 model), so the runners hand it
+    batches in that dtype; the standardised batch is cast to the model's dtype, so a float16 or
+    bfloat16 model is certified as f∘cast after ART's preprocessing, as a bare one is.
     """
 
     subtrahend: torch.Tensor
@@ -121,8 +121,7 @@ class _Standardised(nn.Module):
         return torch.float64 if inner == torch.float64 else torch.float32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        standardised = (x.to(self.input_dtype) - self.subtrahend) / self.divisor
-        return self.model(standardised.to(model_dtype(self.model)))
+        return self.model(((x - self.subtrahend) / self.divisor).to(model_dtype(self.model)))
 
 
 def _defence_list(defences: Any) -> list[Any]:
